@@ -1,0 +1,5 @@
+import sys
+
+from trioflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The ``trioflow`` console script: ``scheduler``, ``worker`` and ``demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+import trio
+
+
+def _scheduler_parser(sub):
+    p = sub.add_parser("scheduler", help="run a scheduler",
+                       description="Run a trioflow scheduler until interrupted.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8786, help="port (default 8786; 0 picks one)")
+    p.add_argument("--scheduler-file", default=None,
+                   help="write the scheduler's address here as JSON")
+    p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
+    p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
+    p.add_argument("--token", default=None, help="require clients and workers to prove this token")
+    p.set_defaults(run=_run_scheduler)
+
+
+def _worker_parser(sub):
+    p = sub.add_parser("worker", help="run workers connected to a scheduler",
+                       description="Run trioflow workers (under nannies by default).")
+    p.add_argument("scheduler", nargs="?", default=None,
+                   help="scheduler address: ws://host:port, host:port or tcp://host:port")
+    p.add_argument("--scheduler-file", default=None, help="read the scheduler address from here")
+    p.add_argument("--nthreads", type=int, default=None, help="threads per worker")
+    p.add_argument("--nworkers", type=int, default=1, help="worker processes to start")
+    p.add_argument("--name", default=None, help="worker name (suffixed -0, -1... with --nworkers)")
+    p.add_argument("--memory-limit", default="auto",
+                   help="bytes per worker ('4GB', 'auto', 0 for none); the nanny restarts "
+                        "a worker that passes it")
+    p.add_argument("--host", default="127.0.0.1", help="interface the workers listen on")
+    p.add_argument("--resources", default=None, help='e.g. "GPU=2 MEM=10e9"')
+    p.add_argument("--no-nanny", dest="nanny", action="store_false",
+                   help="run workers in this process, without nannies")
+    p.add_argument("--nanny", dest="nanny", action="store_true", help="run under nannies (default)")
+    p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
+    p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
+    p.add_argument("--token", default=None, help="token the scheduler requires")
+    p.set_defaults(run=_run_worker, nanny=True)
+
+
+def _demo_parser(sub):
+    p = sub.add_parser("demo", help="run a demonstration job on a local cluster", add_help=False)
+    p.set_defaults(run=None)
+
+
+async def _until_interrupted(scope: trio.CancelScope):
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def _run_scheduler(args) -> int:
+    from trioflow.server.scheduler import Scheduler
+
+    async def main():
+        async with Scheduler(host=args.host, port=args.port, scheduler_file=args.scheduler_file,
+                             token=args.token) as scheduler:
+            print(f"trioflow scheduler at {scheduler.address}", flush=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_interrupted, nursery.cancel_scope)
+        return 0
+
+    return trio.run(main)
+
+
+def _parse_resources(text):
+    if not text:
+        return None
+    out = {}
+    for part in text.replace(",", " ").split():
+        name, _, value = part.partition("=")
+        out[name] = float(value)
+    return out
+
+
+def _run_worker(args) -> int:
+    import os
+
+    from trioflow.server.nanny import Nanny
+    from trioflow.server.worker import Worker
+    from trioflow.utils import memory_limit_bytes
+
+    address = args.scheduler
+    if address is None:
+        if args.scheduler_file is None:
+            print("trioflow worker: give a scheduler address or --scheduler-file", file=sys.stderr)
+            return 2
+        address = _wait_for_scheduler_file(args.scheduler_file)
+    nworkers = max(1, args.nworkers)
+    nthreads = args.nthreads or max(1, (os.cpu_count() or 1) // nworkers)
+    memory_limit = memory_limit_bytes(args.memory_limit, nworkers)
+    resources = _parse_resources(args.resources)
+
+    def name(i):
+        if args.name is None:
+            return None
+        return args.name if nworkers == 1 else f"{args.name}-{i}"
+
+    async def run_one(i):
+        kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
+                      resources=resources, host=args.host, token=args.token)
+        server = Nanny(address, **kwargs) if args.nanny else Worker(address, **kwargs)
+        async with server:
+            print(f"trioflow worker {server.address} -> {address}", flush=True)
+            await server.finished()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_interrupted, nursery.cancel_scope)
+            async with trio.open_nursery() as workers:
+                for i in range(nworkers):
+                    workers.start_soon(run_one, i)
+            nursery.cancel_scope.cancel()
+        return 0
+
+    return trio.run(main)
+
+
+def _wait_for_scheduler_file(path, timeout=60.0):
+    import os
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                return json.load(f)["address"]
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"trioflow worker: no scheduler file at {path} after {timeout} s")
+            time.sleep(0.1)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="trioflow", description="trioflow: dask.distributed's futures API on Trio.")
+    sub = parser.add_subparsers(dest="command", metavar="{scheduler,worker,demo}")
+    _scheduler_parser(sub)
+    _worker_parser(sub)
+    _demo_parser(sub)
+    if argv and argv[0] == "demo":
+        from trioflow.demo import main as demo_main
+        return demo_main(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The client: one trio implementation with a blocking face."""

@@ -1,0 +1,553 @@
+"""``Client``: the user's handle on a cluster, with distributed's API.
+
+The blocking face runs ``ClientCore`` in the shared loop thread and makes
+each call one portal round trip (or none: ``submit`` and ``map`` only queue
+a message).  ``Client()`` with no address starts a ``LocalCluster`` and owns
+it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import Iterator
+
+from trioflow.client.core import ClientCore, data_token, new_client_id
+from trioflow.client.future import Future
+from trioflow.client.loop import LoopRunner
+from trioflow.comm.addressing import normalize_address
+from trioflow.core.keys import key_prefix
+from trioflow.errors import TrioflowError
+from trioflow.protocol.tasks import (KeyRef, dumps_args, dumps_task_function,
+                                     execute_legacy_task, token)
+from trioflow.utils import parse_timedelta
+
+logger = logging.getLogger("trioflow.client")
+
+_no_default = "__no_default__"
+_default_client: "weakref.ref[Client] | None" = None
+_clients: "weakref.WeakValueDictionary[str, Client]" = weakref.WeakValueDictionary()
+
+
+def default_client() -> "Client":
+    """The client made most recently with ``set_as_default=True``."""
+    client = _default_client() if _default_client is not None else None
+    if client is None or client.status == "closed":
+        raise ValueError("No clients found: start one with trioflow.Client()")
+    return client
+
+
+def _client_for_unpickled_future(address):
+    for client in list(_clients.values()):
+        if client.status == "running" and client.scheduler_address == address:
+            return client
+    try:
+        from trioflow.worker_client import get_client
+        return get_client()
+    except Exception:
+        return default_client()
+
+
+class Client:
+    """Connect to a trioflow scheduler (or start a local cluster).
+
+    ``Client()`` starts a ``LocalCluster`` with the keyword arguments dask
+    users pass (``n_workers``, ``threads_per_worker``, ``processes``,
+    ``memory_limit``, ``dashboard_address``, ``scheduler_port``...) and closes
+    it with the client.  ``Client("ws://host:8786")`` (also ``host:port`` or
+    ``tcp://``), ``Client(cluster)`` or ``Client(scheduler_file="s.json")``
+    connect to a running one.
+
+    Accepted for compatibility, without effect: ``loop``, ``security`` (use
+    ``token=`` or wss://), ``heartbeat_interval``, ``serializers``,
+    ``deserializers``, ``extensions``, ``direct_to_workers`` (data always moves
+    directly between the client and the workers), ``connection_limit``.
+    """
+
+    def __init__(self, address=None, loop=None, timeout=_no_default, set_as_default=True,
+                 scheduler_file=None, security=None, asynchronous=False, name=None,
+                 heartbeat_interval=None, serializers=None, deserializers=None,
+                 extensions=None, direct_to_workers=None, connection_limit=512,
+                 token=None, **kwargs):
+        if asynchronous:
+            raise NotImplementedError(
+                "asynchronous=True is not available yet in this version of trioflow; "
+                "use the blocking Client")
+        self.asynchronous = False
+        self.id = new_client_id()
+        self.name = name
+        self.status = "newly-created"
+        self._timeout = 30.0 if timeout in (_no_default, None) else parse_timedelta(timeout)
+        self._token = token
+        self.cluster = None
+        self._owns_cluster = False
+        self._func_cache: dict = {}
+        self._loop: LoopRunner | None = None
+        self._core: ClientCore | None = None
+        self._core_cm = None
+
+        if scheduler_file is not None and address is None:
+            with open(scheduler_file) as f:
+                address = json.load(f)["address"]
+        if address is None:
+            from trioflow.deploy.local import LocalCluster
+            cluster_kwargs = {k: v for k, v in kwargs.items() if k in _CLUSTER_KWARGS}
+            unknown = set(kwargs) - _CLUSTER_KWARGS
+            if unknown:
+                raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(unknown)}")
+            self.cluster = LocalCluster(**cluster_kwargs)
+            self._owns_cluster = True
+            address = self.cluster.scheduler_address
+        elif hasattr(address, "scheduler_address"):
+            self.cluster = address
+            address = address.scheduler_address
+        elif kwargs:
+            raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(kwargs)}")
+        self.scheduler_address = normalize_address(address)
+
+        try:
+            self._loop = LoopRunner.acquire()
+            self._core = ClientCore(self.scheduler_address, client_id=self.id, name=name,
+                                    timeout=self._timeout, token=token)
+            self._core_cm = self._loop.portal.wrap_async_context_manager(self._core)
+            self._core_cm.__enter__()
+        except BaseException:
+            self._release_resources()
+            raise
+        self.status = "running"
+        _clients[self.id] = self
+        if set_as_default:
+            self._set_as_default()
+
+    def _set_as_default(self):
+        global _default_client
+        _default_client = weakref.ref(self)
+        try:
+            import dask
+        except ImportError:
+            return
+        dask.config.set(scheduler=self.get)
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _sync(self, async_fn, *args):
+        if self.status == "closed":
+            raise TrioflowError(f"{self!r} is closed")
+        if self._loop.in_loop_thread():
+            raise RuntimeError("a blocking Client method was called from inside the event "
+                               "loop; use the async client (asynchronous=True) there")
+        return self._loop.call(async_fn, *args)
+
+    def _request(self, msg):
+        return self._sync(self._core.request, msg)
+
+    def __repr__(self):
+        info = ""
+        if self.status == "running":
+            try:
+                workers = self.scheduler_info()["workers"]
+                info = (f", workers={len(workers)}, "
+                        f"threads={sum(w['nthreads'] for w in workers.values())}")
+            except Exception:
+                pass
+        return f"<Client: {self.scheduler_address!r}, status={self.status}{info}>"
+
+    @property
+    def dashboard_link(self):
+        """There is no dashboard yet: always None."""
+        return None
+
+    # ---------------------------------------------------------------- lifetime
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self, timeout=_no_default):
+        """Close the connection (and the cluster this client started).  Returns
+        when every thread, task and process it started is gone."""
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        global _default_client
+        if _default_client is not None and _default_client() is self:
+            _default_client = None
+            try:
+                import dask
+                if dask.config.get("scheduler", None) == self.get:
+                    dask.config.set(scheduler=None)
+            except ImportError:
+                pass
+        try:
+            if self._core_cm is not None:
+                self._core_cm.__exit__(None, None, None)
+                self._core_cm = None
+        finally:
+            self._release_resources()
+            self.status = "closed"
+
+    def _release_resources(self):
+        try:
+            if self._owns_cluster and self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if self._loop is not None:
+                self._loop.release()
+
+    def __del__(self):
+        if getattr(self, "status", "closed") == "running":
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def shutdown(self):
+        """Close the scheduler and workers this client is connected to, then the client."""
+        try:
+            workers = self._request({"op": "worker-addresses"})
+            self._request({"op": "retire-workers", "workers": workers})
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+            self.close()
+
+    def write_scheduler_file(self, scheduler_file: str):
+        """Write the scheduler's address as JSON so other clients can find it."""
+        with open(scheduler_file, "w") as f:
+            json.dump({"address": self.scheduler_address, "type": "Scheduler"}, f)
+
+    # ---------------------------------------------------------------- submission
+
+    def _function_payload(self, func) -> bytes:
+        cached = self._func_cache.get(id(func))
+        if cached is not None and cached[0] is func:
+            return cached[1]
+        payload = dumps_task_function(func)
+        if len(self._func_cache) > 64:
+            self._func_cache.clear()
+        self._func_cache[id(func)] = (func, payload)
+        return payload
+
+    def _task(self, func, func_payload, args, kwargs, key, pure, prefix, options):
+        args_payload, deps = dumps_args(args, kwargs)
+        if key is None:
+            name = prefix or _funcname(func)
+            key = f"{name}-{token(func_payload, args_payload) if pure else uuid.uuid4().hex}"
+        task = {"key": key, "run_spec": (func_payload, args_payload),
+                "deps": list(deps), **options}
+        return key, task
+
+    def submit(self, func, *args, key=None, workers=None, resources=None, retries=None,
+               priority=0, fifo_timeout="100 ms", allow_other_workers=False, actor=False,
+               actors=False, pure=True, **kwargs):
+        """Run ``func(*args, **kwargs)`` on the cluster; return a Future.
+
+        ``pure=True`` names the task by a hash of the function and arguments,
+        so submitting the same call again reuses it; ``pure=False`` always
+        runs anew.  ``workers=`` restricts it to those workers (addresses or
+        names) unless ``allow_other_workers``; ``retries=`` reruns a failing
+        task; higher ``priority`` runs first; ``resources={"GPU": 1}`` runs it
+        only where the workers declare enough.  ``fifo_timeout`` is accepted
+        and has no effect (submission order already breaks priority ties)."""
+        if not callable(func):
+            raise TypeError(f"First input to submit must be a callable function, got {func!r}")
+        if actor or actors:
+            raise NotImplementedError("actors are not available in this version of trioflow")
+        options = _options(workers, resources, retries, priority, allow_other_workers)
+        key, task = self._task(func, self._function_payload(func), args, kwargs, key, pure,
+                               None, options)
+        future = Future(key, self, inform=False)
+        self._core.send({"op": "update-graph", "tasks": [task], "wanted": [key]})
+        return future
+
+    def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None,
+            priority=0, allow_other_workers=False, fifo_timeout="100 ms", actor=False,
+            actors=False, pure=True, batch_size=None, **kwargs):
+        """``submit(func, *args)`` for each tuple of items of ``iterables``.
+
+        ``key=`` is a prefix for the keys or a list of keys; ``batch_size``
+        sends the tasks to the scheduler in batches of that many."""
+        if not callable(func):
+            raise TypeError(f"First input to map must be a callable function, got {func!r}")
+        if actor or actors:
+            raise NotImplementedError("actors are not available in this version of trioflow")
+        argsets = list(zip(*iterables))
+        keys = list(key) if isinstance(key, (list, tuple)) else None
+        if keys is not None and len(keys) != len(argsets):
+            raise ValueError(f"map got {len(keys)} keys for {len(argsets)} tasks")
+        prefix = key if isinstance(key, str) else None
+        options = _options(workers, resources, retries, priority, allow_other_workers)
+        func_payload = self._function_payload(func)
+        futures, tasks = [], []
+        for i, args in enumerate(argsets):
+            k, task = self._task(func, func_payload, args, kwargs,
+                                 keys[i] if keys is not None else None, pure, prefix, options)
+            tasks.append(task)
+            futures.append(Future(k, self, inform=False))
+        batch = int(batch_size) if batch_size else len(tasks) or 1
+        for start in range(0, len(tasks), batch):
+            chunk = tasks[start:start + batch]
+            self._core.send({"op": "update-graph", "tasks": chunk,
+                             "wanted": [t["key"] for t in chunk]})
+        return futures
+
+    def get(self, dsk, keys, workers=None, allow_other_workers=None, resources=None,
+            sync=True, asynchronous=None, direct=None, retries=None, priority=0,
+            fifo_timeout="60s", actors=None, **kwargs):
+        """Compute a task graph (a dict of key -> task tuple or value) and
+        return the values of ``keys`` (one key or a nested list of keys)."""
+        flat = list(_flatten_keys(keys))
+        futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
+                                     retries, priority)
+        try:
+            values = self.gather(futures)
+        finally:
+            for f in futures:
+                f.release()
+        by_key = dict(zip(flat, values))
+        return _pack_keys(keys, by_key)
+
+    def _submit_graph(self, dsk, wanted_keys, workers=None, allow_other_workers=None,
+                      resources=None, retries=None, priority=0) -> list:
+        options = _options(workers, resources, retries, priority, bool(allow_other_workers))
+        func_payload = self._function_payload(execute_legacy_task)
+        graph_keys = set(dsk)
+        tasks = []
+        for key, value in dsk.items():
+            spec = _replace_keys(value, graph_keys)
+            args_payload, deps = dumps_args((spec,), {})
+            tasks.append({"key": key, "run_spec": (func_payload, args_payload),
+                          "deps": list(deps), **options})
+        futures = [Future(k, self, inform=False) for k in wanted_keys]
+        self._core.send({"op": "update-graph", "tasks": tasks, "wanted": list(wanted_keys)})
+        return futures
+
+    # ---------------------------------------------------------------- results
+
+    def gather(self, futures, errors="raise", direct=None, asynchronous=None):
+        """Results of futures; lists, tuples, sets and dicts of futures come back
+        with the same shape.  ``errors="skip"`` leaves erred futures out.
+        ``direct`` is accepted: data always comes straight from the workers."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        found = list(_futures_in(futures))
+        values = self._sync(self._core.gather, found, errors) if found else {}
+        return _pack(futures, values)
+
+    def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True,
+                timeout=_no_default, asynchronous=None):
+        """Move data to workers; return futures of the same shape (a Future for
+        a single object, a list for a list, a dict for a dict).  ``broadcast``
+        puts a copy on every worker (or every one of ``workers=``)."""
+        if isinstance(data, Future) or any(isinstance(x, Future) for x in _iter_values(data)):
+            raise TypeError("scatter got futures: they already live on the cluster")
+        if isinstance(data, dict):
+            items = dict(data)
+        else:
+            values = list(data) if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            items = {}
+            for value in values:
+                name = key_prefix(type(value).__name__)
+                if hash:
+                    k = f"{name}-{data_token(value)}"
+                else:
+                    k = f"{name}-{uuid.uuid4().hex}"
+                items[k] = value
+        if not items:
+            return type(data)() if isinstance(data, (list, tuple, set, dict)) else []
+        nthreads = self.nthreads()
+        if not nthreads:
+            self.wait_for_workers(1, timeout=self._timeout if timeout == _no_default else timeout)
+            nthreads = self.nthreads()
+        addresses = sorted(nthreads)
+        if workers is not None:
+            wanted = [workers] if isinstance(workers, str) else list(workers)
+            info = self.scheduler_info()["workers"]
+            addresses = [a for a in addresses if a in wanted or info[a].get("name") in wanted]
+            if not addresses:
+                raise ValueError(f"none of the workers {wanted} is in the cluster")
+        if broadcast:
+            targets = {k: list(addresses) for k in items}
+        else:
+            targets = {k: [addresses[i % len(addresses)]] for i, k in enumerate(items)}
+        types = {k: type(v).__name__ for k, v in items.items()}
+        futures = {k: Future(k, self, inform=False) for k in items}
+        self._sync(self._core.scatter, items, targets, types)
+        if isinstance(data, dict):
+            return futures
+        result = [futures[k] for k in items]
+        if isinstance(data, (list, tuple, set, frozenset)):
+            if len(result) < len(data):  # equal values hashed to one key
+                keyed = [futures[k] for k in
+                         (f"{key_prefix(type(v).__name__)}-{data_token(v)}" for v in data)]
+                result = keyed
+            return type(data)(result) if not isinstance(data, (set, frozenset)) else result
+        return result[0]
+
+    def cancel(self, futures, asynchronous=None, force=False):
+        """Cancel futures (and what depends on them); their ``result()`` raises
+        ``CancelledError``.  ``force`` cancels for every client that wants them."""
+        futures = list(_futures_in(futures))
+        for f in futures:
+            self._loop.run_sync_soon(f._state.cancel)
+        self._core.send({"op": "cancel-keys", "keys": [f.key for f in futures], "force": force})
+
+    def retry(self, futures, asynchronous=None):
+        """Run erred futures (and what failed because of them) again."""
+        futures = list(_futures_in(futures))
+        for f in futures:
+            self._loop.run_sync_soon(f._state.reset)
+        self._core.send({"op": "retry-keys", "keys": [f.key for f in futures]})
+
+    # ---------------------------------------------------------------- cluster information
+
+    def who_has(self, futures=None, **kwargs):
+        """Which workers hold each key: ``{key: [address, ...]}``."""
+        keys = None if futures is None else [f.key for f in _futures_in(futures)]
+        return self._request({"op": "who-has", "keys": keys})
+
+    def has_what(self, workers=None, **kwargs):
+        """Which keys each worker holds: ``{address: [key, ...]}``."""
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._request({"op": "has-what", "workers": workers})
+
+    def nthreads(self, workers=None, **kwargs):
+        """Threads of each worker: ``{address: n}``."""
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._request({"op": "nthreads", "workers": workers})
+
+    ncores = nthreads
+
+    def scheduler_info(self, **kwargs):
+        """The scheduler's view: ``{"workers": {address: {"nthreads", "memory_limit", "name", ...}}, ...}``."""
+        return self._request({"op": "identity"})
+
+    def wait_for_workers(self, n_workers=0, timeout=None):
+        """Block until at least ``n_workers`` workers are connected."""
+        if n_workers <= 0:
+            return
+        seconds = parse_timedelta(timeout)
+        self._sync(self._core_wait_for_workers, n_workers, seconds)
+
+    async def _core_wait_for_workers(self, n, seconds):
+        from trioflow.client.core import _timeout
+        with _timeout(seconds, f"fewer than {n} workers"):
+            await self._core.request({"op": "wait-for-workers", "n": n})
+
+    def run_on_scheduler(self, function, *args, **kwargs):
+        """Run ``function(*args, **kwargs)`` in the scheduler's process; a
+        ``dask_scheduler`` parameter receives the Scheduler object."""
+        from trioflow.protocol.serialize import deserialize, serialize
+        result = self._request({"op": "run-on-scheduler", "function": serialize(function),
+                                "args": serialize(args), "kwargs": serialize(kwargs)})
+        return deserialize(result)
+
+    def run(self, function, *args, workers=None, wait=True, nanny=False, on_error="raise",
+            **kwargs):
+        """Run ``function`` on every worker (or ``workers=``); returns
+        ``{address: result}``.  A ``dask_worker`` parameter receives the Worker."""
+        if workers is None:
+            workers = self._request({"op": "worker-addresses"})
+        elif isinstance(workers, str):
+            workers = [workers]
+        return self._sync(self._core.run_on_workers, function, args, kwargs, list(workers),
+                          on_error)
+
+
+_CLUSTER_KWARGS = frozenset({
+    "n_workers", "threads_per_worker", "processes", "memory_limit", "dashboard_address",
+    "scheduler_port", "host", "name", "silence_logs", "resources", "worker_class",
+    "protocol", "local_directory", "nthreads", "interface", "worker_dashboard_address",
+    "validate",
+})
+
+
+def _funcname(func) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    if name == "<lambda>":
+        return "lambda"
+    return name
+
+
+def _options(workers, resources, retries, priority, allow_other_workers) -> dict:
+    options = {}
+    if workers is not None:
+        options["workers"] = [workers] if isinstance(workers, str) else list(workers)
+        options["allow_other_workers"] = bool(allow_other_workers)
+    if resources:
+        options["resources"] = dict(resources)
+    if retries:
+        options["retries"] = int(retries)
+    if priority:
+        options["priority"] = priority
+    return options
+
+
+def _iter_values(data) -> Iterator:
+    if isinstance(data, dict):
+        yield from data.values()
+    elif isinstance(data, (list, tuple, set, frozenset)):
+        yield from data
+
+
+def _futures_in(obj) -> Iterator[Future]:
+    if isinstance(obj, Future):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _futures_in(v)
+    elif isinstance(obj, (list, tuple, set, frozenset, Iterator)):
+        for v in obj:
+            yield from _futures_in(v)
+
+
+def _pack(obj, values: dict):
+    """``obj`` with each future replaced by its value; erred ones (absent
+    from ``values``) are dropped from containers."""
+    if isinstance(obj, Future):
+        if obj.key not in values:
+            raise obj._state.error_to_raise()
+        return values[obj.key]
+    if isinstance(obj, dict):
+        return {k: _pack(v, values) for k, v in obj.items()
+                if not (isinstance(v, Future) and v.key not in values)}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_pack(v, values) for v in obj
+                 if not (isinstance(v, Future) and v.key not in values)]
+        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
+    if isinstance(obj, Iterator):
+        return [_pack(v, values) for v in obj]
+    return obj
+
+
+def _flatten_keys(keys):
+    if isinstance(keys, list):
+        for k in keys:
+            yield from _flatten_keys(k)
+    else:
+        yield keys
+
+
+def _pack_keys(keys, by_key):
+    if isinstance(keys, list):
+        return [_pack_keys(k, by_key) for k in keys]
+    return by_key[keys]
+
+
+def _replace_keys(task, graph_keys):
+    """Replace references to other graph keys with KeyRefs, inside task
+    tuples and lists (dask's legacy graph spec)."""
+    if isinstance(task, tuple) and task and callable(task[0]):
+        return (task[0], *(_replace_keys(a, graph_keys) for a in task[1:]))
+    if isinstance(task, list):
+        return [_replace_keys(a, graph_keys) for a in task]
+    try:
+        if task in graph_keys:
+            return KeyRef(task)
+    except TypeError:
+        pass
+    return task

@@ -1,0 +1,376 @@
+"""The one implementation of the client's logic, on trio.
+
+``ClientCore`` owns the connection to the scheduler and a pool of
+connections to workers (data moves directly between the client and the
+workers).  The blocking ``Client`` calls it through the loop thread's portal;
+the async faces await it.  Methods named ``*_threadsafe`` or documented as
+such may be called from any thread.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from functools import partial
+
+import trio
+
+from trioflow._concurrency import run_all
+from trioflow.comm import connect
+from trioflow.comm.connection import Connection, ConnectionPool
+from trioflow.errors import CancelledError, CommClosedError, SerializationError, TimeoutError
+from trioflow.client.future import FutureState
+from trioflow.protocol.serialize import deserialize, serialize, dumps
+
+logger = logging.getLogger("trioflow.client")
+
+#: how long gather keeps looking for a key's data after its holders vanished
+GATHER_PATIENCE = 120.0
+
+
+class ClientCore:
+    def __init__(self, address: str, *, client_id: str, name=None, timeout: float = 30,
+                 token: str | None = None):
+        self.address = address
+        self.id = client_id
+        self.name = name
+        self.timeout = timeout
+        self.token = token
+        self.futures: dict = {}  # key -> FutureState
+        self.refcount: dict = {}
+        self._lock = threading.Lock()
+        self.scheduler: Connection | None = None
+        self.pool: ConnectionPool | None = None
+        self.nursery: trio.Nursery | None = None
+        self._nursery_manager = None
+        self.trio_token = None
+        self._callback_limiter = trio.CapacityLimiter(4)
+        self.status = "newly-created"
+        self.closed_event = threading.Event()
+
+    # ---------------------------------------------------------------- lifetime
+
+    async def __aenter__(self):
+        self.trio_token = trio.lowlevel.current_trio_token()
+        self._nursery_manager = trio.open_nursery()
+        self.nursery = await self._nursery_manager.__aenter__()
+        try:
+            comm = await connect(self.address, self.nursery, token=self.token,
+                                 timeout=self.timeout,
+                                 info={"role": "client", "id": self.id, "name": self.name})
+            self.scheduler = Connection(comm, self._on_message)
+            self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
+                                       self.token)
+            self.nursery.start_soon(self._run_scheduler_connection)
+        except BaseException:
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        self.status = "running"
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def close(self):
+        if self.status in ("closing", "closed") or self._nursery_manager is None:
+            return
+        self.status = "closing"
+        try:
+            self.scheduler.close("client closed")
+            with trio.move_on_after(2):
+                await self.scheduler.wait_closed()
+            self.pool.close()
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+        finally:
+            self.status = "closed"
+            for state in list(self.futures.values()):
+                if not state.done():
+                    state.cancel()
+            self.closed_event.set()
+
+    async def _run_scheduler_connection(self):
+        await self.scheduler.run()
+        if self.status == "running":
+            logger.warning("client %s lost its scheduler at %s: %s",
+                           self.id, self.address, self.scheduler.close_reason)
+            self.status = "lost-scheduler"
+            for state in list(self.futures.values()):
+                if not state.done():
+                    state.err(None, None, f"lost the connection to the scheduler at "
+                              f"{self.address}", "CommClosedError")
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, msg: dict) -> None:
+        """Queue a message to the scheduler; callable from any thread."""
+        if self.status not in ("running", "newly-created"):
+            return
+        try:
+            if trio.lowlevel.current_trio_token() is self.trio_token:
+                self.scheduler.send(msg)
+                return
+        except RuntimeError:
+            pass
+        try:
+            self.trio_token.run_sync_soon(self.scheduler.send, msg)
+        except trio.RunFinishedError:
+            pass
+
+    async def request(self, msg: dict):
+        return await self.scheduler.request(msg)
+
+    # ---------------------------------------------------------------- references
+
+    def acquire(self, key, inform: bool) -> FutureState:
+        """Count a new Future for ``key``; any thread."""
+        with self._lock:
+            state = self.futures.get(key)
+            if state is None:
+                state = self.futures[key] = FutureState(key)
+                self.refcount[key] = 1
+                new = True
+            else:
+                self.refcount[key] += 1
+                new = False
+        if inform and new:
+            self.send({"op": "want-keys", "keys": [key]})
+        return state
+
+    def release(self, key) -> None:
+        """A Future for ``key`` is gone; any thread, also from ``__del__``."""
+        with self._lock:
+            n = self.refcount.get(key, 0) - 1
+            if n > 0:
+                self.refcount[key] = n
+                return
+            self.refcount.pop(key, None)
+            self.futures.pop(key, None)
+        self.send({"op": "release-keys", "keys": [key]})
+
+    # ---------------------------------------------------------------- incoming
+
+    def _on_message(self, msg: dict):
+        op = msg.get("op")
+        state = self.futures.get(msg.get("key"))
+        if op == "key-in-memory":
+            if state is not None:
+                state.finish(msg.get("type"), msg.get("workers"))
+                self._run_callbacks(state)
+        elif op == "task-erred":
+            if state is not None:
+                state.err(msg.get("exception"), msg.get("traceback"), msg.get("text") or "",
+                          msg.get("kind") or "")
+                self._run_callbacks(state)
+        elif op == "cancelled-key":
+            if state is not None:
+                state.cancel()
+                self._run_callbacks(state)
+        else:
+            logger.debug("client %s: unhandled op %r", self.id, op)
+
+    # ---------------------------------------------------------------- callbacks
+
+    def add_done_callback(self, future, fn):
+        def schedule():
+            state = future._state
+            state.callbacks.append((future, fn))
+            if state.done():
+                self._run_callbacks(state)
+        self._in_loop(schedule)
+
+    def _in_loop(self, fn):
+        try:
+            if trio.lowlevel.current_trio_token() is self.trio_token:
+                fn()
+                return
+        except RuntimeError:
+            pass
+        self.trio_token.run_sync_soon(fn)
+
+    def _run_callbacks(self, state: FutureState):
+        callbacks, state.callbacks = state.callbacks, []
+        for future, fn in callbacks:
+            self.nursery.start_soon(self._callback, future, fn)
+
+    async def _callback(self, future, fn):
+        try:
+            await trio.to_thread.run_sync(fn, future, limiter=self._callback_limiter)
+        except Exception:
+            logger.exception("done-callback %r of %r raised", fn, future)
+
+    # ---------------------------------------------------------------- waiting and gathering
+
+    async def wait_done(self, states, timeout=None):
+        with _timeout(timeout, f"{len(states)} future(s) not done"):
+            for state in states:
+                await state.wait()
+
+    async def gather_one(self, future, timeout=None):
+        state = future._state
+        with _timeout(timeout, f"future {future.key!r} not done"):
+            await state.wait()
+            if state.status != "finished":
+                raise state.error_to_raise()
+            values = await self.fetch([state])
+        return values[future.key]
+
+    async def exception_of(self, future, timeout=None):
+        state = future._state
+        with _timeout(timeout, f"future {future.key!r} not done"):
+            await state.wait()
+        if state.status == "finished":
+            return None
+        return state.error_to_raise()
+
+    async def traceback_of(self, future, timeout=None):
+        state = future._state
+        with _timeout(timeout, f"future {future.key!r} not done"):
+            await state.wait()
+        if state.status != "error":
+            return None
+        return state.traceback_object()
+
+    async def gather(self, futures, errors: str = "raise"):
+        """Values of the finished futures: dict key -> value.  Erred ones raise
+        (errors="raise") or are left out (errors="skip")."""
+        states = {}
+        for future in futures:
+            states[future.key] = future._state
+        for state in states.values():
+            await state.wait()
+            if state.status != "finished" and errors == "raise":
+                raise state.error_to_raise()
+        wanted = [s for s in states.values() if s.status == "finished"]
+        return await self.fetch(wanted)
+
+    async def fetch(self, states: list) -> dict:
+        """Get the data of finished keys directly from the workers holding them."""
+        results: dict = {}
+        remaining = {s.key: s for s in states}
+        with trio.move_on_after(GATHER_PATIENCE):
+            while remaining:
+                by_worker: dict[str, list] = {}
+                unknown = [s for s in remaining.values() if not s.workers]
+                if unknown:
+                    who_has = await self.request({"op": "who-has",
+                                                  "keys": [s.key for s in unknown]})
+                    for s in unknown:
+                        s.workers = list(who_has.get(s.key) or ()) or None
+                waiting = []
+                for s in remaining.values():
+                    if s.status in ("error", "cancelled"):
+                        raise s.error_to_raise()
+                    if s.workers:
+                        by_worker.setdefault(s.workers[0], []).append(s.key)
+                    else:
+                        waiting.append(s)
+                if by_worker:
+                    await run_all([
+                        partial(self._get_from_worker, address, keys, remaining, results)
+                        for address, keys in by_worker.items()])
+                if waiting and len(waiting) == len(remaining):
+                    # no copy anywhere right now: the scheduler is recomputing; wait for news
+                    with trio.move_on_after(0.5):
+                        await waiting[0].refreshed()
+            return results
+        raise TimeoutError(f"could not find the data of {len(remaining)} key(s) "
+                           f"({list(remaining)[:3]}) on any worker for {GATHER_PATIENCE} s")
+
+    async def _get_from_worker(self, address, keys, remaining, results):
+        try:
+            conn = await self.pool.get(address)
+            reply = await conn.request({"op": "get-data", "keys": keys})
+        except (CommClosedError, OSError, TimeoutError) as exc:
+            logger.info("gather from %s failed (%s); asking the scheduler again", address, exc)
+            for key in keys:
+                state = remaining.get(key)
+                if state is not None:
+                    state.workers = None
+            return
+        errors = reply.get("errors") or {}
+        if errors:
+            key, text = next(iter(errors.items()))
+            raise SerializationError(text)
+        data = reply.get("data") or {}
+        for key in keys:
+            state = remaining.get(key)
+            if key in data:
+                results[key] = deserialize(data[key])
+                remaining.pop(key, None)
+            elif state is not None:
+                # that worker no longer has it: ask the scheduler again
+                state.workers = None
+
+    # ---------------------------------------------------------------- scatter
+
+    async def scatter(self, items: dict, targets: dict, types: dict) -> None:
+        """Put ``items`` (key -> value) on workers: ``targets`` key -> [addresses]."""
+        by_worker: dict[str, dict] = {}
+        for key, addresses in targets.items():
+            for address in addresses:
+                by_worker.setdefault(address, {})[key] = items[key]
+        nbytes: dict = {}
+
+        async def send_to(address, data):
+            conn = await self.pool.get(address)
+            inproc = address.startswith("inproc://")
+            payload = data if inproc else {k: serialize(v) for k, v in data.items()}
+            reply = await conn.request({"op": "update-data", "data": payload})
+            nbytes.update(reply["nbytes"])
+
+        await run_all([partial(send_to, address, data) for address, data in by_worker.items()])
+        await self.request({"op": "scatter-done", "nbytes": {k: nbytes.get(k, 0) for k in items},
+                            "who_has": targets, "types": types})
+
+    # ---------------------------------------------------------------- run on workers
+
+    async def run_on_workers(self, function, args, kwargs, workers, on_error="raise"):
+        payload = {"op": "run", "function": serialize(function), "args": serialize(tuple(args)),
+                   "kwargs": serialize(dict(kwargs))}
+        results: dict = {}
+
+        async def run_one(address):
+            try:
+                conn = await self.pool.get(address)
+                results[address] = deserialize(await conn.request(payload))
+            except Exception as exc:
+                if on_error == "raise":
+                    raise
+                results[address] = exc
+
+        await run_all([partial(run_one, address) for address in workers])
+        return results
+
+
+class _timeout:
+    """``with _timeout(seconds, what):`` raises trioflow.TimeoutError on expiry."""
+
+    def __init__(self, seconds, what):
+        self.scope = trio.CancelScope(deadline=trio.current_time() + seconds
+                                      if seconds is not None else float("inf"))
+        self.seconds = seconds
+        self.what = what
+
+    def __enter__(self):
+        self.scope.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        handled = self.scope.__exit__(*exc_info)
+        if self.scope.cancelled_caught:
+            raise TimeoutError(f"{self.what} after {self.seconds} s")
+        return handled
+
+
+def data_token(value) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    for frame in dumps(value):
+        digest.update(frame)
+    return digest.hexdigest()
+
+
+def new_client_id() -> str:
+    return f"Client-{uuid.uuid4()}"

@@ -1,0 +1,195 @@
+"""Futures: a handle on one key's result in one client.
+
+All futures of one key in one client share a ``FutureState``.  Creating a
+Future counts a reference to its key; when the last Future of the key is
+garbage collected (or ``release()``d) the client tells the scheduler, which
+forgets the key if no other client wants it.
+"""
+from __future__ import annotations
+
+import trio
+
+from trioflow.protocol.exceptions import unpack_exception, unpack_traceback
+from trioflow.errors import CancelledError
+
+FINAL = ("finished", "error", "cancelled", "lost")
+
+
+class FutureState:
+    """Status of one key as this client knows it.  Written only in the loop
+    thread; read anywhere (attribute reads are atomic)."""
+
+    __slots__ = ("key", "status", "type_name", "exception", "traceback", "text", "kind",
+                 "workers", "_event", "_refreshed", "callbacks")
+
+    def __init__(self, key):
+        self.key = key
+        self.status = "pending"
+        self.type_name = None
+        self.exception = self.traceback = None
+        self.text = self.kind = ""
+        self.workers: list | None = None
+        self._event: trio.Event | None = None
+        self._refreshed: trio.Event | None = None
+        self.callbacks: list = []
+
+    def done(self) -> bool:
+        return self.status in FINAL
+
+    def _wake(self):
+        if self._event is not None:
+            self._event.set()
+        if self._refreshed is not None:
+            self._refreshed.set()
+            self._refreshed = None
+
+    def finish(self, type_name, workers):
+        self.status = "finished"
+        self.type_name = type_name
+        self.workers = list(workers) if workers else None
+        self._wake()
+
+    def err(self, exception, traceback, text, kind):
+        self.status = "error"
+        self.exception, self.traceback, self.text, self.kind = exception, traceback, text, kind
+        self._wake()
+
+    def cancel(self):
+        self.status = "cancelled"
+        self._wake()
+
+    def reset(self):
+        """Pending again (a retry)."""
+        self.status = "pending"
+        self.exception = self.traceback = None
+        self.workers = None
+        self._event = None
+
+    async def wait(self):
+        """Wait in the loop thread until the key is finished, erred or cancelled."""
+        if self.done():
+            return
+        if self._event is None or self._event.is_set():
+            self._event = trio.Event()
+        await self._event.wait()
+
+    async def refreshed(self):
+        """Wait for the next news about this key."""
+        if self._refreshed is None:
+            self._refreshed = trio.Event()
+        await self._refreshed.wait()
+
+    def error_to_raise(self) -> BaseException:
+        if self.status == "cancelled":
+            return CancelledError(f"future for key {self.key!r} was cancelled")
+        return unpack_exception(self.exception, self.traceback, self.text, self.kind)
+
+    def traceback_object(self):
+        return unpack_traceback(self.traceback)
+
+
+class Future:
+    """A remotely running computation.  ``Future(key, client)`` rebuilds a
+    future for a key another client created; ``inform=True`` tells the
+    scheduler this client now wants it."""
+
+    _trioflow_is_future = True
+
+    def __init__(self, key, client=None, inform: bool = True, state=None):
+        if client is None:
+            from trioflow.client.client import default_client
+            client = default_client()
+        self.key = key
+        self.client = client
+        self._state = client._core.acquire(key, inform)
+        self._released = False
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    @property
+    def type(self):
+        return self._state.type_name
+
+    def done(self) -> bool:
+        return self._state.done()
+
+    def cancelled(self) -> bool:
+        return self._state.status == "cancelled"
+
+    # ---------------------------------------------------------------- results
+
+    def result(self, timeout=None):
+        """The value; re-raises the task's exception with its remote traceback.
+        Raises ``trioflow.TimeoutError`` after ``timeout`` seconds."""
+        return self.client._sync(self.client._core.gather_one, self, timeout)
+
+    def exception(self, timeout=None):
+        """The exception the task raised, or None if it finished."""
+        return self.client._sync(self.client._core.exception_of, self, timeout)
+
+    def traceback(self, timeout=None):
+        """The remote traceback object of the task's exception, or None."""
+        return self.client._sync(self.client._core.traceback_of, self, timeout)
+
+    def cancel(self, force: bool = False, **kwargs):
+        return self.client.cancel([self], force=force, **kwargs)
+
+    def retry(self, **kwargs):
+        return self.client.retry([self], **kwargs)
+
+    def add_done_callback(self, fn):
+        """Call ``fn(future)`` once the future is done (at once if it already is).
+        The callback runs in a worker thread, never blocking the event loop."""
+        self.client._core.add_done_callback(self, fn)
+
+    def release(self):
+        if not self._released:
+            self._released = True
+            try:
+                self.client._core.release(self.key)
+            except Exception:
+                pass
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:
+            pass
+
+    # ---------------------------------------------------------------- async face
+
+    def __await__(self):
+        return self.client._core_await_result(self).__await__()
+
+    # ---------------------------------------------------------------- misc
+
+    def __getstate__(self):
+        return (self.key, self.client.scheduler_address)
+
+    def __setstate__(self, state):
+        key, address = state
+        from trioflow.client.client import _client_for_unpickled_future
+        client = _client_for_unpickled_future(address)
+        self.key = key
+        self.client = client
+        self._state = client._core.acquire(key, True)
+        self._released = False
+
+    def __repr__(self):
+        if self._state.status == "finished" and self._state.type_name:
+            return (f"<Future: status: finished, type: {self._state.type_name}, "
+                    f"key: {self.key}>")
+        return f"<Future: status: {self._state.status}, key: {self.key}>"
+
+    def _repr_html_(self):
+        return repr(self).replace("<", "&lt;").replace(">", "&gt;")
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, Future) and other.key == self.key and other.client is self.client

@@ -1,0 +1,172 @@
+"""A message connection with batching and request/reply on top of a Comm.
+
+``send`` queues a message; one sender task drains everything queued into a
+single batch whenever the comm is free, so batching costs nothing when idle
+and grows under load.  ``request`` sends a message with a request id and
+waits for the matching ``{"op": "reply"}``.  Every other incoming message is
+passed, in order, to ``handler``.
+"""
+from __future__ import annotations
+
+import logging
+from itertools import count
+from typing import Callable
+
+import trio
+
+from trioflow.comm.core import Comm
+from trioflow.errors import CommClosedError, ProtocolError
+
+logger = logging.getLogger("trioflow.comm")
+
+
+class Connection:
+    def __init__(self, comm: Comm, handler: Callable[[dict], None] | None = None):
+        self.comm = comm
+        self.handler = handler
+        self._buffer: list = []
+        self._wake = trio.Event()
+        self._rids = count(1)
+        self._pending: dict[int, list] = {}
+        self._closed = False
+        self._done = trio.Event()
+        self.close_reason = ""
+
+    @property
+    def peer_address(self) -> str:
+        return self.comm.peer_address
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send(self, msg: dict) -> None:
+        if self._closed:
+            return
+        self._buffer.append(msg)
+        self._wake.set()
+
+    async def request(self, msg: dict):
+        """Send ``msg`` and return the ``result`` of its reply.  A reply with an
+        ``error`` re-raises it; a closed connection raises CommClosedError."""
+        if self._closed:
+            raise CommClosedError(f"connection to {self.peer_address} is closed: {self.close_reason}")
+        rid = next(self._rids)
+        slot = [trio.Event(), None]
+        self._pending[rid] = slot
+        self.send({**msg, "rid": rid})
+        try:
+            await slot[0].wait()
+        finally:
+            self._pending.pop(rid, None)
+        reply = slot[1]
+        if reply is None:
+            raise CommClosedError(f"connection to {self.peer_address} closed while waiting "
+                                  f"for a reply to {msg.get('op')!r}: {self.close_reason}")
+        if "error" in reply:
+            from trioflow.protocol.exceptions import exception_from_reply
+            raise exception_from_reply(reply)
+        return reply.get("result")
+
+    async def run(self) -> None:
+        """Send and receive until the peer goes away or ``close`` is called.
+        Returns normally then; a malformed frame also ends it, with a log line."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, nursery.cancel_scope)
+                await self._recv_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._shutdown()
+            with trio.CancelScope(shield=True):
+                await self.comm.aclose()
+
+    def close(self, reason: str = "closed") -> None:
+        if not self._closed:
+            self.close_reason = reason
+        self._closed = True
+        self._wake.set()
+
+    def _shutdown(self):
+        self._closed = True
+        for slot in self._pending.values():
+            slot[0].set()
+        self._done.set()
+
+    async def wait_closed(self):
+        await self._done.wait()
+
+    async def _send_loop(self, scope: trio.CancelScope):
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                if self._buffer:
+                    batch, self._buffer = self._buffer, []
+                    await self.comm.send(batch)
+                if self._closed and not self._buffer:
+                    break
+        except CommClosedError as exc:
+            self.close_reason = self.close_reason or str(exc)
+        scope.cancel()
+
+    async def _recv_loop(self):
+        try:
+            while True:
+                for msg in await self.comm.recv():
+                    if msg.get("op") == "reply":
+                        slot = self._pending.get(msg.get("rid"))
+                        if slot is not None:
+                            slot[1] = msg
+                            slot[0].set()
+                    elif self.handler is not None:
+                        self.handler(msg)
+        except CommClosedError as exc:
+            self.close_reason = self.close_reason or str(exc)
+        except ProtocolError as exc:
+            self.close_reason = str(exc)
+            logger.warning("closing connection to %s: %s", self.peer_address, exc)
+
+
+def reply_ok(msg: dict, result=None) -> dict:
+    return {"op": "reply", "rid": msg.get("rid"), "result": result}
+
+
+def reply_error(msg: dict, exc: BaseException) -> dict:
+    from trioflow.protocol.exceptions import error_payload
+    return {"op": "reply", "rid": msg.get("rid"), **error_payload(exc)}
+
+
+class ConnectionPool:
+    """One Connection per peer address, opened on first use; background work
+    runs in the owner's nursery."""
+
+    def __init__(self, nursery: trio.Nursery, info: dict, token: str | None = None,
+                 timeout: float = 5):
+        self.nursery = nursery
+        self.info = info
+        self.token = token
+        self.timeout = timeout
+        self._conns: dict[str, Connection] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def get(self, address: str) -> Connection:
+        conn = self._conns.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._locks.setdefault(address, trio.Lock()):
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            from trioflow.comm.core import connect
+            comm = await connect(address, self.nursery, info=self.info, token=self.token,
+                                 timeout=self.timeout, retry=False)
+            conn = Connection(comm)
+            self._conns[address] = conn
+            self.nursery.start_soon(conn.run)
+            return conn
+
+    def close(self):
+        for conn in self._conns.values():
+            conn.close("pool closed")
+        self._conns.clear()

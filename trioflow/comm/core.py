@@ -1,0 +1,168 @@
+"""The Comm interface, the handshake, and scheme dispatch."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from typing import Awaitable, Callable
+
+import trio
+
+from trioflow.comm.addressing import normalize_address, parse_address
+from trioflow.errors import CommClosedError, ProtocolError
+
+logger = logging.getLogger("trioflow.comm")
+
+PROTOCOL_VERSION = 1
+#: seconds a peer has to complete the handshake
+HANDSHAKE_TIMEOUT = 10
+
+
+class Comm:
+    """A message connection: ``send`` takes a batch (list of message dicts),
+    ``recv`` returns the next batch.  Both raise ``CommClosedError`` once the
+    connection is gone; ``recv`` raises ``ProtocolError`` on a malformed frame."""
+
+    peer_address: str = ""
+    local_address: str = ""
+    #: what the peer said about itself in the handshake
+    peer_info: dict = {}
+
+    async def send(self, msgs: list) -> None:
+        raise NotImplementedError
+
+    async def recv(self) -> list:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+
+def _proof(token: str, nonce: bytes) -> bytes:
+    return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
+
+
+async def _server_handshake(comm: Comm, token: str | None) -> dict:
+    nonce = os.urandom(16)
+    with trio.fail_after(HANDSHAKE_TIMEOUT):
+        await comm.send([{"op": "hello", "version": PROTOCOL_VERSION, "nonce": nonce,
+                          "auth": token is not None}])
+        batch = await comm.recv()
+    msg = batch[0] if batch else {}
+    if msg.get("op") != "hello":
+        raise ProtocolError("the peer did not start with a trioflow handshake")
+    if msg.get("version") != PROTOCOL_VERSION:
+        error = (f"protocol version mismatch: this server speaks {PROTOCOL_VERSION}, "
+                 f"the peer {msg.get('version')!r}; install the same trioflow version everywhere")
+        await _refuse(comm, error)
+        raise ProtocolError(error)
+    if token is not None:
+        proof = msg.get("proof")
+        if not isinstance(proof, bytes) or not hmac.compare_digest(proof, _proof(token, nonce)):
+            error = "wrong or missing token: the peer's proof of the shared token does not match"
+            await _refuse(comm, error)
+            raise ProtocolError(error)
+    await comm.send([{"op": "welcome"}])
+    info = msg.get("info") or {}
+    return dict(info)
+
+
+async def _refuse(comm: Comm, error: str):
+    try:
+        await comm.send([{"op": "refused", "text": error}])
+    except CommClosedError:
+        pass
+
+
+async def _client_handshake(comm: Comm, info: dict, token: str | None):
+    with trio.fail_after(HANDSHAKE_TIMEOUT):
+        batch = await comm.recv()
+        msg = batch[0] if batch else {}
+        if msg.get("op") != "hello":
+            raise ProtocolError(f"{comm.peer_address} is not a trioflow server")
+        if msg.get("version") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version mismatch: {comm.peer_address} speaks {msg.get('version')!r}, "
+                f"this process {PROTOCOL_VERSION}; install the same trioflow version everywhere")
+        reply = {"op": "hello", "version": PROTOCOL_VERSION, "info": info}
+        if msg.get("auth"):
+            if token is None:
+                raise ProtocolError(f"{comm.peer_address} requires a token and none was given")
+            reply["proof"] = _proof(token, msg["nonce"])
+        await comm.send([reply])
+        batch = await comm.recv()
+    msg = batch[0] if batch else {}
+    if msg.get("op") == "refused":
+        raise ProtocolError(f"{comm.peer_address} refused the connection: {msg.get('text')}")
+    if msg.get("op") != "welcome":
+        raise ProtocolError(f"{comm.peer_address} broke the handshake")
+
+
+async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = None,
+                  token: str | None = None, timeout: float = 30, retry: bool = True) -> Comm:
+    """Open a connection and complete the handshake.  Background work of the
+    connection (the websocket reader) runs in ``nursery``."""
+    scheme, host, port = parse_address(address)
+    address = normalize_address(address)
+    with trio.move_on_after(timeout) as deadline:
+        while True:
+            try:
+                if scheme == "inproc":
+                    from trioflow.comm import inproc
+                    comm = await inproc.connect(address)
+                else:
+                    from trioflow.comm import ws
+                    comm = await ws.connect(nursery, host, port, scheme == "wss")
+                break
+            except (OSError, CommClosedError) as exc:
+                if not retry:
+                    raise CommClosedError(f"cannot connect to {address}: {exc}") from None
+                # the server may still be starting: retry until the timeout
+                logger.debug("connect to %s failed: %s; retrying", address, exc)
+                await trio.sleep(0.05)
+    if deadline.cancelled_caught:
+        from trioflow.errors import TimeoutError
+        raise TimeoutError(f"could not connect to {address} within {timeout} s: "
+                           "is a trioflow server running there?")
+    try:
+        await _client_handshake(comm, info or {}, token)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await comm.aclose()
+        raise
+    return comm
+
+
+async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
+                token: str | None = None, task_status=trio.TASK_STATUS_IGNORED):
+    """Accept connections at ``address`` until cancelled; run ``handler(comm)``
+    for each after a successful handshake.  ``task_status.started`` gets the
+    bound address (the real port when 0 was asked).  A connection whose
+    handshake fails is closed with one log line; the server goes on."""
+
+    async def guarded(comm: Comm):
+        try:
+            comm.peer_info = await _server_handshake(comm, token)
+        except (ProtocolError, CommClosedError, trio.TooSlowError) as exc:
+            logger.warning("closing connection from %s: %s", comm.peer_address or "?", exc)
+            with trio.CancelScope(shield=True):
+                await comm.aclose()
+            return
+        try:
+            await handler(comm)
+        finally:
+            with trio.CancelScope(shield=True):
+                await comm.aclose()
+
+    scheme, host, port = parse_address(address)
+    if scheme == "inproc":
+        from trioflow.comm import inproc
+        await inproc.serve(address, guarded, task_status=task_status)
+    else:
+        from trioflow.comm import ws
+        await ws.serve(host, port, guarded, scheme == "wss", task_status=task_status)

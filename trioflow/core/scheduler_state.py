@@ -1,0 +1,875 @@
+"""The scheduler's state machine: tasks, workers and clients, no I/O.
+
+``SchedulerState.handle(event, now)`` applies one event and returns the
+messages it causes as ``(kind, address, msg)`` tuples where ``kind`` is
+``"worker"`` or ``"client"``.  The shell sends them; it makes no decisions.
+
+Task states follow dask's vocabulary: released, waiting, queued, processing,
+memory, erred, no-worker.  A task that no client wants and no remaining task
+depends on is forgotten (removed).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from itertools import count
+from typing import Any
+
+from trioflow.core import events as ev
+from trioflow.core.keys import key_prefix
+
+_ACTIVE = ("waiting", "queued", "processing", "no-worker")
+STATES = ("released", "waiting", "queued", "processing", "memory", "erred", "no-worker")
+
+#: how many times a task may be on a worker that died before it is blamed
+ALLOWED_FAILURES = 3
+
+
+class TaskState:
+    __slots__ = (
+        "key", "prefix", "run_spec", "state", "dependencies", "dependents",
+        "waiting_on", "waiters", "who_wants", "who_has", "processing_on",
+        "priority", "nbytes", "type_name", "exception", "traceback", "text",
+        "kind", "exception_blame", "retries", "worker_restrictions",
+        "allow_other_workers", "resources", "suspicious", "actor", "timeout",
+        "long_running",
+    )
+
+    def __init__(self, key, run_spec=None):
+        self.key = key
+        self.prefix = key_prefix(key)
+        self.run_spec = run_spec
+        self.state = "released"
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = set()
+        self.waiters: set[TaskState] = set()
+        self.who_wants: set[str] = set()
+        self.who_has: set[WorkerState] = set()
+        self.processing_on: WorkerState | None = None
+        self.priority: tuple = (0,)
+        self.nbytes = 0
+        self.type_name = ""
+        self.exception = None
+        self.traceback = None
+        self.text = ""
+        self.kind = ""
+        self.exception_blame: TaskState | None = None
+        self.retries = 0
+        self.worker_restrictions: set | None = None
+        self.allow_other_workers = False
+        self.resources: dict | None = None
+        self.suspicious = 0
+        self.actor = False
+        self.timeout = None
+        self.long_running = False
+
+    def __repr__(self):
+        return f"<Task {self.key!r} {self.state}>"
+
+    def __lt__(self, other):  # for heaps of (priority, task)
+        return self.priority < other.priority
+
+
+class WorkerState:
+    __slots__ = ("address", "nthreads", "memory_limit", "name", "resources",
+                 "processing", "long_running", "has_what", "nbytes", "last_seen",
+                 "metrics")
+
+    def __init__(self, address, nthreads, memory_limit=0, name=None, resources=None):
+        self.address = address
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.name = name if name is not None else address
+        self.resources = dict(resources or {})
+        self.processing: set[TaskState] = set()
+        self.long_running: set[TaskState] = set()
+        self.has_what: set[TaskState] = set()
+        self.nbytes = 0
+        self.last_seen = 0.0
+        self.metrics: dict = {}
+
+    def __repr__(self):
+        return f"<Worker {self.address!r} processing={len(self.processing)}>"
+
+    @property
+    def occupancy(self) -> float:
+        return (len(self.processing) - len(self.long_running)) / max(self.nthreads, 1)
+
+
+class SchedulerState:
+    """All of the scheduler's bookkeeping.  Every public method is an event
+    handler: it never blocks and returns the messages to send."""
+
+    def __init__(self, worker_ttl: float = 30.0, validate: bool = False):
+        self.tasks: dict[Any, TaskState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.clients: set[str] = set()
+        self.queued: list[tuple[tuple, TaskState]] = []  # heap; entries not in queued_set are stale
+        self.queued_set: set[TaskState] = set()
+        self.unrunnable: set[TaskState] = set()
+        self.worker_ttl = worker_ttl
+        self.validate_each_step = validate
+        self.now = 0.0
+        self._generation = count()
+        self._prefix_duration: dict[str, float] = {}
+        self._out: list[tuple[str, str, dict]] = []
+        self._worker_batches: dict[str, list] = defaultdict(list)
+        self._handlers = {
+            ev.ClientConnected: self._client_connected,
+            ev.ClientDisconnected: self._client_disconnected,
+            ev.GraphSubmitted: self._graph_submitted,
+            ev.KeysWanted: self._keys_wanted,
+            ev.KeysReleased: self._keys_released,
+            ev.KeysCancelled: self._keys_cancelled,
+            ev.TasksRetried: self._tasks_retried,
+            ev.DataScattered: self._data_scattered,
+            ev.WorkerJoined: self._worker_joined,
+            ev.WorkerLeft: self._worker_left,
+            ev.WorkerHeartbeat: self._worker_heartbeat,
+            ev.CheckHeartbeats: self._check_heartbeats,
+            ev.TaskFinished: self._task_finished,
+            ev.TaskErred: self._task_erred,
+            ev.TaskCancelledOnWorker: self._task_cancelled_on_worker,
+            ev.TaskSeceded: self._task_seceded,
+            ev.ReplicaAdded: self._replica_added,
+            ev.DataMissing: self._data_missing,
+            ev.DataUnserializable: self._data_unserializable,
+        }
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, event, now: float = 0.0) -> list[tuple[str, str, dict]]:
+        """Apply one event; return ``(kind, address, msg)`` messages."""
+        self.now = now
+        self._handlers[type(event)](event)
+        return self._flush()
+
+    def _flush(self):
+        for address, compute_msgs in self._worker_batches.items():
+            if address in self.workers:
+                self._out.extend(("worker", address, m) for m in compute_msgs)
+        self._worker_batches.clear()
+        out, self._out = self._out, []
+        if self.validate_each_step:
+            self.validate()
+        return out
+
+    def _to_worker(self, ws: WorkerState, msg: dict):
+        self._worker_batches[ws.address].append(msg)
+
+    def _to_client(self, client: str, msg: dict):
+        if client in self.clients:
+            self._out.append(("client", client, msg))
+
+    # ------------------------------------------------------------ clients
+
+    def _client_connected(self, e: ev.ClientConnected):
+        self.clients.add(e.client)
+
+    def _client_disconnected(self, e: ev.ClientDisconnected):
+        self.clients.discard(e.client)
+        wanted = [ts for ts in self.tasks.values() if e.client in ts.who_wants]
+        for ts in wanted:
+            ts.who_wants.discard(e.client)
+        for ts in wanted:
+            self._release_if_unneeded(ts)
+
+    def _graph_submitted(self, e: ev.GraphSubmitted):
+        if e.client not in self.clients:
+            return
+        generation = next(self._generation)
+        existing = [k for k in e.wanted if k in self.tasks]
+        new: list[TaskState] = []
+        for order, spec in enumerate(e.tasks):
+            ts = self.tasks.get(spec.key)
+            if ts is not None and ts.run_spec is not None:
+                continue  # a pure resubmission: reuse the existing task
+            if ts is None:
+                ts = self.tasks[spec.key] = TaskState(spec.key, spec.run_spec)
+            else:
+                ts.run_spec = spec.run_spec
+            ts.priority = (-spec.priority, generation, order)
+            ts.retries = spec.retries
+            ts.worker_restrictions = set(spec.workers) if spec.workers else None
+            ts.allow_other_workers = spec.allow_other_workers
+            ts.resources = dict(spec.resources) if spec.resources else None
+            ts.actor = spec.actor
+            ts.timeout = spec.timeout
+            new.append((ts, spec))
+        lost = []
+        for ts, spec in new:
+            for dep_key in spec.dependencies:
+                dep = self.tasks.get(dep_key)
+                if dep is None:
+                    lost.append((ts, dep_key))
+                    continue
+                ts.dependencies.add(dep)
+                dep.dependents.add(ts)
+        for key in e.wanted:
+            ts = self.tasks.get(key)
+            if ts is not None:
+                ts.who_wants.add(e.client)
+        for ts, dep_key in lost:
+            self._set_erred(ts, text=f"lost dependency {dep_key!r}: the scheduler no longer "
+                                     "knows it (were its futures released?)",
+                            kind="FutureLostError", blame=ts)
+        for ts, _ in new:
+            if ts.state == "released" and ts.waiters | ts.who_wants:
+                self._compute(ts)
+        # tasks submitted only as dependencies of nothing wanted are dropped
+        for ts, _ in new:
+            if ts.key in self.tasks:
+                self._release_if_unneeded(ts)
+        for key in existing:
+            ts = self.tasks.get(key)
+            if ts is not None:
+                self._report_state(ts, {e.client})
+
+    def _keys_wanted(self, e: ev.KeysWanted):
+        if e.client not in self.clients:
+            return
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._to_client(e.client, {"op": "task-erred", "key": key, "exception": None,
+                                           "traceback": None, "kind": "FutureLostError",
+                                           "text": f"the scheduler does not know key {key!r}"})
+                continue
+            ts.who_wants.add(e.client)
+            if ts.state == "released":
+                self._compute(ts)
+            self._report_state(ts, {e.client})
+
+    def _report_state(self, ts: TaskState, clients):
+        """Tell clients about a task that already reached a final state."""
+        if ts.state == "memory":
+            for c in clients:
+                self._to_client(c, {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
+                                    "workers": [ws.address for ws in ts.who_has]})
+        elif ts.state == "erred":
+            for c in clients:
+                self._to_client(c, self._erred_msg(ts))
+
+    def _keys_released(self, e: ev.KeysReleased):
+        touched = []
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and e.client in ts.who_wants:
+                ts.who_wants.discard(e.client)
+                touched.append(ts)
+        for ts in touched:
+            self._release_if_unneeded(ts)
+
+    def _keys_cancelled(self, e: ev.KeysCancelled):
+        """Cancel keys and everything that depends on them; clients holding
+        futures for any of those are told so."""
+        doomed: list[TaskState] = []
+        seen = set()
+        stack = [self.tasks[k] for k in e.keys if k in self.tasks]
+        cancelled_keys = set(e.keys)
+        while stack:
+            ts = stack.pop()
+            if ts in seen:
+                continue
+            seen.add(ts)
+            if ts.key in cancelled_keys:
+                clients = set(ts.who_wants) if e.force else {e.client} & ts.who_wants
+            elif ts.state == "memory":
+                continue  # a finished dependent keeps its value
+            else:
+                clients = set(ts.who_wants)
+            for c in clients:
+                self._to_client(c, {"op": "cancelled-key", "key": ts.key})
+            ts.who_wants -= clients
+            if ts.key in cancelled_keys and ts.who_wants:
+                continue  # another client still wants it: only this client lets go
+            doomed.append(ts)
+            stack.extend(ts.dependents)
+        for ts in doomed:
+            if ts.key in self.tasks:
+                self._release_if_unneeded(ts)
+
+    def _tasks_retried(self, e: ev.TasksRetried):
+        roots = set()
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "erred":
+                roots.add(ts.exception_blame or ts)
+        for root in roots:
+            erred = self._erred_closure(root)
+            for ts in erred:
+                ts.state = "released"
+                ts.exception = ts.traceback = ts.exception_blame = None
+                ts.text = ts.kind = ""
+            for ts in erred:
+                if ts.who_wants and ts.state == "released":
+                    self._compute(ts)
+            for ts in erred:
+                self._forget_if_unneeded(ts)
+
+    def _erred_closure(self, root: TaskState) -> list[TaskState]:
+        out, stack, seen = [], [root], set()
+        while stack:
+            ts = stack.pop()
+            if ts in seen or ts.state != "erred":
+                continue
+            seen.add(ts)
+            out.append(ts)
+            stack.extend(d for d in ts.dependents if d.exception_blame is root)
+        return out
+
+    def _data_scattered(self, e: ev.DataScattered):
+        if e.client not in self.clients:
+            return
+        for key, nbytes in e.nbytes.items():
+            holders = [self.workers[w] for w in e.who_has.get(key, ()) if w in self.workers]
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key)
+            ts.who_wants.add(e.client)
+            if not holders:
+                if ts.state != "memory":
+                    self._set_erred(ts, text=f"scattered data for {key!r} was lost: its "
+                                             "workers left before the scatter finished",
+                                    kind="FutureLostError", blame=ts)
+                continue
+            if ts.state not in ("memory", "released"):
+                self._abandon(ts)
+            ts.nbytes = nbytes
+            ts.type_name = e.type_names.get(key, ts.type_name)
+            for ws in holders:
+                self._add_holder(ts, ws)
+            if ts.state != "memory":
+                self._to_memory(ts)
+            self._report_state(ts, {e.client})
+
+    # ------------------------------------------------------------ workers
+
+    def _worker_joined(self, e: ev.WorkerJoined):
+        if e.address in self.workers:
+            return
+        ws = WorkerState(e.address, e.nthreads, e.memory_limit, e.name, e.resources)
+        ws.last_seen = self.now
+        self.workers[e.address] = ws
+        for ts in sorted(self.unrunnable, key=lambda t: t.priority):
+            if ts.state == "no-worker":
+                self.unrunnable.discard(ts)
+                ts.state = "waiting"
+                self._schedule(ts)
+        self._fill_from_queue(ws)
+
+    def _worker_heartbeat(self, e: ev.WorkerHeartbeat):
+        ws = self.workers.get(e.address)
+        if ws is not None:
+            ws.last_seen = self.now
+            if e.metrics:
+                ws.metrics = e.metrics
+
+    def _check_heartbeats(self, e: ev.CheckHeartbeats):
+        for ws in list(self.workers.values()):
+            if self.now - ws.last_seen > self.worker_ttl:
+                self._remove_worker(ws)
+
+    def _worker_left(self, e: ev.WorkerLeft):
+        ws = self.workers.get(e.address)
+        if ws is not None:
+            self._remove_worker(ws)
+
+    def _remove_worker(self, ws: WorkerState):
+        del self.workers[ws.address]
+        self._worker_batches.pop(ws.address, None)
+        # data first, so that rescheduled tasks never name the dead worker as a holder
+        for ts in list(ws.has_what):
+            ts.who_has.discard(ws)
+            ws.has_what.discard(ts)
+            if not ts.who_has and ts.state == "memory":
+                self._data_lost(ts)
+        ws.nbytes = 0
+        for ts in sorted(ws.processing, key=lambda t: t.priority):
+            if ts.processing_on is not ws:
+                continue
+            ws.processing.discard(ts)
+            ts.processing_on = None
+            ts.long_running = False
+            ts.suspicious += 1
+            if ts.suspicious > ALLOWED_FAILURES:
+                self._set_erred(ts, text=f"task {ts.key!r} was running on {ts.suspicious} "
+                                         f"workers that died, the last one {ws.address}",
+                                kind="KilledWorker", blame=ts)
+            else:
+                ts.state = "waiting"
+                self._schedule_or_wait(ts)
+        ws.processing.clear()
+        ws.long_running.clear()
+
+    def _data_lost(self, ts: TaskState):
+        """The last copy of a key is gone: recompute it if it is needed."""
+        ts.state = "released"
+        for dependent in list(ts.dependents):
+            if dependent.state in ("processing", "queued", "no-worker", "waiting"):
+                self._abandon(dependent)
+                dependent.state = "waiting"
+                dependent.waiting_on = {d for d in dependent.dependencies if d.state != "memory"}
+        if not (ts.who_wants or ts.waiters):
+            self._forget_if_unneeded(ts)
+        elif ts.run_spec is None:
+            self._set_erred(ts, text=f"the only copy of {ts.key!r} was on a worker that "
+                                     "left, and it was scattered data, so it cannot be "
+                                     "recomputed", kind="FutureLostError", blame=ts)
+        else:
+            self._compute(ts)
+
+    def _task_finished(self, e: ev.TaskFinished):
+        ws = self.workers.get(e.worker)
+        ts = self.tasks.get(e.key)
+        if ws is None:
+            return
+        if ts is None or ts.state in ("released", "erred"):
+            self._to_worker(ws, {"op": "free-keys", "keys": [e.key]})
+            return
+        if e.duration:
+            old = self._prefix_duration.get(ts.prefix)
+            self._prefix_duration[ts.prefix] = (
+                e.duration if old is None else 0.5 * old + 0.5 * e.duration)
+        if ts.state == "memory":
+            self._add_holder(ts, ws)
+            return
+        if ts.processing_on is not None and ts.processing_on is not ws:
+            self._abandon(ts)
+        elif ts.processing_on is ws:
+            ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            ts.processing_on = None
+            ts.long_running = False
+        else:
+            self._abandon(ts)
+        ts.nbytes = e.nbytes
+        ts.type_name = e.type_name
+        self._add_holder(ts, ws)
+        self._to_memory(ts)
+        self._fill_from_queue(ws)
+
+    def _task_erred(self, e: ev.TaskErred):
+        ws = self.workers.get(e.worker)
+        ts = self.tasks.get(e.key)
+        if ws is None or ts is None or ts.processing_on is not ws:
+            return
+        ws.processing.discard(ts)
+        ws.long_running.discard(ts)
+        ts.processing_on = None
+        ts.long_running = False
+        if ts.retries > 0:
+            ts.retries -= 1
+            ts.state = "waiting"
+            ts.waiting_on = set()
+            self._schedule(ts)
+        else:
+            self._set_erred(ts, exception=e.exception, traceback=e.traceback, text=e.text,
+                            kind=e.kind, blame=ts)
+        self._fill_from_queue(ws)
+
+    def _task_cancelled_on_worker(self, e: ev.TaskCancelledOnWorker):
+        ws = self.workers.get(e.worker)
+        ts = self.tasks.get(e.key)
+        if ws is None or ts is None or ts.processing_on is not ws:
+            return
+        ws.processing.discard(ts)
+        ws.long_running.discard(ts)
+        ts.processing_on = None
+        ts.long_running = False
+        ts.state = "waiting"
+        ts.waiting_on = set()
+        self._schedule(ts)
+        self._fill_from_queue(ws)
+
+    def _task_seceded(self, e: ev.TaskSeceded):
+        ws = self.workers.get(e.worker)
+        ts = self.tasks.get(e.key)
+        if ws is None or ts is None or ts.processing_on is not ws:
+            return
+        ts.long_running = True
+        ws.long_running.add(ts)
+        self._fill_from_queue(ws)
+
+    def _replica_added(self, e: ev.ReplicaAdded):
+        ws = self.workers.get(e.worker)
+        if ws is None:
+            return
+        unknown = []
+        for key, nbytes in e.nbytes.items():
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                self._add_holder(ts, ws)
+            else:
+                unknown.append(key)
+        if unknown:
+            self._to_worker(ws, {"op": "free-keys", "keys": unknown})
+
+    def _data_missing(self, e: ev.DataMissing):
+        ts = self.tasks.get(e.key)
+        holder = self.workers.get(e.holder)
+        if ts is None or holder is None or holder not in ts.who_has:
+            return
+        ts.who_has.discard(holder)
+        holder.has_what.discard(ts)
+        holder.nbytes -= ts.nbytes
+        if not ts.who_has and ts.state == "memory":
+            self._data_lost(ts)
+
+    def _data_unserializable(self, e: ev.DataUnserializable):
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state != "memory":
+            return
+        self._free_data(ts)
+        self._set_erred(ts, text=e.text, kind="SerializationError", blame=ts)
+
+    # ------------------------------------------------------------ transitions
+
+    def _compute(self, root: TaskState):
+        """Move a released task (and its released dependencies) towards memory."""
+        stack = [root]
+        while stack:
+            ts = stack.pop()
+            if ts.state != "released" or ts.key not in self.tasks:
+                continue
+            if ts.run_spec is None:
+                self._set_erred(ts, text=f"key {ts.key!r} has no task to compute it",
+                                kind="FutureLostError", blame=ts)
+                continue
+            erred_dep = next((d for d in ts.dependencies if d.state == "erred"), None)
+            if erred_dep is not None:
+                blame = erred_dep.exception_blame or erred_dep
+                self._set_erred(ts, blame=blame)
+                continue
+            ts.state = "waiting"
+            ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
+            for dep in ts.dependencies:
+                dep.waiters.add(ts)
+            if ts.waiting_on:
+                stack.extend(d for d in ts.waiting_on if d.state == "released")
+            else:
+                self._schedule(ts)
+
+    def _schedule_or_wait(self, ts: TaskState):
+        ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
+        for dep in ts.dependencies:
+            dep.waiters.add(ts)
+        if ts.waiting_on:
+            for dep in list(ts.waiting_on):
+                if dep.state == "released":
+                    self._compute(dep)
+                elif dep.state == "erred":
+                    self._set_erred(ts, blame=dep.exception_blame or dep)
+                    return
+        else:
+            self._schedule(ts)
+
+    def _is_rootish(self, ts: TaskState) -> bool:
+        return not ts.dependencies and not ts.worker_restrictions and not ts.resources
+
+    def _schedule(self, ts: TaskState):
+        """A waiting task with all dependencies in memory: place it."""
+        assert ts.state == "waiting" and not ts.waiting_on
+        if self._is_rootish(ts) and self.workers:
+            ws = self._least_busy_with_room(ts)
+            if ws is None:
+                ts.state = "queued"
+                self.queued_set.add(ts)
+                heapq.heappush(self.queued, (ts.priority, ts))
+                return
+        else:
+            ws = self._decide_worker(ts)
+        if ws is None:
+            ts.state = "no-worker"
+            self.unrunnable.add(ts)
+            return
+        self._send_to(ts, ws)
+
+    def _room(self, ws: WorkerState, ts: TaskState) -> bool:
+        duration = self._prefix_duration.get(ts.prefix)
+        if duration is None or duration >= 0.005:
+            per_thread = 1.0
+        else:
+            # tiny tasks: keep enough in flight to hide a scheduler round trip
+            per_thread = 1 + min(50, int(0.005 / max(duration, 1e-5)))
+        limit = max(1, math.ceil(ws.nthreads * per_thread))
+        return len(ws.processing) - len(ws.long_running) < limit
+
+    def _least_busy_with_room(self, ts) -> WorkerState | None:
+        best = None
+        for ws in self.workers.values():
+            if self._room(ws, ts) and (best is None or ws.occupancy < best.occupancy):
+                best = ws
+        return best
+
+    def _candidates(self, ts: TaskState) -> list[WorkerState]:
+        workers = list(self.workers.values())
+        if ts.worker_restrictions:
+            allowed = [ws for ws in workers if ws.address in ts.worker_restrictions
+                       or ws.name in ts.worker_restrictions
+                       or _host(ws.address) in ts.worker_restrictions]
+            if allowed or not ts.allow_other_workers:
+                workers = allowed
+        if ts.resources:
+            workers = [ws for ws in workers
+                       if all(ws.resources.get(r, 0) >= amount for r, amount in ts.resources.items())]
+        return workers
+
+    def _decide_worker(self, ts: TaskState) -> WorkerState | None:
+        workers = self._candidates(ts)
+        if not workers:
+            return None
+        if len(workers) == 1:
+            return workers[0]
+        if ts.dependencies:
+            local_bytes: dict[WorkerState, int] = defaultdict(int)
+            allowed = set(workers)
+            for dep in ts.dependencies:
+                for holder in dep.who_has:
+                    if holder in allowed:
+                        local_bytes[holder] += dep.nbytes
+            if local_bytes:
+                return max(workers, key=lambda ws: (local_bytes.get(ws, 0) - _transfer_penalty(ws),
+                                                    -ws.occupancy))
+        return min(workers, key=lambda ws: ws.occupancy)
+
+    def _send_to(self, ts: TaskState, ws: WorkerState):
+        ts.state = "processing"
+        ts.processing_on = ws
+        ws.processing.add(ts)
+        self._to_worker(ws, {
+            "op": "compute-task",
+            "key": ts.key,
+            "run_spec": ts.run_spec,
+            "who_has": {d.key: [w.address for w in d.who_has] for d in ts.dependencies},
+            "nbytes": {d.key: d.nbytes for d in ts.dependencies},
+            "priority": ts.priority,
+            "resources": ts.resources,
+            "actor": ts.actor,
+            "timeout": ts.timeout,
+        })
+
+    def _fill_from_queue(self, ws: WorkerState):
+        if self.workers.get(ws.address) is not ws:
+            return
+        while self.queued:
+            _, ts = self.queued[0]
+            if ts not in self.queued_set:
+                heapq.heappop(self.queued)
+                continue
+            if not self._room(ws, ts):
+                return
+            heapq.heappop(self.queued)
+            self.queued_set.discard(ts)
+            self._send_to(ts, ws)
+
+    def _add_holder(self, ts: TaskState, ws: WorkerState):
+        if ws not in ts.who_has:
+            ts.who_has.add(ws)
+            ws.has_what.add(ts)
+            ws.nbytes += ts.nbytes
+
+    def _to_memory(self, ts: TaskState):
+        ts.state = "memory"
+        ts.waiting_on = set()
+        if ts.who_wants:
+            msg = {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
+                   "workers": [ws.address for ws in ts.who_has]}
+            for c in ts.who_wants:
+                self._to_client(c, msg)
+        for dependent in sorted(ts.waiters, key=lambda t: t.priority):
+            if dependent.state == "waiting":
+                dependent.waiting_on.discard(ts)
+                if not dependent.waiting_on:
+                    self._schedule(dependent)
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+            self._release_if_unneeded(dep)
+        if not ts.who_wants and not ts.waiters:
+            self._release_if_unneeded(ts)
+
+    def _erred_msg(self, ts: TaskState) -> dict:
+        src = ts.exception_blame or ts
+        return {"op": "task-erred", "key": ts.key, "exception": src.exception,
+                "traceback": src.traceback, "text": src.text, "kind": src.kind}
+
+    def _set_erred(self, ts: TaskState, exception=None, traceback=None, text="", kind="",
+                   blame: TaskState | None = None):
+        """Err ``ts`` and every dependent that was on its way to running."""
+        if blame is ts:
+            ts.exception, ts.traceback, ts.text, ts.kind = exception, traceback, text, kind
+        erred = []
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t is not ts and t.state not in _ACTIVE:
+                continue
+            self._abandon(t)
+            t.state = "erred"
+            t.exception_blame = None if blame is t else blame
+            erred.append(t)
+            for dep in t.dependencies:
+                dep.waiters.discard(t)
+            for c in t.who_wants:
+                self._to_client(c, self._erred_msg(t))
+            stack.extend(t.dependents)
+        for t in erred:
+            for dep in list(t.dependencies):
+                self._release_if_unneeded(dep)
+        for t in erred:
+            self._forget_if_unneeded(t)
+
+    def _abandon(self, ts: TaskState):
+        """Take a task out of wherever it is queued or running, without
+        changing its state label (the caller sets it)."""
+        if ts.processing_on is not None:
+            ws = ts.processing_on
+            ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            ts.processing_on = None
+            ts.long_running = False
+            self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+            self._fill_from_queue(ws)
+        self.unrunnable.discard(ts)
+        self.queued_set.discard(ts)  # its heap entry is skipped as stale
+        ts.waiting_on = set()
+
+    def _release_if_unneeded(self, ts: TaskState):
+        """Release a task nobody needs any more, then forget what can be forgotten."""
+        if ts.key not in self.tasks or ts.who_wants or ts.waiters:
+            return
+        state = ts.state
+        if state in _ACTIVE:
+            self._abandon(ts)
+            ts.state = "released"
+            for dep in ts.dependencies:
+                dep.waiters.discard(ts)
+            for dep in list(ts.dependencies):
+                self._release_if_unneeded(dep)
+        elif state == "memory":
+            self._free_data(ts)
+            ts.state = "released"
+        self._forget_if_unneeded(ts)
+
+    def _free_data(self, ts: TaskState):
+        for ws in ts.who_has:
+            ws.has_what.discard(ts)
+            ws.nbytes -= ts.nbytes
+            self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+        ts.who_has = set()
+
+    def _forget_if_unneeded(self, root: TaskState):
+        stack = [root]
+        while stack:
+            ts = stack.pop()
+            if ts.key not in self.tasks or ts.who_wants or ts.waiters:
+                continue
+            if ts.state not in ("released", "erred"):
+                continue
+            if ts.dependents:
+                continue
+            del self.tasks[ts.key]
+            self._abandon(ts)
+            for dep in ts.dependencies:
+                dep.dependents.discard(ts)
+                dep.waiters.discard(ts)
+                stack.append(dep)
+            ts.dependencies = set()
+
+    # ------------------------------------------------------------ queries
+
+    def who_has(self, keys=None) -> dict:
+        keys = self.tasks.keys() if keys is None else keys
+        return {k: [ws.address for ws in self.tasks[k].who_has] if k in self.tasks else []
+                for k in keys}
+
+    def has_what(self, workers=None) -> dict:
+        workers = self.workers.keys() if workers is None else workers
+        return {w: [ts.key for ts in self.workers[w].has_what] if w in self.workers else []
+                for w in workers}
+
+    def identity(self) -> dict:
+        return {
+            "workers": {
+                ws.address: {"nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
+                             "name": ws.name, "resources": ws.resources,
+                             "processing": len(ws.processing), "nbytes": ws.nbytes,
+                             "metrics": ws.metrics}
+                for ws in self.workers.values()
+            },
+            "n_tasks": len(self.tasks),
+        }
+
+    # ------------------------------------------------------------ invariants
+
+    def validate(self) -> None:
+        """Raise AssertionError if any invariant is broken."""
+        for key, ts in self.tasks.items():
+            assert ts.key == key
+            assert ts.state in STATES, ts
+            if ts.state == "processing":
+                assert ts.processing_on is not None, ts
+                assert ts.processing_on.address in self.workers, ts
+                assert self.workers[ts.processing_on.address] is ts.processing_on, ts
+                assert ts in ts.processing_on.processing, ts
+                assert not ts.waiting_on, ts
+                assert all(d.state == "memory" for d in ts.dependencies), ts
+            else:
+                assert ts.processing_on is None, ts
+                assert not ts.long_running, ts
+            if ts.state == "memory":
+                assert ts.who_has, ts
+                for ws in ts.who_has:
+                    assert ws.address in self.workers and self.workers[ws.address] is ws, ts
+                    assert ts in ws.has_what, ts
+            else:
+                assert not ts.who_has, ts
+            if ts.state == "waiting":
+                assert ts.waiting_on, f"runnable task left waiting: {ts}"
+                assert ts.waiting_on <= ts.dependencies, ts
+                assert all(d.state != "memory" for d in ts.waiting_on), ts
+                assert all(d.state in ("waiting", "queued", "processing", "no-worker")
+                           for d in ts.waiting_on), (ts, ts.waiting_on)
+            else:
+                assert not ts.waiting_on, ts
+            if ts.state == "no-worker":
+                assert ts in self.unrunnable, ts
+            assert (ts.state == "queued") == (ts in self.queued_set), ts
+            if ts.state == "released":
+                assert not ts.who_wants and not ts.waiters, f"needed task left released: {ts}"
+            if ts.state in _ACTIVE:
+                for dep in ts.dependencies:
+                    assert ts in dep.waiters, (ts, dep)
+            for dep in ts.dependencies:
+                assert dep.key in self.tasks and self.tasks[dep.key] is dep, (ts, dep)
+                assert ts in dep.dependents, (ts, dep)
+            for dependent in ts.dependents:
+                assert dependent.key in self.tasks, (ts, dependent)
+            for waiter in ts.waiters:
+                assert waiter.state in _ACTIVE, waiter
+            assert ts.who_wants or ts.dependents, f"unneeded task not forgotten: {ts}"
+            assert ts.who_wants <= self.clients, ts
+        for ts in self.queued_set:
+            assert self.tasks.get(ts.key) is ts, ts
+        for ts in self.unrunnable:
+            assert ts.state == "no-worker" and ts.key in self.tasks, ts
+        for address, ws in self.workers.items():
+            assert ws.address == address
+            for ts in ws.processing:
+                assert ts.processing_on is ws and self.tasks.get(ts.key) is ts, ts
+            assert ws.long_running <= ws.processing
+            for ts in ws.has_what:
+                assert ws in ts.who_has and self.tasks.get(ts.key) is ts, ts
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0]
+
+
+def _transfer_penalty(ws: WorkerState) -> float:
+    # a busy worker's local bytes are worth less: prefer moving small data to
+    # an idle worker over queueing behind a long backlog
+    return ws.occupancy * 1_000_000

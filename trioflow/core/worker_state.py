@@ -1,0 +1,406 @@
+"""One worker's state machine: which tasks wait, fetch, run and hold data.
+
+``WorkerState.handle(event)`` applies one event and returns instructions for
+the shell: ``Execute``, ``Fetch``, ``SendToScheduler``, ``DeleteData``,
+``CancelExecution``, ``GrantRejoin``.  The shell owns threads, sockets and
+the data itself; this object owns every decision and the slot accounting.
+
+Task states: waiting (for dependencies), fetch, flight, missing (dependencies
+held elsewhere), ready, executing, long-running (seceded: running without a
+slot), cancelled (still running but no longer wanted), memory.
+"""
+from __future__ import annotations
+
+import heapq
+from itertools import count
+
+from trioflow.core import events as ev
+
+RUNNING = ("executing", "long-running", "cancelled")
+STATES = ("waiting", "fetch", "flight", "missing", "ready", "memory", *RUNNING)
+
+#: peers fetched from at once
+FETCH_CONCURRENCY = 4
+
+
+class WTask:
+    __slots__ = ("key", "state", "run_spec", "priority", "dependencies", "dependents",
+                 "waiting_for", "who_has", "nbytes", "resources", "actor", "timeout",
+                 "holds_slot", "seceded", "computed", "peer")
+
+    def __init__(self, key):
+        self.key = key
+        self.state = "waiting"
+        self.run_spec = None
+        self.priority: tuple = ()
+        self.dependencies: set[WTask] = set()
+        self.dependents: set[WTask] = set()
+        self.waiting_for: set[WTask] = set()
+        self.who_has: set[str] = set()
+        self.nbytes = 0
+        self.resources: dict | None = None
+        self.actor = False
+        self.timeout = None
+        self.holds_slot = False
+        self.seceded = False
+        self.computed = False  # the scheduler asked this worker to compute it
+        self.peer: str | None = None  # while in flight
+
+    def __repr__(self):
+        return f"<WTask {self.key!r} {self.state}>"
+
+
+class WorkerState:
+    def __init__(self, address: str, nthreads: int, resources: dict | None = None,
+                 validate: bool = False):
+        self.address = address
+        self.nthreads = nthreads
+        self.total_resources = dict(resources or {})
+        self.available_resources = dict(resources or {})
+        self.tasks: dict = {}
+        self.busy_slots = 0
+        self.ready: list = []  # heap of (priority, n, task); stale entries skipped
+        self.rejoin_queue: list = []  # heap of (priority, n, task)
+        self.peers_in_flight: set[str] = set()
+        self.closing = False
+        self.validate_each_step = validate
+        self._counter = count()
+        self._out: list = []
+        self._handlers = {
+            ev.ComputeTask: self._compute_task,
+            ev.FreeKeys: self._free_keys,
+            ev.ExecuteSuccess: self._execute_success,
+            ev.ExecuteFailure: self._execute_failure,
+            ev.ExecuteCancelled: self._execute_cancelled,
+            ev.GatherDone: self._gather_done,
+            ev.DataReceived: self._data_received,
+            ev.Seceded: self._seceded,
+            ev.RejoinRequested: self._rejoin_requested,
+            ev.WorkerClosing: self._closing,
+        }
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, event) -> list:
+        self._handlers[type(event)](event)
+        self._ensure_fetching()
+        self._ensure_computing()
+        out, self._out = self._out, []
+        if self.validate_each_step:
+            self.validate()
+        return out
+
+    def _send(self, msg: dict):
+        self._out.append(ev.SendToScheduler(msg))
+
+    # ------------------------------------------------------------ events
+
+    def _compute_task(self, e: ev.ComputeTask):
+        if self.closing:
+            return
+        ts = self.tasks.get(e.key)
+        if ts is None:
+            ts = self.tasks[e.key] = WTask(e.key)
+        elif ts.computed and ts.state != "cancelled":
+            if ts.state == "memory":
+                self._send({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
+                            "type": "", "duration": 0.0})
+            return
+        ts.computed = True
+        ts.run_spec = e.run_spec
+        ts.priority = tuple(e.priority)
+        ts.resources = dict(e.resources) if e.resources else None
+        ts.actor = e.actor
+        if ts.state == "cancelled":
+            # told to forget it while it ran, now wanted again: keep the run going
+            ts.state = "long-running" if ts.seceded else "executing"
+            return
+        if ts.state == "memory":
+            self._send({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
+                        "type": "", "duration": 0.0})
+            return
+        if ts.state in ("fetch", "flight", "missing"):
+            # it was a dependency here; its data will still do if it arrives
+            if ts.state != "flight":
+                ts.state = "waiting"
+        for dep_key, holders in e.who_has.items():
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                dep = self.tasks[dep_key] = WTask(dep_key)
+                dep.state = "fetch"
+                dep.priority = ts.priority
+                dep.nbytes = e.nbytes.get(dep_key, 0)
+            if dep.state in ("fetch", "missing", "flight"):
+                dep.who_has = {h for h in holders if h != self.address} or dep.who_has
+                if dep.state == "missing" and dep.who_has:
+                    dep.state = "fetch"
+            ts.dependencies.add(dep)
+            dep.dependents.add(ts)
+            if dep.state != "memory":
+                ts.waiting_for.add(dep)
+        if ts.state == "waiting" and not ts.waiting_for:
+            self._to_ready(ts)
+
+    def _free_keys(self, e: ev.FreeKeys):
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.computed = False
+            if ts.state in ("executing", "long-running"):
+                ts.state = "cancelled"
+                self._out.append(ev.CancelExecution(key))
+                self._drop_dependencies(ts)
+            elif ts.state == "cancelled":
+                pass
+            elif any(d.computed and d.state not in ("memory",) for d in ts.dependents):
+                continue  # still needed here as a dependency
+            else:
+                self._forget(ts)
+
+    def _execute_success(self, e: ev.ExecuteSuccess):
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in RUNNING:
+            self._out.append(ev.DeleteData(e.key))
+            return
+        self._stop_running(ts)
+        if ts.state == "cancelled":
+            self._out.append(ev.DeleteData(e.key))
+            self._forget(ts)
+            return
+        ts.state = "memory"
+        ts.nbytes = e.nbytes
+        self._send({"op": "task-finished", "key": ts.key, "nbytes": e.nbytes,
+                    "type": e.type_name, "duration": e.duration})
+        self._dependency_arrived(ts)
+        self._drop_dependencies(ts)
+
+    def _execute_failure(self, e: ev.ExecuteFailure):
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in RUNNING:
+            return
+        self._stop_running(ts)
+        if ts.state != "cancelled":
+            self._send({"op": "task-erred", "key": ts.key, "exception": e.exception,
+                        "traceback": e.traceback, "text": e.text, "kind": e.kind})
+        self._forget(ts)
+
+    def _execute_cancelled(self, e: ev.ExecuteCancelled):
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in RUNNING:
+            return
+        self._stop_running(ts)
+        if ts.state == "cancelled" or self.closing:
+            if ts.state != "cancelled":
+                self._send({"op": "task-cancelled", "key": ts.key})
+            self._forget(ts)
+        else:
+            # cancelled, then wanted again before the cancellation landed: run anew
+            self._to_ready(ts)
+
+    def _gather_done(self, e: ev.GatherDone):
+        self.peers_in_flight.discard(e.peer)
+        replicas = {}
+        for key, nbytes in e.nbytes.items():
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "flight":
+                self._out.append(ev.DeleteData(key))
+                continue
+            ts.state = "memory"
+            ts.nbytes = nbytes
+            ts.peer = None
+            if ts.computed:
+                self._send({"op": "task-finished", "key": key, "nbytes": nbytes,
+                            "type": "", "duration": 0.0})
+            else:
+                replicas[key] = nbytes
+            self._dependency_arrived(ts)
+        if replicas:
+            self._send({"op": "add-keys", "nbytes": replicas})
+        for key in e.missing:
+            self._fetch_failed(key, e.peer)
+        if e.failed:
+            for ts in list(self.tasks.values()):
+                if ts.state == "flight" and ts.peer == e.peer:
+                    self._fetch_failed(ts.key, e.peer)
+
+    def _fetch_failed(self, key, peer):
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "flight" or ts.peer != peer:
+            return
+        ts.peer = None
+        ts.who_has.discard(peer)
+        self._send({"op": "missing-data", "key": key, "holder": peer})
+        if not ts.dependents:
+            self._forget(ts)
+        else:
+            ts.state = "fetch" if ts.who_has else "missing"
+
+    def _data_received(self, e: ev.DataReceived):
+        for key, nbytes in e.nbytes.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = WTask(key)
+            elif ts.state in RUNNING or ts.state == "ready":
+                continue  # keep the run; the scatter added a copy in the shell already
+            ts.state = "memory"
+            ts.nbytes = nbytes
+            ts.peer = None
+            self._dependency_arrived(ts)
+
+    def _seceded(self, e: ev.Seceded):
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in RUNNING or ts.seceded:
+            return
+        ts.seceded = True
+        if ts.holds_slot:
+            self._release_slot(ts)
+        if ts.state == "executing":
+            ts.state = "long-running"
+            self._send({"op": "long-running", "key": ts.key})
+
+    def _rejoin_requested(self, e: ev.RejoinRequested):
+        ts = self.tasks.get(e.key)
+        if ts is None or not ts.seceded or ts.state not in RUNNING:
+            # unknown task (or never seceded): let it go on rather than hang it
+            self._out.append(ev.GrantRejoin(e.key))
+            return
+        heapq.heappush(self.rejoin_queue, (ts.priority, next(self._counter), ts))
+
+    def _closing(self, e: ev.WorkerClosing):
+        self.closing = True
+        for ts in list(self.tasks.values()):
+            if ts.state in ("executing", "long-running"):
+                self._out.append(ev.CancelExecution(ts.key))
+        self.ready.clear()
+
+    # ------------------------------------------------------------ helpers
+
+    def _to_ready(self, ts: WTask):
+        ts.state = "ready"
+        heapq.heappush(self.ready, (ts.priority, next(self._counter), ts))
+
+    def _dependency_arrived(self, dep: WTask):
+        for ts in sorted(dep.dependents, key=lambda t: t.priority):
+            if ts.state == "waiting" and dep in ts.waiting_for:
+                ts.waiting_for.discard(dep)
+                if not ts.waiting_for:
+                    self._to_ready(ts)
+
+    def _drop_dependencies(self, ts: WTask):
+        """``ts`` no longer needs its dependencies; release those fetched only for it."""
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            if not dep.dependents and not dep.computed and dep.state in ("fetch", "flight", "missing"):
+                self._forget(dep)
+        ts.dependencies = set()
+        ts.waiting_for = set()
+
+    def _forget(self, ts: WTask):
+        if ts.state == "memory":
+            self._out.append(ev.DeleteData(ts.key))
+        if ts.holds_slot:
+            self._release_slot(ts)
+        self.tasks.pop(ts.key, None)
+        self._drop_dependencies(ts)
+        for dependent in ts.dependents:
+            dependent.dependencies.discard(ts)
+            dependent.waiting_for.discard(ts)
+        ts.dependents = set()
+        ts.state = "forgotten"
+
+    def _stop_running(self, ts: WTask):
+        if ts.holds_slot:
+            self._release_slot(ts)
+        ts.seceded = False
+
+    def _release_slot(self, ts: WTask):
+        ts.holds_slot = False
+        self.busy_slots -= 1
+        if ts.resources:
+            for r, amount in ts.resources.items():
+                self.available_resources[r] = self.available_resources.get(r, 0) + amount
+
+    def _has_resources(self, ts: WTask) -> bool:
+        return not ts.resources or all(
+            self.available_resources.get(r, 0) >= amount for r, amount in ts.resources.items())
+
+    def _ensure_computing(self):
+        if self.closing:
+            return
+        while self.rejoin_queue and self.busy_slots < self.nthreads:
+            _, _, ts = heapq.heappop(self.rejoin_queue)
+            if ts.state not in RUNNING or not ts.seceded:
+                continue
+            ts.seceded = False
+            ts.holds_slot = True
+            self.busy_slots += 1
+            if ts.state == "long-running":
+                ts.state = "executing"
+            self._out.append(ev.GrantRejoin(ts.key))
+        skipped = []
+        while self.ready and self.busy_slots < self.nthreads:
+            item = heapq.heappop(self.ready)
+            ts = item[2]
+            if ts.state != "ready" or self.tasks.get(ts.key) is not ts:
+                continue
+            if not self._has_resources(ts):
+                skipped.append(item)
+                continue
+            ts.state = "executing"
+            ts.holds_slot = True
+            self.busy_slots += 1
+            if ts.resources:
+                for r, amount in ts.resources.items():
+                    self.available_resources[r] -= amount
+            self._out.append(ev.Execute(ts.key))
+        for item in skipped:
+            heapq.heappush(self.ready, item)
+
+    def _ensure_fetching(self):
+        if self.closing or len(self.peers_in_flight) >= FETCH_CONCURRENCY:
+            return
+        by_peer: dict[str, list[WTask]] = {}
+        for ts in self.tasks.values():
+            if ts.state != "fetch":
+                continue
+            free = [p for p in ts.who_has if p not in self.peers_in_flight]
+            if not free:
+                continue
+            peer = next((p for p in free if p in by_peer), None) or min(free)
+            by_peer.setdefault(peer, []).append(ts)
+        for peer, tasks in by_peer.items():
+            if len(self.peers_in_flight) >= FETCH_CONCURRENCY:
+                break
+            self.peers_in_flight.add(peer)
+            for ts in tasks:
+                ts.state = "flight"
+                ts.peer = peer
+            self._out.append(ev.Fetch(peer, tuple(ts.key for ts in tasks)))
+
+    # ------------------------------------------------------------ invariants
+
+    def validate(self) -> None:
+        held = 0
+        for key, ts in self.tasks.items():
+            assert ts.key == key and ts.state in STATES, ts
+            if ts.holds_slot:
+                held += 1
+                assert ts.state in RUNNING and not ts.seceded, ts
+            if ts.state == "long-running":
+                assert ts.seceded and not ts.holds_slot, ts
+            if ts.state == "waiting":
+                assert ts.waiting_for, f"runnable task left waiting: {ts}"
+            if ts.state == "ready":
+                assert not ts.waiting_for, ts
+                assert all(d.state == "memory" for d in ts.dependencies), ts
+            if ts.state == "flight":
+                assert ts.peer in self.peers_in_flight, ts
+            for dep in ts.waiting_for:
+                assert dep in ts.dependencies and dep.state != "memory", (ts, dep)
+            for dep in ts.dependencies:
+                assert self.tasks.get(dep.key) is dep and ts in dep.dependents, (ts, dep)
+        assert held == self.busy_slots, (held, self.busy_slots)
+        assert 0 <= self.busy_slots <= self.nthreads, self.busy_slots
+        for r, amount in self.available_resources.items():
+            assert 0 <= amount <= self.total_resources.get(r, 0), (r, amount)

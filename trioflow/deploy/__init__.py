@@ -1,0 +1,3 @@
+from trioflow.deploy.local import LocalCluster
+
+__all__ = ["LocalCluster"]

@@ -1,0 +1,160 @@
+"""LocalCluster: a scheduler and workers on this machine.
+
+``processes=True`` (the default) runs each worker in its own process under a
+nanny and the scheduler on ws://127.0.0.1; ``processes=False`` runs the
+workers inside this process, connected over inproc://.  Either way the
+servers live in the shared loop thread, in one nursery that ``close()``
+waits for.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+
+import trio
+
+from trioflow.client.loop import LoopRunner
+from trioflow.comm.inproc import new_address
+from trioflow.server.nanny import Nanny
+from trioflow.server.scheduler import Scheduler
+from trioflow.server.worker import Worker
+from trioflow.utils import memory_limit_bytes
+
+logger = logging.getLogger("trioflow.deploy")
+
+
+def _defaults(n_workers, threads_per_worker, processes):
+    cores = os.cpu_count() or 1
+    if n_workers is None and threads_per_worker is None:
+        if processes:
+            n_workers = max(1, min(cores, 4))
+            threads_per_worker = max(1, cores // n_workers)
+        else:
+            n_workers, threads_per_worker = 1, cores
+    elif n_workers is None:
+        n_workers = max(1, cores // threads_per_worker)
+    elif threads_per_worker is None:
+        threads_per_worker = max(1, cores // max(n_workers, 1))
+    return int(n_workers), int(threads_per_worker)
+
+
+class LocalCluster:
+    """Start a scheduler and ``n_workers`` workers with ``threads_per_worker``
+    threads each.  Accepts dask's keyword arguments; ``dashboard_address``,
+    ``silence_logs``, ``worker_dashboard_address`` and ``interface`` are
+    accepted and unused (there is no dashboard).  Use as a context manager or
+    call ``close()``."""
+
+    def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
+                 memory_limit="auto", dashboard_address=None, scheduler_port=0,
+                 host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
+                 resources=None, protocol=None, validate=False, nthreads=None,
+                 worker_dashboard_address=None, interface=None, local_directory=None,
+                 token=None, **kwargs):
+        if asynchronous:
+            raise NotImplementedError("LocalCluster(asynchronous=True) is not available yet")
+        if kwargs:
+            raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
+        if nthreads is not None and threads_per_worker is None:
+            threads_per_worker = nthreads
+        self.n_workers, self.threads_per_worker = _defaults(n_workers, threads_per_worker,
+                                                             processes)
+        self.processes = bool(processes)
+        self.memory_limit = memory_limit_bytes(memory_limit, self.n_workers)
+        self.name = name
+        self.resources = resources
+        self.validate = validate
+        self.token = token
+        if protocol in ("inproc", "inproc://") or (protocol is None and not processes):
+            self._scheduler_listen = new_address()
+        else:
+            self._scheduler_listen = f"ws://{host}:{scheduler_port or 0}"
+        self.host = host
+        self.scheduler: Scheduler | None = None
+        self.workers: dict = {}
+        self.status = "created"
+        self._loop = LoopRunner.acquire()
+        try:
+            self._cm = self._loop.portal.wrap_async_context_manager(self._running())
+            self._cm.__enter__()
+        except BaseException:
+            self._loop.release()
+            raise
+        self.status = "running"
+
+    @asynccontextmanager
+    async def _running(self):
+        async with Scheduler(address=self._scheduler_listen, token=self.token,
+                             validate=self.validate) as scheduler:
+            self.scheduler = scheduler
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                stop = trio.Event()
+                self._stop = stop
+                try:
+                    async with trio.open_nursery() as starting:
+                        for i in range(self.n_workers):
+                            starting.start_soon(self._start_worker, i)
+                    yield self
+                finally:
+                    stop.set()
+
+    async def _start_worker(self, i: int):
+        await self._nursery.start(self._hold_worker, i)
+
+    async def _hold_worker(self, i, task_status=trio.TASK_STATUS_IGNORED):
+        name = i
+        if self.processes:
+            server = Nanny(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
+                           memory_limit=self.memory_limit, resources=self.resources,
+                           host=self.host, token=self.token)
+        else:
+            server = Worker(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
+                            memory_limit=self.memory_limit, resources=self.resources,
+                            token=self.token, validate=self.validate)
+        async with server:
+            self.workers[name] = server
+            task_status.started()
+            try:
+                await self._stop.wait()
+            finally:
+                self.workers.pop(name, None)
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    @property
+    def dashboard_link(self):
+        return None
+
+    def __repr__(self):
+        return (f"LocalCluster({self.scheduler_address!r}, workers={len(self.workers)}, "
+                f"threads={len(self.workers) * self.threads_per_worker}, "
+                f"processes={self.processes})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self, timeout=None):
+        """Stop the workers (and their processes) and the scheduler; returns
+        when all are gone."""
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        try:
+            self._cm.__exit__(None, None, None)
+        finally:
+            self.status = "closed"
+            self._loop.release()
+
+    def __del__(self):
+        if getattr(self, "status", "closed") == "running":
+            try:
+                self.close()
+            except Exception:
+                pass

@@ -1,0 +1,1 @@
+"""Message encoding, serialization and the connection handshake."""

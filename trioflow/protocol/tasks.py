@@ -1,0 +1,128 @@
+"""Task payloads: a function pickled once, and arguments pickled with their
+dependencies (futures, or keys of a raw graph) replaced by references that
+the worker swaps for the dependency's value while unpickling."""
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+
+import cloudpickle
+
+from trioflow.errors import SerializationError
+from trioflow.protocol.serialize import describe, dumps_function, pickle_error
+
+
+class KeyRef:
+    """A reference to another task's result inside a task's arguments."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return f"KeyRef({self.key!r})"
+
+
+def _persistent_id(deps: dict, obj):
+    cls = type(obj)
+    if getattr(cls, "_trioflow_is_future", False):
+        deps[obj.key] = obj
+        return ("dep", obj.key)
+    if cls is KeyRef:
+        deps[obj.key] = obj
+        return ("dep", obj.key)
+    return None
+
+
+class _ArgPickler(pickle.Pickler):
+    def __init__(self, file, deps):
+        super().__init__(file, protocol=5)
+        self.deps = deps
+
+    def persistent_id(self, obj):
+        return _persistent_id(self.deps, obj)
+
+
+class _CloudArgPickler(cloudpickle.Pickler):
+    def __init__(self, file, deps):
+        super().__init__(file, protocol=5)
+        self.deps = deps
+
+    def persistent_id(self, obj):
+        return _persistent_id(self.deps, obj)
+
+
+def _pickle_with(pickler_class, value, deps) -> bytes:
+    buffer = io.BytesIO()
+    pickler_class(buffer, deps).dump(value)
+    return buffer.getvalue()
+
+
+def dumps_args(args: tuple, kwargs: dict) -> tuple[bytes, dict]:
+    """Pickle ``(args, kwargs)``; return the bytes and the dependencies found
+    (key -> the future or KeyRef that named it)."""
+    deps: dict = {}
+    try:
+        data = _pickle_with(_ArgPickler, (args, kwargs), deps)
+        if b"__main__" not in data:
+            return data, deps
+    except Exception:
+        pass
+    deps = {}
+    try:
+        return _pickle_with(_CloudArgPickler, (args, kwargs), deps), deps
+    except Exception as exc:
+        raise SerializationError(pickle_error(_culprit(args, kwargs), exc)) from exc
+
+
+def _culprit(args, kwargs) -> str:
+    for i, arg in enumerate(args):
+        try:
+            _pickle_with(_CloudArgPickler, arg, {})
+        except Exception:
+            return f"argument {i} ({describe(arg)})"
+    for name, arg in kwargs.items():
+        try:
+            _pickle_with(_CloudArgPickler, arg, {})
+        except Exception:
+            return f"keyword argument {name!r} ({describe(arg)})"
+    return "the task's arguments"
+
+
+def dumps_task_function(func) -> bytes:
+    try:
+        return dumps_function(func)
+    except Exception as exc:
+        raise SerializationError(pickle_error(describe(func), exc)) from exc
+
+
+class _ArgUnpickler(pickle.Unpickler):
+    def __init__(self, file, data):
+        super().__init__(file)
+        self.data = data
+
+    def persistent_load(self, pid):
+        _, key = pid
+        return self.data[key]
+
+
+def loads_args(payload: bytes, data) -> tuple[tuple, dict]:
+    return _ArgUnpickler(io.BytesIO(payload), data).load()
+
+
+def token(*parts: bytes) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def execute_legacy_task(task):
+    """Evaluate a dask-style task tuple ``(func, *args)``, nested tasks and lists included."""
+    if isinstance(task, tuple) and task and callable(task[0]):
+        return task[0](*(execute_legacy_task(a) for a in task[1:]))
+    if isinstance(task, list):
+        return [execute_legacy_task(a) for a in task]
+    return task

@@ -1,0 +1,1 @@
+"""Trio shells: the servers that feed the core state machines events."""

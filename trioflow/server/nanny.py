@@ -1,0 +1,229 @@
+"""The nanny: keeps one worker process alive.
+
+It starts ``python -m trioflow.server.worker_main``, learns the worker's
+address from the first line the process prints, forwards the rest of its
+output, restarts it when it dies (or passes ``memory_limit``), and on close
+stops it (SIGTERM, then SIGKILL after a grace period) and waits for it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import trio
+
+from trioflow.comm.addressing import normalize_address
+
+logger = logging.getLogger("trioflow.nanny")
+
+#: exit code of a worker process whose scheduler went away (do not restart it)
+EXIT_LOST_SCHEDULER = 3
+ADDRESS_LINE = "trioflow-worker-address "
+#: seconds a closing worker gets before it is killed
+STOP_GRACE = 5.0
+
+
+class Nanny:
+    def __init__(self, scheduler_ip: str | None = None, *, scheduler_file: str | None = None,
+                 nthreads: int = 1, name=None, memory_limit: int = 0,
+                 resources: dict | None = None, host: str = "127.0.0.1",
+                 token: str | None = None, env: dict | None = None,
+                 startup_timeout: float = 60, **kwargs):
+        if scheduler_file is not None and scheduler_ip is None:
+            with open(scheduler_file) as f:
+                scheduler_ip = json.load(f)["address"]
+        self.scheduler_address = normalize_address(scheduler_ip)
+        self.nthreads = nthreads
+        self.name = name
+        self.memory_limit = int(memory_limit or 0)
+        self.resources = resources
+        self.host = host
+        self.token = token
+        self.env = env
+        self.startup_timeout = startup_timeout
+        self.worker_address: str | None = None
+        self.process: trio.Process | None = None
+        self.restarts = 0
+        self.status = "created"
+        self._closing = False
+        self._nursery_manager = None
+        self.nursery: trio.Nursery | None = None
+        self._finished = trio.Event()
+        self._started_again = trio.Event()
+
+    def __repr__(self):
+        return f"<Nanny worker={self.worker_address!r} restarts={self.restarts}>"
+
+    @property
+    def address(self):
+        return self.worker_address
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process is not None else None
+
+    async def __aenter__(self):
+        self._nursery_manager = trio.open_nursery()
+        self.nursery = await self._nursery_manager.__aenter__()
+        try:
+            await self.nursery.start(self._supervise)
+        except BaseException:
+            self._closing = True
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        self.status = "running"
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def close(self):
+        if self._nursery_manager is None or self.status == "closed":
+            return
+        self._closing = True
+        self.status = "closing"
+        try:
+            with trio.CancelScope(shield=True):
+                await self._stop_process()
+        finally:
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            self.status = "closed"
+            self._finished.set()
+
+    async def finished(self):
+        await self._finished.wait()
+
+    async def restart(self):
+        """Stop the worker process; the supervisor starts a fresh one."""
+        self._started_again = trio.Event()
+        await self._stop_process()
+        await self._started_again.wait()
+
+    async def _stop_process(self):
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        with trio.move_on_after(STOP_GRACE):
+            await proc.wait()
+            return
+        logger.warning("worker process %s did not stop within %s s; killing it",
+                       proc.pid, STOP_GRACE)
+        proc.kill()
+        await proc.wait()
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "trioflow.server.worker_main", self.scheduler_address,
+               "--nthreads", str(self.nthreads), "--host", self.host,
+               "--memory-limit", str(self.memory_limit), "--nanny-pid", str(os.getpid())]
+        if self.name is not None:
+            cmd += ["--name", str(self.name)]
+        if self.resources:
+            cmd += ["--resources", json.dumps(self.resources)]
+        return cmd
+
+    async def _supervise(self, task_status=trio.TASK_STATUS_IGNORED):
+        env = {**os.environ, **(self.env or {})}
+        if self.token:
+            env["TRIOFLOW_TOKEN"] = self.token
+        started = False
+        failures = 0
+        while not self._closing:
+            proc = await trio.lowlevel.open_process(
+                self._command(), stdout=subprocess.PIPE, env=env)
+            self.process = proc
+            try:
+                async with trio.open_nursery() as watchers:
+                    address = await self._read_address(proc, watchers)
+                    if address is not None:
+                        failures = 0
+                        self.worker_address = address
+                        if not started:
+                            started = True
+                            task_status.started()
+                        else:
+                            self.restarts += 1
+                        self._started_again.set()
+                        if self.memory_limit:
+                            watchers.start_soon(self._watch_memory, proc)
+                    await proc.wait()
+                    watchers.cancel_scope.cancel()
+            finally:
+                if proc.returncode is None:
+                    with trio.CancelScope(shield=True):
+                        proc.kill()
+                        await proc.wait()
+            code = proc.returncode
+            if self._closing:
+                break
+            if code == EXIT_LOST_SCHEDULER:
+                logger.info("worker process %s lost its scheduler; the nanny stops", proc.pid)
+                break
+            if not started:
+                raise RuntimeError(f"worker process failed to start (exit code {code}); "
+                                   "see its output above")
+            failures += 1
+            logger.warning("worker process %s (%s) exited with code %s; starting a new one",
+                           proc.pid, self.worker_address, code)
+            await trio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)) if failures > 1 else 0)
+        self.status = "closed" if self._closing else "finished"
+        self._finished.set()
+
+    async def _read_address(self, proc, nursery) -> str | None:
+        """Read the worker's first line (its address), then keep forwarding its output."""
+        stream = proc.stdout
+        buffer = b""
+        address = None
+        with trio.move_on_after(self.startup_timeout):
+            while b"\n" not in buffer:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return None
+                buffer += chunk
+            line, _, rest = buffer.partition(b"\n")
+            text = line.decode(errors="replace").strip()
+            if text.startswith(ADDRESS_LINE):
+                address = text[len(ADDRESS_LINE):]
+            else:
+                rest = buffer
+            if rest:
+                sys.stdout.write(rest.decode(errors="replace"))
+        nursery.start_soon(_forward, stream)
+        if address is None:
+            logger.error("worker process %s did not report an address in %s s",
+                         proc.pid, self.startup_timeout)
+            proc.kill()
+        return address
+
+    async def _watch_memory(self, proc):
+        try:
+            ps = psutil.Process(proc.pid)
+            while proc.returncode is None:
+                await trio.sleep(0.5)
+                rss = ps.memory_info().rss
+                if rss > self.memory_limit * 0.95:
+                    logger.warning("worker %s uses %d bytes, past its memory limit of %d; "
+                                   "restarting it", self.worker_address, rss, self.memory_limit)
+                    proc.kill()
+                    return
+        except psutil.Error:
+            return
+
+
+async def _forward(stream):
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return
+        sys.stdout.write(chunk.decode(errors="replace"))
+        sys.stdout.flush()

@@ -1,0 +1,377 @@
+"""The scheduler: a trio shell around ``SchedulerState``.
+
+Its nursery holds the listener, one task per connection (each with its own
+batched sender and a child nursery for that peer's pending requests) and the
+heartbeat checker.  ``async with Scheduler() as s:`` returns from its block
+only when all of them are gone.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import time
+import uuid
+
+import trio
+
+from trioflow.comm import serve
+from trioflow.comm.connection import Connection, reply_error, reply_ok
+from trioflow.core import events as ev
+from trioflow.core.scheduler_state import SchedulerState
+from trioflow.protocol.serialize import deserialize, serialize
+
+logger = logging.getLogger("trioflow.scheduler")
+
+
+class Scheduler:
+    """The central scheduler.
+
+    ``address`` picks the transport (``ws://host:port`` or ``inproc://``); by
+    default it listens on ``ws://{host}:{port}``, and port 0 picks a free one.
+    ``scheduler_file`` is written once listening (JSON with ``"address"``).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, address: str | None = None,
+                 scheduler_file: str | None = None, token: str | None = None,
+                 worker_ttl: float = 300.0, validate: bool = False,
+                 dashboard_address=None, **kwargs):
+        self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate)
+        self._listen = address or f"ws://{host}:{port}"
+        self.scheduler_file = scheduler_file
+        self.token = token
+        self.id = f"Scheduler-{uuid.uuid4()}"
+        self.address: str | None = None
+        self.clients: dict[str, Connection] = {}
+        self.workers: dict[str, Connection] = {}
+        self.worker_info: dict[str, dict] = {}
+        self.extensions: dict[str, object] = {}
+        self._workers_changed = trio.Event()
+        self._nursery_manager = None
+        self.nursery: trio.Nursery | None = None
+        self.status = "created"
+        self._closed = trio.Event()
+
+    def __repr__(self):
+        return f"<Scheduler {self.address!r} workers={len(self.state.workers)}>"
+
+    # ------------------------------------------------------------ lifetime
+
+    async def __aenter__(self):
+        self._nursery_manager = trio.open_nursery()
+        self.nursery = await self._nursery_manager.__aenter__()
+        try:
+            self.address = await self.nursery.start(
+                _serve_task, self._listen, self._handle_comm, self.token)
+            self.nursery.start_soon(self._check_heartbeats)
+            if self.scheduler_file:
+                self.write_scheduler_file(self.scheduler_file)
+        except BaseException:
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        self.status = "running"
+        logger.info("scheduler at %s", self.address)
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def close(self):
+        if self.status == "closed" or self._nursery_manager is None:
+            return
+        self.status = "closing"
+        self.nursery.cancel_scope.cancel()
+        try:
+            await self._nursery_manager.__aexit__(None, None, None)
+        finally:
+            self.status = "closed"
+            self._closed.set()
+            if self.scheduler_file and os.path.exists(self.scheduler_file):
+                try:
+                    with open(self.scheduler_file) as f:
+                        if json.load(f).get("address") == self.address:
+                            os.remove(self.scheduler_file)
+                except (OSError, ValueError):
+                    pass
+
+    async def finished(self):
+        await self._closed.wait()
+
+    def write_scheduler_file(self, path: str):
+        with open(path, "w") as f:
+            json.dump({"address": self.address, "id": self.id, "type": "Scheduler"}, f)
+
+    # ------------------------------------------------------------ events
+
+    def stimulus(self, event) -> None:
+        """Apply one event to the state and send the messages it causes."""
+        for kind, address, msg in self.state.handle(event, time.monotonic()):
+            conn = (self.workers if kind == "worker" else self.clients).get(address)
+            if conn is not None:
+                conn.send(msg)
+
+    async def _check_heartbeats(self):
+        interval = max(0.5, min(5.0, self.state.worker_ttl / 4))
+        while True:
+            await trio.sleep(interval)
+            before = set(self.state.workers)
+            self.stimulus(ev.CheckHeartbeats("heartbeat-check"))
+            for address in before - set(self.state.workers):
+                logger.warning("worker %s missed its heartbeats; removed", address)
+                conn = self.workers.get(address)
+                if conn is not None:
+                    conn.close("heartbeat timeout")
+                self._worker_set_changed()
+
+    def _worker_set_changed(self):
+        self._workers_changed.set()
+        self._workers_changed = trio.Event()
+
+    # ------------------------------------------------------------ connections
+
+    async def _handle_comm(self, comm):
+        role = comm.peer_info.get("role")
+        if role == "client":
+            await self._client_stream(comm)
+        elif role == "worker":
+            await self._worker_stream(comm)
+        else:
+            logger.warning("closing connection from %s: unknown role %r", comm.peer_address, role)
+
+    async def _client_stream(self, comm):
+        client_id = str(comm.peer_info.get("id") or uuid.uuid4())
+        async with trio.open_nursery() as requests:
+            conn = Connection(comm, lambda msg: self._client_msg(client_id, conn, msg, requests))
+            self.clients[client_id] = conn
+            self.stimulus(ev.ClientConnected(client_id, "client-connected"))
+            try:
+                await conn.run()
+            finally:
+                requests.cancel_scope.cancel()
+                if self.clients.get(client_id) is conn:
+                    del self.clients[client_id]
+                    self.stimulus(ev.ClientDisconnected(client_id, "client-disconnected"))
+
+    async def _worker_stream(self, comm):
+        info = dict(comm.peer_info)
+        address = info["address"]
+        async with trio.open_nursery() as requests:
+            conn = Connection(comm, lambda msg: self._worker_msg(address, conn, msg, requests))
+            old = self.workers.get(address)
+            if old is not None:
+                old.close("replaced by a new connection from the same address")
+                self.stimulus(ev.WorkerLeft(address, "worker-reconnected"))
+            self.workers[address] = conn
+            self.worker_info[address] = info
+            self.stimulus(ev.WorkerJoined(
+                address, int(info.get("nthreads", 1)), int(info.get("memory_limit") or 0),
+                info.get("name"), info.get("resources"), "worker-joined"))
+            self._worker_set_changed()
+            logger.info("worker %s joined (%s threads)", address, info.get("nthreads"))
+            try:
+                await conn.run()
+            finally:
+                requests.cancel_scope.cancel()
+                if self.workers.get(address) is conn:
+                    del self.workers[address]
+                    self.worker_info.pop(address, None)
+                    self.stimulus(ev.WorkerLeft(address, "worker-connection-closed"))
+                    self._worker_set_changed()
+                    logger.info("worker %s left: %s", address, conn.close_reason or "closed")
+
+    # ------------------------------------------------------------ client messages
+
+    def _client_msg(self, client_id: str, conn: Connection, msg: dict, requests: trio.Nursery):
+        op = msg.get("op")
+        handler = _CLIENT_OPS.get(op)
+        if handler is not None:
+            try:
+                handler(self, client_id, msg)
+            except Exception as exc:
+                logger.exception("bad %r message from client %s", op, client_id)
+                if "rid" in msg:
+                    conn.send(reply_error(msg, exc))
+            return
+        request = _CLIENT_REQUESTS.get(op)
+        if request is None:
+            for extension in self.extensions.values():
+                request = getattr(extension, "handlers", {}).get(op)
+                if request is not None:
+                    break
+        if request is None:
+            logger.warning("client %s sent unknown op %r", client_id, op)
+            if "rid" in msg:
+                conn.send(reply_error(msg, ValueError(f"unknown operation {op!r}")))
+            return
+        requests.start_soon(self._answer, conn, msg, request, client_id)
+
+    async def _answer(self, conn: Connection, msg: dict, request, peer: str):
+        try:
+            result = request(self, peer, msg)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            conn.send(reply_error(msg, exc))
+        else:
+            conn.send(reply_ok(msg, result))
+
+    def _update_graph(self, client_id, msg):
+        tasks = tuple(
+            ev.TaskSpec(
+                key=t["key"], run_spec=t.get("run_spec"), dependencies=tuple(t.get("deps") or ()),
+                priority=t.get("priority") or 0,
+                workers=tuple(t["workers"]) if t.get("workers") else None,
+                allow_other_workers=bool(t.get("allow_other_workers")),
+                retries=int(t.get("retries") or 0), resources=t.get("resources"),
+                actor=bool(t.get("actor")), timeout=t.get("timeout"))
+            for t in msg["tasks"])
+        self.stimulus(ev.GraphSubmitted(client_id, tasks, tuple(msg.get("wanted") or ()),
+                                        stimulus_id=f"update-graph-{client_id}"))
+
+    def _release_keys(self, client_id, msg):
+        self.stimulus(ev.KeysReleased(client_id, tuple(msg["keys"]), "client-releases-keys"))
+
+    def _want_keys(self, client_id, msg):
+        self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), "client-wants-keys"))
+
+    def _cancel_keys(self, client_id, msg):
+        self.stimulus(ev.KeysCancelled(client_id, tuple(msg["keys"]), bool(msg.get("force")),
+                                       "client-cancels-keys"))
+
+    def _retry_keys(self, client_id, msg):
+        self.stimulus(ev.TasksRetried(client_id, tuple(msg["keys"]), "client-retries-keys"))
+
+    # requests: (scheduler, peer, msg) -> result
+
+    def _scatter_done(self, client_id, msg):
+        self.stimulus(ev.DataScattered(client_id, dict(msg["nbytes"]), dict(msg["who_has"]),
+                                       dict(msg.get("types") or {}), "client-scattered"))
+        return True
+
+    def _who_has(self, client_id, msg):
+        keys = msg.get("keys")
+        return self.state.who_has(None if keys is None else list(keys))
+
+    def _has_what(self, client_id, msg):
+        workers = msg.get("workers")
+        return self.state.has_what(None if workers is None else list(workers))
+
+    def _nthreads(self, client_id, msg):
+        workers = msg.get("workers")
+        return {a: ws.nthreads for a, ws in self.state.workers.items()
+                if workers is None or a in workers or ws.name in workers}
+
+    def identity(self) -> dict:
+        info = self.state.identity()
+        for address, extra in info["workers"].items():
+            wi = self.worker_info.get(address, {})
+            extra["pid"] = wi.get("pid")
+            extra["nanny"] = wi.get("nanny")
+            extra["host"] = wi.get("host")
+            extra["id"] = wi.get("name")
+        return {"type": "Scheduler", "id": self.id, "address": self.address,
+                "workers": info["workers"], "n_tasks": info["n_tasks"],
+                "clients": len(self.clients)}
+
+    def _identity(self, client_id, msg):
+        return self.identity()
+
+    async def _wait_for_workers(self, client_id, msg):
+        n = int(msg["n"])
+        while len(self.state.workers) < n:
+            await self._workers_changed.wait()
+        return len(self.state.workers)
+
+    async def _run_on_scheduler(self, client_id, msg):
+        function = deserialize(msg["function"])
+        args = deserialize(msg.get("args")) or ()
+        kwargs = deserialize(msg.get("kwargs")) or {}
+        if _takes(function, "dask_scheduler"):
+            kwargs["dask_scheduler"] = self
+        result = function(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return serialize(result)
+
+    def _worker_addresses(self, client_id, msg):
+        return list(self.state.workers)
+
+    async def _retire_workers(self, client_id, msg):
+        addresses = msg.get("workers") or list(self.workers)
+        for address in addresses:
+            conn = self.workers.get(address)
+            if conn is not None:
+                conn.send({"op": "close", "reason": "retired by a client"})
+        return list(addresses)
+
+    # ------------------------------------------------------------ worker messages
+
+    def _worker_msg(self, address: str, conn: Connection, msg: dict, requests: trio.Nursery):
+        op = msg.get("op")
+        if op == "task-finished":
+            self.stimulus(ev.TaskFinished(address, msg["key"], int(msg.get("nbytes") or 0),
+                                          msg.get("type") or "", float(msg.get("duration") or 0),
+                                          "task-finished"))
+        elif op == "task-erred":
+            self.stimulus(ev.TaskErred(address, msg["key"], msg.get("exception"),
+                                       msg.get("traceback"), msg.get("text") or "",
+                                       msg.get("kind") or "", "task-erred"))
+        elif op == "add-keys":
+            self.stimulus(ev.ReplicaAdded(address, dict(msg["nbytes"]), "add-keys"))
+        elif op == "missing-data":
+            self.stimulus(ev.DataMissing(address, msg["key"], msg["holder"], "missing-data"))
+        elif op == "long-running":
+            self.stimulus(ev.TaskSeceded(address, msg["key"], "secede"))
+        elif op == "task-cancelled":
+            self.stimulus(ev.TaskCancelledOnWorker(address, msg["key"], "task-cancelled"))
+        elif op == "unserializable":
+            self.stimulus(ev.DataUnserializable(address, msg["key"], msg.get("text") or "",
+                                                "unserializable"))
+        elif op == "heartbeat":
+            self.stimulus(ev.WorkerHeartbeat(address, msg.get("metrics"), "heartbeat"))
+        else:
+            request = _CLIENT_REQUESTS.get(op)
+            if request is None:
+                for extension in self.extensions.values():
+                    request = getattr(extension, "handlers", {}).get(op)
+                    if request is not None:
+                        break
+            if request is not None:
+                requests.start_soon(self._answer, conn, msg, request, address)
+            else:
+                logger.warning("worker %s sent unknown op %r", address, op)
+
+
+def _takes(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+async def _serve_task(address, handler, token, task_status=trio.TASK_STATUS_IGNORED):
+    await serve(address, handler, token=token, task_status=task_status)
+
+
+_CLIENT_OPS = {
+    "update-graph": Scheduler._update_graph,
+    "release-keys": Scheduler._release_keys,
+    "want-keys": Scheduler._want_keys,
+    "cancel-keys": Scheduler._cancel_keys,
+    "retry-keys": Scheduler._retry_keys,
+    "heartbeat": lambda self, client_id, msg: None,
+}
+
+_CLIENT_REQUESTS = {
+    "scatter-done": Scheduler._scatter_done,
+    "who-has": Scheduler._who_has,
+    "has-what": Scheduler._has_what,
+    "nthreads": Scheduler._nthreads,
+    "identity": Scheduler._identity,
+    "wait-for-workers": Scheduler._wait_for_workers,
+    "run-on-scheduler": Scheduler._run_on_scheduler,
+    "worker-addresses": Scheduler._worker_addresses,
+    "retire-workers": Scheduler._retire_workers,
+}

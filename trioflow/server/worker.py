@@ -1,0 +1,461 @@
+"""The worker: a trio shell around ``WorkerState``.
+
+Its nursery holds the listener for peers and clients, the scheduler
+connection, the heartbeat, one task per running or fetching task, and the
+connections to peers.  Sync tasks run in threads (trio's thread cache reuses
+them); ``async def`` tasks run right here under their own cancel scope.  The
+number of tasks running at once is the state machine's slot accounting, not
+a thread pool's size.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+
+import psutil
+import trio
+
+from trioflow.comm import connect, serve
+from trioflow.comm.addressing import normalize_address
+from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
+from trioflow.comm.inproc import new_address
+from trioflow.core import events as ev
+from trioflow.core.worker_state import WorkerState
+from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.protocol.exceptions import pack_exception
+from trioflow.protocol.serialize import deserialize, serialize, sizeof
+from trioflow.protocol.tasks import loads_args
+from trioflow.server.context import TaskContext, set_async_task, set_thread_task
+
+logger = logging.getLogger("trioflow.worker")
+
+#: seconds close() waits for running sync tasks before abandoning their threads
+CLOSE_GRACE = 2.0
+
+
+class Execution:
+    """One run of one task: how to stop it."""
+
+    __slots__ = ("key", "cancel_scope", "cancelled", "is_async", "thread_done", "timed_out")
+
+    def __init__(self, key, is_async):
+        self.key = key
+        self.is_async = is_async
+        self.cancel_scope: trio.CancelScope | None = None
+        self.cancelled = False
+        self.thread_done = False
+        self.timed_out = False
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a sync task by ``trioflow.checkpoint()`` once its future
+    was cancelled.  A BaseException so that ``except Exception`` in user code
+    does not swallow it."""
+
+
+class Worker:
+    """A worker.  ``Worker(scheduler_address, nthreads=2)``; use as
+    ``async with``.  Leaving the block closes it: running async tasks are
+    cancelled, sync tasks get ``CLOSE_GRACE`` seconds and are then abandoned
+    with a log line (a thread cannot be killed)."""
+
+    def __init__(self, scheduler_ip: str | None = None, scheduler_port: int | None = None, *,
+                 scheduler_file: str | None = None, nthreads: int = 1, name=None,
+                 memory_limit: int = 0, resources: dict | None = None,
+                 host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None,
+                 nanny: str | None = None, heartbeat_interval: float = 1.0,
+                 token: str | None = None, validate: bool = False, **kwargs):
+        if scheduler_file is not None and scheduler_ip is None:
+            import json
+            with open(scheduler_file) as f:
+                scheduler_ip = json.load(f)["address"]
+        if scheduler_ip is None:
+            raise ValueError("Worker needs a scheduler address or scheduler_file=")
+        if scheduler_port is not None:
+            scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
+        self.scheduler_address = normalize_address(scheduler_ip)
+        self.nthreads = int(nthreads)
+        self.name = name
+        self.memory_limit = int(memory_limit or 0)
+        self.resources = dict(resources or {})
+        self.nanny = nanny
+        self.heartbeat_interval = heartbeat_interval
+        self.token = token
+        if listen_address is None:
+            if self.scheduler_address.startswith("inproc://"):
+                listen_address = new_address()
+            else:
+                listen_address = f"ws://{host}:{port}"
+        self._listen = listen_address
+        self.address: str | None = None
+        self.id = f"Worker-{uuid.uuid4()}"
+        self.data: dict = {}
+        self.state: WorkerState | None = None
+        self._validate = validate
+        self.executing: dict = {}
+        self._functions: OrderedDict = OrderedDict()
+        self._peers: ConnectionPool | None = None
+        self._limiter = trio.CapacityLimiter(10_000)  # slots, not this, bound concurrency
+        self._rejoin_waiters: dict = {}
+        self.scheduler: Connection | None = None
+        self.nursery: trio.Nursery | None = None
+        self._nursery_manager = None
+        self.status = "created"
+        self._finished = trio.Event()
+        self.trio_token: trio.lowlevel.TrioToken | None = None
+        self.plugins: dict = {}
+        self.extensions: dict = {}
+        self.client = None  # the client tasks get from get_client(), made on first use
+
+    def __repr__(self):
+        return f"<Worker {self.address!r} name={self.name!r} threads={self.nthreads}>"
+
+    # ------------------------------------------------------------ lifetime
+
+    async def __aenter__(self):
+        self.trio_token = trio.lowlevel.current_trio_token()
+        self._nursery_manager = trio.open_nursery()
+        self.nursery = await self._nursery_manager.__aenter__()
+        try:
+            self.address = await self.nursery.start(self._serve_task)
+            if self.name is None:
+                self.name = self.address
+            self._peers = ConnectionPool(self.nursery, {"role": "peer", "address": self.address},
+                                         self.token)
+            self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate)
+            comm = await connect(self.scheduler_address, self.nursery, token=self.token, info={
+                "role": "worker", "address": self.address, "nthreads": self.nthreads,
+                "name": self.name, "memory_limit": self.memory_limit,
+                "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
+                "host": self.address.split("://", 1)[-1].rsplit(":", 1)[0]})
+            self.scheduler = Connection(comm, self._scheduler_msg)
+            self.nursery.start_soon(self._scheduler_stream)
+            self.nursery.start_soon(self._heartbeat)
+        except BaseException:
+            self.nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        self.status = "running"
+        logger.info("worker %s connected to %s", self.address, self.scheduler_address)
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def close(self, reason: str = "closed"):
+        if self._nursery_manager is None or self.status in ("closing", "closed"):
+            if self.status == "closing":
+                await self._finished.wait()
+            return
+        self.status = "closing"
+        try:
+            await self._stop_everything(reason)
+        finally:
+            self.nursery.cancel_scope.cancel()
+            try:
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self.status = "closed"
+                self._finished.set()
+
+    async def _stop_everything(self, reason: str):
+        self._handle(ev.WorkerClosing("worker-close"))
+        with trio.move_on_after(CLOSE_GRACE):
+            while any(not e.is_async and not e.thread_done for e in self.executing.values()):
+                await trio.sleep(0.01)
+        stuck = [e.key for e in self.executing.values() if not e.is_async and not e.thread_done]
+        if stuck:
+            logger.warning("worker %s closes with %d sync task(s) still running in threads "
+                           "(%s); their threads are abandoned and their results discarded",
+                           self.address, len(stuck), ", ".join(map(repr, stuck[:5])))
+        if self.scheduler is not None:
+            self.scheduler.close(reason)
+            with trio.move_on_after(2):
+                await self.scheduler.wait_closed()
+
+    async def finished(self):
+        """Wait until the worker has closed (also when the scheduler went away)."""
+        await self._finished.wait()
+
+    async def _serve_task(self, task_status=trio.TASK_STATUS_IGNORED):
+        await serve(self._listen, self._handle_comm, token=self.token, task_status=task_status)
+
+    async def _scheduler_stream(self):
+        await self.scheduler.run()
+        if self.status == "running":
+            logger.warning("worker %s lost its scheduler (%s); closing",
+                           self.address, self.scheduler.close_reason)
+            self.status = "lost-scheduler"
+            # cannot await close() from inside our own nursery: stop the tasks, then
+            # let the owner's ``async with`` finish the job
+            self._handle(ev.WorkerClosing("lost-scheduler"))
+            self._finished.set()
+
+    async def _heartbeat(self):
+        process = psutil.Process()
+        while True:
+            await trio.sleep(self.heartbeat_interval)
+            try:
+                rss = process.memory_info().rss
+            except psutil.Error:
+                rss = 0
+            self.scheduler.send({"op": "heartbeat", "metrics": {
+                "executing": len(self.executing), "in_memory": len(self.data), "memory": rss}})
+
+    # ------------------------------------------------------------ state machine
+
+    def _handle(self, event) -> None:
+        for inst in self.state.handle(event):
+            kind = type(inst)
+            if kind is ev.Execute:
+                self.nursery.start_soon(self._execute, inst.key)
+            elif kind is ev.SendToScheduler:
+                self.scheduler.send(inst.msg)
+            elif kind is ev.DeleteData:
+                self.data.pop(inst.key, None)
+            elif kind is ev.Fetch:
+                self.nursery.start_soon(self._fetch, inst.peer, inst.keys)
+            elif kind is ev.CancelExecution:
+                self._cancel_execution(inst.key)
+            elif kind is ev.GrantRejoin:
+                waiter = self._rejoin_waiters.pop(inst.key, None)
+                if waiter is not None:
+                    waiter.set()
+
+    def _scheduler_msg(self, msg: dict):
+        op = msg.get("op")
+        if op == "compute-task":
+            self._handle(ev.ComputeTask(
+                msg["key"], msg["run_spec"], dict(msg.get("who_has") or {}),
+                dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
+                msg.get("resources"), bool(msg.get("actor")), "compute-task"))
+            timeout = msg.get("timeout")
+            if timeout:
+                self.nursery.start_soon(self._deadline, msg["key"], float(timeout))
+        elif op == "free-keys":
+            self._handle(ev.FreeKeys(tuple(msg["keys"]), "free-keys"))
+        elif op == "close":
+            logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
+            self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close")
+        else:
+            logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
+
+    async def _close_from_inside(self, reason):
+        self.status = "lost-scheduler"
+        self._handle(ev.WorkerClosing(reason))
+        self.scheduler.close(reason)
+        self._finished.set()
+
+    # ------------------------------------------------------------ execution
+
+    def _load_function(self, payload: bytes):
+        func = self._functions.get(payload)
+        if func is None:
+            func = deserialize_function(payload)
+            self._functions[payload] = func
+            if len(self._functions) > 256:
+                self._functions.popitem(last=False)
+        return func
+
+    async def _execute(self, key):
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.state != "executing":
+            return
+        try:
+            func_payload, args_payload = ts.run_spec
+            func = self._load_function(func_payload)
+            args, kwargs = loads_args(args_payload, self.data)
+        except Exception as exc:
+            exc_frames, tb_frames, text = pack_exception(exc)
+            self._handle(ev.ExecuteFailure(
+                key, exc_frames, tb_frames, f"could not load task {key!r}: {text}", "",
+                "load-failed"))
+            return
+        is_async = inspect.iscoroutinefunction(func)
+        execution = Execution(key, is_async)
+        self.executing[key] = execution
+        context = TaskContext(self, key, execution)
+        start = time.perf_counter()
+        try:
+            if is_async:
+                outcome = await self._run_async(execution, context, func, args, kwargs)
+            else:
+                outcome = await trio.to_thread.run_sync(
+                    _run_in_thread, execution, context, func, args, kwargs,
+                    abandon_on_cancel=True, limiter=self._limiter)
+        finally:
+            if self.executing.get(key) is execution:
+                del self.executing[key]
+        duration = time.perf_counter() - start
+        status, value = outcome
+        if status == "ok":
+            self.data[key] = value
+            self._handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__, duration,
+                                           "execute-success"))
+        elif status == "cancelled":
+            self._handle(ev.ExecuteCancelled(key, "execute-cancelled"))
+        else:
+            exc_frames, tb_frames, text = pack_exception(value)
+            self._handle(ev.ExecuteFailure(key, exc_frames, tb_frames, text, "", "execute-failure"))
+
+    async def _run_async(self, execution, context, func, args, kwargs):
+        token = set_async_task(context)
+        try:
+            with trio.CancelScope() as scope:
+                execution.cancel_scope = scope
+                if execution.cancelled:
+                    scope.cancel()
+                try:
+                    return "ok", await func(*args, **kwargs)
+                except Exception as exc:
+                    return "error", exc
+            return "cancelled", None
+        finally:
+            from trioflow.server.context import _task_var
+            _task_var.reset(token)
+
+    def _cancel_execution(self, key):
+        execution = self.executing.get(key)
+        if execution is None:
+            return
+        execution.cancelled = True
+        if execution.cancel_scope is not None:
+            execution.cancel_scope.cancel()
+
+    async def _deadline(self, key, timeout: float):
+        await trio.sleep(timeout)
+        execution = self.executing.get(key)
+        if execution is not None and not execution.cancelled:
+            execution.cancelled = True
+            execution.timed_out = True
+            if execution.cancel_scope is not None:
+                execution.cancel_scope.cancel()
+
+    # ------------------------------------------------------------ fetching
+
+    async def _fetch(self, peer: str, keys: tuple):
+        try:
+            conn = await self._peers.get(peer)
+            result = await conn.request({"op": "get-data", "keys": list(keys)})
+        except (CommClosedError, OSError, ProtocolError, trio.TooSlowError) as exc:
+            logger.info("worker %s could not fetch %d key(s) from %s: %s",
+                        self.address, len(keys), peer, exc)
+            self._handle(ev.GatherDone(peer, {}, tuple(keys), True, "gather-failed"))
+            return
+        nbytes = {}
+        for key, value in (result.get("data") or {}).items():
+            value = deserialize(value)
+            self.data[key] = value
+            nbytes[key] = sizeof(value)
+        missing = tuple(k for k in keys if k not in nbytes)
+        self._handle(ev.GatherDone(peer, nbytes, missing, False, "gather-done"))
+
+    # ------------------------------------------------------------ serving peers and clients
+
+    async def _handle_comm(self, comm):
+        inproc = comm.peer_address.startswith("inproc://")
+        async with trio.open_nursery() as requests:
+            conn = Connection(comm, lambda msg: requests.start_soon(
+                self._serve_request, conn, msg, inproc))
+            await conn.run()
+            requests.cancel_scope.cancel()
+
+    async def _serve_request(self, conn: Connection, msg: dict, inproc: bool):
+        op = msg.get("op")
+        handler = _REQUESTS.get(op) or next(
+            (h for ext in self.extensions.values()
+             if (h := getattr(ext, "handlers", {}).get(op)) is not None), None)
+        if handler is None:
+            conn.send(reply_error(msg, ValueError(f"worker: unknown operation {op!r}")))
+            return
+        try:
+            result = handler(self, msg, inproc)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            conn.send(reply_error(msg, exc))
+        else:
+            conn.send(reply_ok(msg, result))
+
+    def _get_data(self, msg, inproc):
+        data, errors = {}, {}
+        for key in msg["keys"]:
+            if key not in self.data:
+                continue
+            value = self.data[key]
+            if inproc:
+                data[key] = value
+                continue
+            try:
+                data[key] = serialize(value)
+            except Exception as exc:
+                text = (f"cannot pickle the result of {key!r} ({type(value).__name__}) to send "
+                        f"it from {self.address}: {type(exc).__name__}: {exc}")
+                errors[key] = text
+                self.scheduler.send({"op": "unserializable", "key": key, "text": text})
+        return {"data": data, "errors": errors}
+
+    def _update_data(self, msg, inproc):
+        nbytes = {}
+        for key, value in msg["data"].items():
+            value = deserialize(value)
+            self.data[key] = value
+            nbytes[key] = sizeof(value)
+        self._handle(ev.DataReceived(nbytes, "update-data"))
+        return {"nbytes": nbytes, "types": {k: type(self.data[k]).__name__ for k in nbytes}}
+
+    async def _run_function(self, msg, inproc):
+        function = deserialize(msg["function"])
+        args = deserialize(msg.get("args")) or ()
+        kwargs = deserialize(msg.get("kwargs")) or {}
+        if _takes(function, "dask_worker"):
+            kwargs["dask_worker"] = self
+        if inspect.iscoroutinefunction(function):
+            result = await function(*args, **kwargs)
+        else:
+            result = function(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        return result if inproc else serialize(result)
+
+    def _identity(self, msg, inproc):
+        return {"type": "Worker", "address": self.address, "name": self.name,
+                "nthreads": self.nthreads, "memory_limit": self.memory_limit,
+                "keys": list(self.data)}
+
+
+def _takes(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def deserialize_function(payload: bytes):
+    import pickle
+    return pickle.loads(payload)
+
+
+def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):
+    set_thread_task(context)
+    try:
+        return "ok", func(*args, **kwargs)
+    except TaskCancelled:
+        return "cancelled", None
+    except Exception as exc:
+        return "error", exc
+    finally:
+        execution.thread_done = True
+        set_thread_task(None)
+
+
+_REQUESTS = {
+    "get-data": Worker._get_data,
+    "update-data": Worker._update_data,
+    "run": Worker._run_function,
+    "identity": Worker._identity,
+}

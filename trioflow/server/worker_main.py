@@ -1,0 +1,72 @@
+"""Entry point of a worker process started by a nanny (not a public CLI).
+
+Prints ``trioflow-worker-address ADDRESS`` once listening, then runs until
+SIGTERM/SIGINT, until its nanny dies, or until the scheduler goes away (exit
+code 3, so the nanny does not restart it)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+import psutil
+import trio
+
+from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER
+from trioflow.server.worker import Worker
+
+
+async def _watch_parent(pid: int, scope: trio.CancelScope):
+    while True:
+        await trio.sleep(1)
+        if not psutil.pid_exists(pid) or os.getppid() != pid:
+            logging.getLogger("trioflow.worker").warning("nanny %s is gone; exiting", pid)
+            scope.cancel()
+            return
+
+
+async def _watch_signals(scope: trio.CancelScope):
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _main(args) -> int:
+    worker = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
+                    memory_limit=args.memory_limit, host=args.host,
+                    resources=json.loads(args.resources) if args.resources else None,
+                    nanny=str(args.nanny_pid) if args.nanny_pid else None,
+                    token=os.environ.get("TRIOFLOW_TOKEN"))
+    async with worker:
+        print(ADDRESS_LINE + worker.address, flush=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, nursery.cancel_scope)
+            if args.nanny_pid:
+                nursery.start_soon(_watch_parent, args.nanny_pid, nursery.cancel_scope)
+            await worker.finished()
+            nursery.cancel_scope.cancel()
+        lost_scheduler = worker.status == "lost-scheduler"
+    return EXIT_LOST_SCHEDULER if lost_scheduler else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trioflow.server.worker_main")
+    parser.add_argument("scheduler")
+    parser.add_argument("--nthreads", type=int, default=1)
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--memory-limit", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--resources", default=None)
+    parser.add_argument("--nanny-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return trio.run(_main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

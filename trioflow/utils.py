@@ -1,0 +1,50 @@
+"""Small parsing helpers for user-facing arguments."""
+from __future__ import annotations
+
+import re
+
+import psutil
+
+_BYTE_UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+}
+
+
+def parse_bytes(value) -> int:
+    """``'4GB'`` -> 4_000_000_000; ints pass through."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _BYTE_UNITS:
+        raise ValueError(f"cannot read {value!r} as a number of bytes (try '4GB' or '512MiB')")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+
+
+def memory_limit_bytes(value, nworkers: int = 1) -> int:
+    """dask's memory_limit: None/0 for no limit, 'auto' for an equal share of
+    this machine's memory, a fraction of it (<= 1), or bytes ('4GB')."""
+    if value is None or value == 0 or value == "0":
+        return 0
+    total = psutil.virtual_memory().total
+    if value == "auto":
+        return total // max(nworkers, 1)
+    if isinstance(value, float) and value <= 1:
+        return int(total * value)
+    return parse_bytes(value)
+
+
+_TIME_UNITS = {"": 1, "s": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_timedelta(value) -> float | None:
+    """``'100ms'`` -> 0.1; numbers are seconds; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", str(value))
+    if not match or match.group(2) not in _TIME_UNITS:
+        raise ValueError(f"cannot read {value!r} as a duration (try '100ms' or '2s')")
+    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
