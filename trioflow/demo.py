@@ -57,9 +57,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Start a local trioflow cluster, run a task graph and a scatter/reduce job "
         "on it, check the answers and report timings.",
     )
-    parser.add_argument("--n-workers", type=int, default=2, help="workers to start (default 2)")
+    parser.add_argument("--n-workers", type=int, default=2, metavar="N", help="workers to start (default 2)")
     parser.add_argument(
-        "--threads-per-worker", type=int, default=2, help="threads per worker (default 2)"
+        "--threads-per-worker", type=int, default=2, metavar="N",
+        help="threads per worker (default 2)",
     )
     parser.add_argument(
         "--processes",
@@ -72,6 +73,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--size",
         type=float,
         default=1.0,
+        metavar="SCALE",
         help=f"scale of the job: {LEAVES:,} leaf tasks and {ELEMENTS * 8 // 10**6} MB "
         "scattered at 1.0 (default)",
     )

@@ -62,6 +62,7 @@ class WorkerState:
         self.ready: list = []  # heap of (priority, n, task); stale entries skipped
         self.rejoin_queue: list = []  # heap of (priority, n, task)
         self.peers_in_flight: set[str] = set()
+        self.to_fetch: set[WTask] = set()  # tasks in state "fetch"
         self.closing = False
         self.validate_each_step = validate
         self._counter = count()
@@ -128,12 +129,14 @@ class WorkerState:
             if dep is None:
                 dep = self.tasks[dep_key] = WTask(dep_key)
                 dep.state = "fetch"
+                self.to_fetch.add(dep)
                 dep.priority = ts.priority
                 dep.nbytes = e.nbytes.get(dep_key, 0)
             if dep.state in ("fetch", "missing", "flight"):
                 dep.who_has = {h for h in holders if h != self.address} or dep.who_has
                 if dep.state == "missing" and dep.who_has:
                     dep.state = "fetch"
+                    self.to_fetch.add(dep)
             ts.dependencies.add(dep)
             dep.dependents.add(ts)
             if dep.state != "memory":
@@ -235,6 +238,8 @@ class WorkerState:
             self._forget(ts)
         else:
             ts.state = "fetch" if ts.who_has else "missing"
+            if ts.who_has:
+                self.to_fetch.add(ts)
 
     def _data_received(self, e: ev.DataReceived):
         for key, nbytes in e.nbytes.items():
@@ -360,9 +365,12 @@ class WorkerState:
     def _ensure_fetching(self):
         if self.closing or len(self.peers_in_flight) >= FETCH_CONCURRENCY:
             return
+        if not self.to_fetch:
+            return
         by_peer: dict[str, list[WTask]] = {}
-        for ts in self.tasks.values():
-            if ts.state != "fetch":
+        for ts in list(self.to_fetch):
+            if ts.state != "fetch" or self.tasks.get(ts.key) is not ts:
+                self.to_fetch.discard(ts)
                 continue
             free = [p for p in ts.who_has if p not in self.peers_in_flight]
             if not free:
@@ -376,6 +384,7 @@ class WorkerState:
             for ts in tasks:
                 ts.state = "flight"
                 ts.peer = peer
+                self.to_fetch.discard(ts)
             self._out.append(ev.Fetch(peer, tuple(ts.key for ts in tasks)))
 
     # ------------------------------------------------------------ invariants
@@ -396,6 +405,8 @@ class WorkerState:
                 assert all(d.state == "memory" for d in ts.dependencies), ts
             if ts.state == "flight":
                 assert ts.peer in self.peers_in_flight, ts
+            if ts.state == "fetch":
+                assert ts in self.to_fetch, ts
             for dep in ts.waiting_for:
                 assert dep in ts.dependencies and dep.state != "memory", (ts, dep)
             for dep in ts.dependencies:

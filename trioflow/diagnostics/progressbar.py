@@ -14,35 +14,26 @@ is no notebook widget, so the text bar is shown everywhere.
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from trioflow.utils import parse_timedelta
+
 __all__ = ["progress"]
 
 #: a non-terminal stream gets a line after this long, or after a tenth more is done
 _PLAIN_LINE_EVERY_S = 1.0
 
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
 
 def parse_interval(interval: str | float | int) -> float:
     """Seconds in ``interval``: a number of seconds, or a string like ``"100ms"``, ``"1s"``."""
-    if isinstance(interval, (int, float)):
-        seconds = float(interval)
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*", str(interval))
-        if match is None or match.group(2) not in _UNITS and match.group(2) != "":
-            raise ValueError(
-                f"cannot read interval {interval!r}: give seconds as a number "
-                f"or a string such as '100ms', '1s', '2min'"
-            )
-        seconds = float(match.group(1)) * _UNITS.get(match.group(2) or "s")
-    if seconds <= 0:
-        raise ValueError(f"interval must be positive, got {interval!r}")
+    seconds = parse_timedelta(interval)
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"interval must be a positive duration such as '100ms' or 0.5, "
+                         f"got {interval!r}")
     return seconds
 
 

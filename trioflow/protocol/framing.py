@@ -7,9 +7,9 @@ A batch (a list of message dicts) becomes
     data:   the frames of every ``Serialized`` in the messages, in order
 
 ``Serialized`` values inside messages are encoded as a msgpack extension
-naming their frames.  Data frames larger than ``CHUNK`` are sent as several
-transport messages and reassembled by the receiver into one writable buffer.
-Arrays decode as tuples, so keys that are tuples survive the round trip.
+naming their frames.  Each frame is one transport message; the transport
+fragments and reassembles messages larger than its frame limit.  Arrays
+decode as tuples, so keys that are tuples survive the round trip.
 """
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ from trioflow.protocol.serialize import Serialized
 
 _EXT_SERIALIZED = 1
 
-#: largest transport message; data frames above it are chunked
-CHUNK = 8 * 1024 * 1024
-#: frames this large are copied into writable memory on receipt (numpy arrays
-#: built on read-only bytes would surprise a task that writes into its input)
-_WRITABLE_MIN = 1024
 
 
 def encode_batch(msgs: list) -> list:
@@ -74,38 +69,3 @@ def decode_body(body, data_frames: list) -> list:
     if not isinstance(msgs, tuple) or not all(isinstance(m, dict) for m in msgs):
         raise ProtocolError("malformed frame: a batch must be a list of messages")
     return list(msgs)
-
-
-def chunks(frame) -> list:
-    """Split one frame into transport-sized pieces (views, no copies)."""
-    view = memoryview(frame).cast("B")
-    if view.nbytes <= CHUNK:
-        return [view]
-    return [view[i:i + CHUNK] for i in range(0, view.nbytes, CHUNK)]
-
-
-class FrameAssembler:
-    """Collects transport messages back into whole data frames."""
-
-    def __init__(self, length: int):
-        self.length = length
-        self.buffer = bytearray(length) if length >= _WRITABLE_MIN else None
-        self.pieces: list = []
-        self.received = 0
-
-    def add(self, piece) -> bool:
-        """Add one piece; True when the frame is complete."""
-        n = len(piece)
-        if self.received + n > self.length:
-            raise ProtocolError(f"frame longer than announced ({self.length} bytes)")
-        if self.buffer is not None:
-            self.buffer[self.received:self.received + n] = piece
-        else:
-            self.pieces.append(piece)
-        self.received += n
-        return self.received == self.length
-
-    def result(self):
-        if self.buffer is not None:
-            return self.buffer
-        return b"".join(self.pieces)

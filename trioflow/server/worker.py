@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from functools import partial
 
 import psutil
 import trio
@@ -30,6 +31,7 @@ from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
+from trioflow.server.threads import TaskThreads
 
 logger = logging.getLogger("trioflow.worker")
 
@@ -99,7 +101,7 @@ class Worker:
         self.executing: dict = {}
         self._functions: OrderedDict = OrderedDict()
         self._peers: ConnectionPool | None = None
-        self._limiter = trio.CapacityLimiter(10_000)  # slots, not this, bound concurrency
+        self._threads = TaskThreads(f"trioflow-task-{name}" if name is not None else "trioflow-task")
         self._rejoin_waiters: dict = {}
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
@@ -159,6 +161,7 @@ class Worker:
             try:
                 await self._nursery_manager.__aexit__(None, None, None)
             finally:
+                self._threads.shutdown()
                 self.status = "closed"
                 self._finished.set()
 
@@ -279,19 +282,16 @@ class Worker:
         execution = Execution(key, is_async)
         self.executing[key] = execution
         context = TaskContext(self, key, execution)
-        start = time.perf_counter()
         try:
             if is_async:
                 outcome = await self._run_async(execution, context, func, args, kwargs)
             else:
-                outcome = await trio.to_thread.run_sync(
-                    _run_in_thread, execution, context, func, args, kwargs,
-                    abandon_on_cancel=True, limiter=self._limiter)
+                outcome = await self._threads.run(
+                    partial(_run_in_thread, execution, context, func, args, kwargs))
         finally:
             if self.executing.get(key) is execution:
                 del self.executing[key]
-        duration = time.perf_counter() - start
-        status, value = outcome
+        status, value, duration = outcome
         if status == "ok":
             self.data[key] = value
             self._handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__, duration,
@@ -304,16 +304,18 @@ class Worker:
 
     async def _run_async(self, execution, context, func, args, kwargs):
         token = set_async_task(context)
+        start = time.perf_counter()
         try:
             with trio.CancelScope() as scope:
                 execution.cancel_scope = scope
                 if execution.cancelled:
                     scope.cancel()
                 try:
-                    return "ok", await func(*args, **kwargs)
+                    result = await func(*args, **kwargs)
+                    return "ok", result, time.perf_counter() - start
                 except Exception as exc:
-                    return "error", exc
-            return "cancelled", None
+                    return "error", exc, time.perf_counter() - start
+            return "cancelled", None, time.perf_counter() - start
         finally:
             from trioflow.server.context import _task_var
             _task_var.reset(token)
@@ -442,12 +444,14 @@ def deserialize_function(payload: bytes):
 
 def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):
     set_thread_task(context)
+    start = time.perf_counter()
     try:
-        return "ok", func(*args, **kwargs)
+        result = func(*args, **kwargs)
+        return "ok", result, time.perf_counter() - start
     except TaskCancelled:
-        return "cancelled", None
+        return "cancelled", None, time.perf_counter() - start
     except Exception as exc:
-        return "error", exc
+        return "error", exc, time.perf_counter() - start
     finally:
         execution.thread_done = True
         set_thread_task(None)
