@@ -3,28 +3,44 @@
 Change ``from dask.distributed import Client`` to ``from trioflow import
 Client`` and a script that submits, maps, scatters and gathers runs as it
 did, on servers whose every task lives in a nursery.
+
+Public names are imported on first use, so a worker process (which imports
+``trioflow.server``) does not pay for the client's imports.
 """
-from trioflow.client.client import Client, default_client
-from trioflow.client.future import Future
-from trioflow.client.waiting import wait
-from trioflow.deploy.local import LocalCluster
-from trioflow.errors import (CancelledError, CommClosedError, FutureLostError, KilledWorker,
-                             ProtocolError, SerializationError, TimeoutError)
-from trioflow.server.nanny import Nanny
-from trioflow.server.scheduler import Scheduler
-from trioflow.server.worker import Worker
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Client", "Future", "LocalCluster", "Scheduler", "Worker", "Nanny", "wait",
-    "default_client", "TimeoutError", "CancelledError", "KilledWorker", "CommClosedError",
-    "ProtocolError", "SerializationError", "FutureLostError", "progress",
-]
+_PUBLIC = {
+    "Client": "trioflow.client.client",
+    "default_client": "trioflow.client.client",
+    "Future": "trioflow.client.future",
+    "wait": "trioflow.client.waiting",
+    "LocalCluster": "trioflow.deploy.local",
+    "Scheduler": "trioflow.server.scheduler",
+    "Worker": "trioflow.server.worker",
+    "Nanny": "trioflow.server.nanny",
+    "progress": "trioflow.diagnostics",
+    "TimeoutError": "trioflow.errors",
+    "CancelledError": "trioflow.errors",
+    "KilledWorker": "trioflow.errors",
+    "CommClosedError": "trioflow.errors",
+    "ProtocolError": "trioflow.errors",
+    "SerializationError": "trioflow.errors",
+    "FutureLostError": "trioflow.errors",
+}
+
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name):
-    if name == "progress":
-        from trioflow.diagnostics import progress
-        return progress
-    raise AttributeError(f"module 'trioflow' has no attribute {name!r}")
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trioflow' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

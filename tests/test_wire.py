@@ -1,0 +1,224 @@
+"""The wire: batching, out-of-band buffers, fragmentation, handshake, and
+bad input closing one connection without hurting the server."""
+from __future__ import annotations
+
+import socket
+
+import msgpack
+import numpy as np
+import pytest
+import trio
+
+from trioflow.comm import connect, serve
+from trioflow.comm import ws as ws_module
+from trioflow.comm.connection import Connection, reply_ok
+from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.protocol.framing import decode_body, decode_header, encode_batch
+from trioflow.protocol.serialize import Serialized, deserialize, serialize
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "trio"
+
+
+def test_batch_round_trip_keeps_tuple_keys_and_buffers_out_of_band():
+    array = np.arange(100_000, dtype="f8")
+    value = serialize(array)
+    assert len(value.frames) == 2, "the array's data should travel as its own frame"
+    assert value.frames[1].obj is array or np.shares_memory(np.frombuffer(value.frames[1], "f8"), array)
+    msgs = [{"op": "a", "key": ("x", 1), "data": value}, {"op": "b", "keys": {("y", 2): 3}}]
+    frames = encode_batch(msgs)
+    lengths = decode_header(frames[0])
+    assert lengths == [len(frames[1]), *(memoryview(f).nbytes for f in frames[2:])]
+    out = decode_body(frames[1], [bytearray(f) for f in frames[2:]])
+    assert out[0]["key"] == ("x", 1)
+    assert out[1]["keys"] == {("y", 2): 3}
+    back = deserialize(out[0]["data"])
+    assert np.array_equal(back, array) and back.flags.writeable
+
+
+def test_decode_rejects_garbage_with_protocol_error():
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode_header(b"\xc1\xc1\xc1")
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode_body(msgpack.packb({"not": "a list"}), [])
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode_body(msgpack.packb([msgpack.ExtType(1, msgpack.packb((0, 5)))]), [])
+
+
+async def _echo_server(nursery, address="ws://127.0.0.1:0", token=None):
+    async def handler(comm):
+        conn = Connection(comm, lambda msg: conn.send(reply_ok(msg, msg.get("payload"))))
+        await conn.run()
+
+    return await nursery.start(lambda task_status: serve(address, handler, token=token,
+                                                          task_status=task_status))
+
+
+@pytest.mark.parametrize("scheme", ["ws", "inproc"])
+async def test_request_reply_with_large_buffer(scheme):
+    data = np.random.default_rng(0).random(500_000)
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery, "ws://127.0.0.1:0" if scheme == "ws"
+                                     else "inproc://echo-test")
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+        back = deserialize(await conn.request({"op": "echo", "payload": serialize(data)}))
+        assert np.array_equal(back, data)
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_large_messages_are_fragmented_and_reassembled(monkeypatch):
+    monkeypatch.setattr(ws_module, "MAX_FRAME", 64 * 1024)
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB: 48 fragments
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery)
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+        back = deserialize(await conn.request({"op": "echo", "payload": serialize(data)}))
+        assert back == data
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
+def _raw_ws_connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head
+    return sock
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x82\x85\x00\x00\x00\x00hello",      # a well-formed frame holding no batch header
+    b"\x81\x80\x00\x00\x00\x00",            # a text frame
+    b"\x82\x7f\xff\xff\xff\xff\xff\xff",   # truncated: length announced, then nothing
+    b"GET / HTTP/1.1\r\n\r\n",             # not a frame at all
+])
+async def test_malformed_frame_closes_only_that_connection(garbage, caplog):
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery)
+        port = int(address.rsplit(":", 1)[1])
+
+        def send_garbage():
+            sock = _raw_ws_connect(port)
+            try:
+                sock.recv(65536)  # the server's hello
+                sock.sendall(garbage)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass  # read until the server closes this connection
+            finally:
+                sock.close()
+
+        with trio.fail_after(10):
+            await trio.to_thread.run_sync(send_garbage)
+        # the server still answers a proper client
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+        assert await conn.request({"op": "echo", "payload": 7}) == 7
+        conn.close()
+        nursery.cancel_scope.cancel()
+    assert any("closing connection" in r.message for r in caplog.records)
+
+
+async def test_server_refuses_a_peer_of_another_protocol_version():
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery)
+        port = int(address.rsplit(":", 1)[1])
+        raw = await ws_module.connect(nursery, "127.0.0.1", port, False)
+        [hello] = await raw.recv()
+        assert hello["op"] == "hello"
+        await raw.send([{"op": "hello", "version": 999, "info": {}}])
+        [answer] = await raw.recv()
+        assert answer["op"] == "refused" and "version mismatch" in answer["text"]
+        await raw.aclose()
+        conn = Connection(await connect(address, nursery))  # others still welcome
+        nursery.start_soon(conn.run)
+        assert await conn.request({"op": "echo", "payload": 1}) == 1
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_client_refuses_a_server_of_another_protocol_version():
+    async def old_server(stream_comm):
+        await stream_comm.send([{"op": "hello", "version": 999, "nonce": b"x", "auth": False}])
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(lambda task_status: ws_module.serve(
+            "127.0.0.1", 0, old_server, False, task_status=task_status))
+        with pytest.raises(ProtocolError, match="version mismatch"):
+            await connect(address, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_wrong_token_is_refused_and_right_token_accepted():
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery, token="s3cret")
+        with pytest.raises(ProtocolError, match="token"):
+            await connect(address, nursery, token="wrong")
+        with pytest.raises(ProtocolError, match="requires a token"):
+            await connect(address, nursery)
+        conn = Connection(await connect(address, nursery, token="s3cret"))
+        nursery.start_soon(conn.run)
+        assert await conn.request({"op": "echo", "payload": "ok"}) == "ok"
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_connect_to_nothing_times_out_clearly():
+    from trioflow.errors import TimeoutError
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(TimeoutError, match="could not connect"):
+            await connect(f"ws://127.0.0.1:{port}", nursery, timeout=0.5)
+
+
+async def test_closed_connection_fails_pending_requests():
+    async with trio.open_nursery() as nursery:
+        never = trio.Event()
+
+        async def silent(comm):
+            await never.wait()
+
+        address = await nursery.start(lambda task_status: serve(
+            "ws://127.0.0.1:0", silent, task_status=task_status))
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+
+        async def close_soon():
+            await trio.sleep(0)
+            conn.close("test closes it")
+
+        nursery.start_soon(close_soon)
+        with pytest.raises(CommClosedError):
+            await conn.request({"op": "echo"})
+        never.set()
+        nursery.cancel_scope.cancel()
+
+
+def test_serialized_payload_is_not_unpickled_by_the_framing():
+    class Boom:
+        def __reduce__(self):
+            return (_explode, ())
+
+    frames = encode_batch([{"op": "x", "data": serialize(Boom())}])
+    out = decode_body(frames[1], [bytearray(f) for f in frames[2:]])
+    assert isinstance(out[0]["data"], Serialized)  # opaque until someone asks
+    with pytest.raises(RuntimeError, match="unpickled"):
+        deserialize(out[0]["data"])
+
+
+def _explode():
+    raise RuntimeError("unpickled")
