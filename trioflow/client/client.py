@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 import weakref
 from collections.abc import Iterator
 
+from trioflow.client.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
-from trioflow.client.loop import LoopRunner
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
@@ -71,55 +70,91 @@ class Client:
                  heartbeat_interval=None, serializers=None, deserializers=None,
                  extensions=None, direct_to_workers=None, connection_limit=512,
                  token=None, **kwargs):
-        if asynchronous:
-            raise NotImplementedError(
-                "asynchronous=True is not available yet in this version of trioflow; "
-                "use the blocking Client")
-        self.asynchronous = False
+        self.asynchronous = bool(asynchronous)
         self.id = new_client_id()
         self.name = name
         self.status = "newly-created"
         self._timeout = 30.0 if timeout in (_no_default, None) else parse_timedelta(timeout)
         self._token = token
+        self._set_as_default_flag = set_as_default
         self.cluster = None
         self._owns_cluster = False
         self._func_cache: dict = {}
-        self._loop: LoopRunner | None = None
         self._core: ClientCore | None = None
-        self._core_cm = None
+        self._host: BackgroundContext | None = None
+        self._cluster_kwargs: dict = {}
 
         if scheduler_file is not None and address is None:
             with open(scheduler_file) as f:
                 address = json.load(f)["address"]
         if address is None:
-            from trioflow.deploy.local import LocalCluster
-            cluster_kwargs = {k: v for k, v in kwargs.items() if k in _CLUSTER_KWARGS}
             unknown = set(kwargs) - _CLUSTER_KWARGS
             if unknown:
                 raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(unknown)}")
-            self.cluster = LocalCluster(**cluster_kwargs)
-            self._owns_cluster = True
-            address = self.cluster.scheduler_address
-        elif hasattr(address, "scheduler_address"):
-            self.cluster = address
-            address = address.scheduler_address
-        elif kwargs:
-            raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(kwargs)}")
-        self.scheduler_address = normalize_address(address)
+            self._cluster_kwargs = dict(kwargs)
+            self.scheduler_address = None
+        else:
+            if kwargs:
+                raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(kwargs)}")
+            if hasattr(address, "scheduler_address"):
+                self.cluster = address
+                address = address.scheduler_address
+            self.scheduler_address = normalize_address(address)
+        if not self.asynchronous:
+            self._start_blocking()
 
+    def _new_core(self):
+        self._core = ClientCore(self.scheduler_address, client_id=self.id, name=self.name,
+                                timeout=self._timeout, token=self._token)
+        self._host = BackgroundContext(lambda: self._core)
+
+    def _start_blocking(self):
+        if self.scheduler_address is None:
+            from trioflow.deploy.local import LocalCluster
+            self.cluster = LocalCluster(**self._cluster_kwargs)
+            self._owns_cluster = True
+            self.scheduler_address = self.cluster.scheduler_address
         try:
-            self._loop = LoopRunner.acquire()
-            self._core = ClientCore(self.scheduler_address, client_id=self.id, name=name,
-                                    timeout=self._timeout, token=token)
-            self._core_cm = self._loop.portal.wrap_async_context_manager(self._core)
-            self._core_cm.__enter__()
+            self._new_core()
+            self._host.start_blocking()
         except BaseException:
-            self._release_resources()
+            if self._owns_cluster:
+                self.cluster.close()
             raise
+        self._started()
+
+    async def _start_async(self):
+        if self.status == "running":
+            return self
+        if self.scheduler_address is None:
+            from trioflow.deploy.local import LocalCluster
+            self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
+            self._owns_cluster = True
+            self.scheduler_address = self.cluster.scheduler_address
+        try:
+            self._new_core()
+            await self._host.start_async()
+        except BaseException:
+            if self._owns_cluster:
+                await self.cluster.close()
+            raise
+        self._started()
+        return self
+
+    def _started(self):
         self.status = "running"
         _clients[self.id] = self
-        if set_as_default:
+        if self._set_as_default_flag:
             self._set_as_default()
+
+    def __await__(self):
+        return self._start_async().__await__()
+
+    async def __aenter__(self):
+        return await self._start_async()
+
+    async def __aexit__(self, *exc_info):
+        await self._close_async()
 
     def _set_as_default(self):
         global _default_client
@@ -133,26 +168,25 @@ class Client:
     # ---------------------------------------------------------------- plumbing
 
     def _sync(self, async_fn, *args):
-        if self.status == "closed":
+        """Run ``async_fn(*args)`` in the client's loop: blocking, or as an
+        awaitable for an asynchronous client."""
+        if self.asynchronous:
+            if self._host is None or self.status != "running":
+                raise TrioflowError(f"{self!r} is not running: await it or use "
+                                    "'async with' first")
+            return self._host.run(async_fn, *args)
+        if self.status != "running":
             raise TrioflowError(f"{self!r} is closed")
-        if self._loop.in_loop_thread():
+        if self._host.in_host_loop():
             raise RuntimeError("a blocking Client method was called from inside the event "
                                "loop; use the async client (asynchronous=True) there")
-        return self._loop.call(async_fn, *args)
+        return self._host.call_blocking(async_fn, *args)
 
     def _request(self, msg):
         return self._sync(self._core.request, msg)
 
     def __repr__(self):
-        info = ""
-        if self.status == "running":
-            try:
-                workers = self.scheduler_info()["workers"]
-                info = (f", workers={len(workers)}, "
-                        f"threads={sum(w['nthreads'] for w in workers.values())}")
-            except Exception:
-                pass
-        return f"<Client: {self.scheduler_address!r}, status={self.status}{info}>"
+        return f"<Client: {self.scheduler_address!r}, status={self.status}>"
 
     @property
     def dashboard_link(self):
@@ -162,17 +196,14 @@ class Client:
     # ---------------------------------------------------------------- lifetime
 
     def __enter__(self):
+        if self.asynchronous:
+            raise TypeError("use 'async with' for an asynchronous Client")
         return self
 
     def __exit__(self, *exc_info):
         self.close()
 
-    def close(self, timeout=_no_default):
-        """Close the connection (and the cluster this client started).  Returns
-        when every thread, task and process it started is gone."""
-        if self.status == "closed":
-            return
-        self.status = "closing"
+    def _unset_default(self):
         global _default_client
         if _default_client is not None and _default_client() is self:
             _default_client = None
@@ -182,24 +213,40 @@ class Client:
                     dask.config.set(scheduler=None)
             except ImportError:
                 pass
-        try:
-            if self._core_cm is not None:
-                self._core_cm.__exit__(None, None, None)
-                self._core_cm = None
-        finally:
-            self._release_resources()
-            self.status = "closed"
 
-    def _release_resources(self):
+    def close(self, timeout=_no_default):
+        """Close the connection (and the cluster this client started).  Returns
+        when every thread, task and process it started is gone.  An
+        asynchronous client returns an awaitable."""
+        if self.asynchronous:
+            return self._close_async()
+        if self.status in ("closed", "newly-created"):
+            self.status = "closed"
+            return
+        self.status = "closing"
+        self._unset_default()
         try:
+            self._host.stop_blocking()
+        finally:
+            self.status = "closed"
             if self._owns_cluster and self.cluster is not None:
                 self.cluster.close()
+
+    async def _close_async(self):
+        if self.status in ("closed", "newly-created"):
+            self.status = "closed"
+            return
+        self.status = "closing"
+        self._unset_default()
+        try:
+            await self._host.stop_async()
         finally:
-            if self._loop is not None:
-                self._loop.release()
+            self.status = "closed"
+            if self._owns_cluster and self.cluster is not None:
+                await self.cluster.close()
 
     def __del__(self):
-        if getattr(self, "status", "closed") == "running":
+        if getattr(self, "status", "closed") == "running" and not self.asynchronous:
             try:
                 self.close()
             except Exception:
@@ -207,13 +254,22 @@ class Client:
 
     def shutdown(self):
         """Close the scheduler and workers this client is connected to, then the client."""
+        return self._sync(self._shutdown) if self.asynchronous else self._shutdown_blocking()
+
+    def _shutdown_blocking(self):
         try:
-            workers = self._request({"op": "worker-addresses"})
-            self._request({"op": "retire-workers", "workers": workers})
+            self._sync(self._retire_all)
         finally:
             if self.cluster is not None:
                 self.cluster.close()
             self.close()
+
+    async def _retire_all(self):
+        workers = await self._core.request({"op": "worker-addresses"})
+        await self._core.request({"op": "retire-workers", "workers": workers})
+
+    async def _shutdown(self):
+        await self._retire_all()
 
     def write_scheduler_file(self, scheduler_file: str):
         """Write the scheduler's address as JSON so other clients can find it."""
@@ -303,12 +359,15 @@ class Client:
         flat = list(_flatten_keys(keys))
         futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
                                      retries, priority)
+        return self._sync(self._get_values, keys, flat, futures)
+
+    async def _get_values(self, keys, flat, futures):
         try:
-            values = self.gather(futures)
+            values = await self._core.gather(futures)
         finally:
             for f in futures:
                 f.release()
-        by_key = dict(zip(flat, values))
+        by_key = {f.key: values[f.key] for f in futures}
         return _pack_keys(keys, by_key)
 
     def _submit_graph(self, dsk, wanted_keys, workers=None, allow_other_workers=None,
@@ -334,8 +393,11 @@ class Client:
         ``direct`` is accepted: data always comes straight from the workers."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        return self._sync(self._gather, futures, errors)
+
+    async def _gather(self, futures, errors):
         found = list(_futures_in(futures))
-        values = self._sync(self._core.gather, found, errors) if found else {}
+        values = await self._core.gather(found, errors) if found else {}
         return _pack(futures, values)
 
     def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True,
@@ -347,60 +409,65 @@ class Client:
             raise TypeError("scatter got futures: they already live on the cluster")
         if isinstance(data, dict):
             items = dict(data)
+            order = list(items)
         else:
             values = list(data) if isinstance(data, (list, tuple, set, frozenset)) else [data]
-            items = {}
+            items, order = {}, []
             for value in values:
                 name = key_prefix(type(value).__name__)
-                if hash:
-                    k = f"{name}-{data_token(value)}"
-                else:
-                    k = f"{name}-{uuid.uuid4().hex}"
+                k = f"{name}-{data_token(value) if hash else uuid.uuid4().hex}"
                 items[k] = value
-        if not items:
-            return type(data)() if isinstance(data, (list, tuple, set, dict)) else []
-        nthreads = self.nthreads()
-        if not nthreads:
-            self.wait_for_workers(1, timeout=self._timeout if timeout == _no_default else timeout)
-            nthreads = self.nthreads()
-        addresses = sorted(nthreads)
-        if workers is not None:
-            wanted = [workers] if isinstance(workers, str) else list(workers)
-            info = self.scheduler_info()["workers"]
-            addresses = [a for a in addresses if a in wanted or info[a].get("name") in wanted]
-            if not addresses:
-                raise ValueError(f"none of the workers {wanted} is in the cluster")
-        if broadcast:
-            targets = {k: list(addresses) for k in items}
-        else:
-            targets = {k: [addresses[i % len(addresses)]] for i, k in enumerate(items)}
-        types = {k: type(v).__name__ for k, v in items.items()}
+                order.append(k)
         futures = {k: Future(k, self, inform=False) for k in items}
-        self._sync(self._core.scatter, items, targets, types)
+        seconds = self._timeout if timeout == _no_default else parse_timedelta(timeout)
+        return self._sync(self._scatter, data, items, order, futures, workers, broadcast, seconds)
+
+    async def _scatter(self, data, items, order, futures, workers, broadcast, seconds):
+        if items:
+            nthreads = await self._core.request({"op": "nthreads", "workers": None})
+            if not nthreads:
+                await self._wait_for_workers(1, seconds)
+                nthreads = await self._core.request({"op": "nthreads", "workers": None})
+            addresses = sorted(nthreads)
+            if workers is not None:
+                wanted = [workers] if isinstance(workers, str) else list(workers)
+                info = (await self._core.request({"op": "identity"}))["workers"]
+                addresses = [a for a in addresses if a in wanted or info[a].get("name") in wanted]
+                if not addresses:
+                    raise ValueError(f"none of the workers {wanted} is in the cluster")
+            if broadcast:
+                targets = {k: list(addresses) for k in items}
+            else:
+                targets = {k: [addresses[i % len(addresses)]] for i, k in enumerate(items)}
+            types = {k: type(v).__name__ for k, v in items.items()}
+            await self._core.scatter(items, targets, types)
         if isinstance(data, dict):
             return futures
-        result = [futures[k] for k in items]
-        if isinstance(data, (list, tuple, set, frozenset)):
-            if len(result) < len(data):  # equal values hashed to one key
-                keyed = [futures[k] for k in
-                         (f"{key_prefix(type(v).__name__)}-{data_token(v)}" for v in data)]
-                result = keyed
-            return type(data)(result) if not isinstance(data, (set, frozenset)) else result
+        result = [futures[k] for k in order]
+        if isinstance(data, (list, tuple)):
+            return type(data)(result)
+        if isinstance(data, (set, frozenset)):
+            return result
         return result[0]
 
     def cancel(self, futures, asynchronous=None, force=False):
         """Cancel futures (and what depends on them); their ``result()`` raises
         ``CancelledError``.  ``force`` cancels for every client that wants them."""
-        futures = list(_futures_in(futures))
+        return self._sync(self._cancel, list(_futures_in(futures)), force)
+
+    async def _cancel(self, futures, force):
         for f in futures:
-            self._loop.run_sync_soon(f._state.cancel)
-        self._core.send({"op": "cancel-keys", "keys": [f.key for f in futures], "force": force})
+            f._state.cancel()
+        await self._core.request({"op": "cancel-keys", "keys": [f.key for f in futures],
+                                  "force": force})
 
     def retry(self, futures, asynchronous=None):
         """Run erred futures (and what failed because of them) again."""
-        futures = list(_futures_in(futures))
+        return self._sync(self._retry, list(_futures_in(futures)))
+
+    async def _retry(self, futures):
         for f in futures:
-            self._loop.run_sync_soon(f._state.reset)
+            f._state.reset()
         self._core.send({"op": "retry-keys", "keys": [f.key for f in futures]})
 
     # ---------------------------------------------------------------- cluster information
@@ -428,12 +495,11 @@ class Client:
 
     def wait_for_workers(self, n_workers=0, timeout=None):
         """Block until at least ``n_workers`` workers are connected."""
-        if n_workers <= 0:
-            return
-        seconds = parse_timedelta(timeout)
-        self._sync(self._core_wait_for_workers, n_workers, seconds)
+        return self._sync(self._wait_for_workers, n_workers, parse_timedelta(timeout))
 
-    async def _core_wait_for_workers(self, n, seconds):
+    async def _wait_for_workers(self, n, seconds):
+        if n <= 0:
+            return
         from trioflow.client.core import _timeout
         with _timeout(seconds, f"fewer than {n} workers"):
             await self._core.request({"op": "wait-for-workers", "n": n})
@@ -441,21 +507,27 @@ class Client:
     def run_on_scheduler(self, function, *args, **kwargs):
         """Run ``function(*args, **kwargs)`` in the scheduler's process; a
         ``dask_scheduler`` parameter receives the Scheduler object."""
+        return self._sync(self._run_on_scheduler, function, args, kwargs)
+
+    async def _run_on_scheduler(self, function, args, kwargs):
         from trioflow.protocol.serialize import deserialize, serialize
-        result = self._request({"op": "run-on-scheduler", "function": serialize(function),
-                                "args": serialize(args), "kwargs": serialize(kwargs)})
+        result = await self._core.request({
+            "op": "run-on-scheduler", "function": serialize(function),
+            "args": serialize(args), "kwargs": serialize(kwargs)})
         return deserialize(result)
 
     def run(self, function, *args, workers=None, wait=True, nanny=False, on_error="raise",
             **kwargs):
         """Run ``function`` on every worker (or ``workers=``); returns
         ``{address: result}``.  A ``dask_worker`` parameter receives the Worker."""
-        if workers is None:
-            workers = self._request({"op": "worker-addresses"})
-        elif isinstance(workers, str):
+        if isinstance(workers, str):
             workers = [workers]
-        return self._sync(self._core.run_on_workers, function, args, kwargs, list(workers),
-                          on_error)
+        return self._sync(self._run, function, args, kwargs, workers, on_error)
+
+    async def _run(self, function, args, kwargs, workers, on_error):
+        if workers is None:
+            workers = await self._core.request({"op": "worker-addresses"})
+        return await self._core.run_on_workers(function, args, kwargs, list(workers), on_error)
 
 
 _CLUSTER_KWARGS = frozenset({

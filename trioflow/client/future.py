@@ -163,7 +163,7 @@ class Future:
     # ---------------------------------------------------------------- async face
 
     def __await__(self):
-        return self.client._core_await_result(self).__await__()
+        return self.client._sync(self.client._core.gather_one, self, None).__await__()
 
     # ---------------------------------------------------------------- misc
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from trioflow.client.loop import LoopRunner
+from trioflow.client.background import BackgroundContext
 from trioflow.comm.inproc import new_address
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
@@ -52,8 +52,6 @@ class LocalCluster:
                  resources=None, protocol=None, validate=False, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
                  token=None, **kwargs):
-        if asynchronous:
-            raise NotImplementedError("LocalCluster(asynchronous=True) is not available yet")
         if kwargs:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
         if nthreads is not None and threads_per_worker is None:
@@ -74,14 +72,26 @@ class LocalCluster:
         self.scheduler: Scheduler | None = None
         self.workers: dict = {}
         self.status = "created"
-        self._loop = LoopRunner.acquire()
-        try:
-            self._cm = self._loop.portal.wrap_async_context_manager(self._running())
-            self._cm.__enter__()
-        except BaseException:
-            self._loop.release()
-            raise
-        self.status = "running"
+        self.asynchronous = bool(asynchronous)
+        self._host = BackgroundContext(self._running)
+        if not self.asynchronous:
+            self._host.start_blocking()
+            self.status = "running"
+
+    async def _start_async(self):
+        if self.status == "created":
+            await self._host.start_async()
+            self.status = "running"
+        return self
+
+    def __await__(self):
+        return self._start_async().__await__()
+
+    async def __aenter__(self):
+        return await self._start_async()
+
+    async def __aexit__(self, *exc_info):
+        await self._close_async()
 
     @asynccontextmanager
     async def _running(self):
@@ -135,6 +145,8 @@ class LocalCluster:
                 f"processes={self.processes})")
 
     def __enter__(self):
+        if self.asynchronous:
+            raise TypeError("use 'async with' for an asynchronous LocalCluster")
         return self
 
     def __exit__(self, *exc_info):
@@ -142,18 +154,30 @@ class LocalCluster:
 
     def close(self, timeout=None):
         """Stop the workers (and their processes) and the scheduler; returns
-        when all are gone."""
-        if self.status == "closed":
+        when all are gone.  An asynchronous cluster returns an awaitable."""
+        if self.asynchronous:
+            return self._close_async()
+        if self.status != "running":
+            self.status = "closed"
             return
         self.status = "closing"
         try:
-            self._cm.__exit__(None, None, None)
+            self._host.stop_blocking()
         finally:
             self.status = "closed"
-            self._loop.release()
+
+    async def _close_async(self):
+        if self.status != "running":
+            self.status = "closed"
+            return
+        self.status = "closing"
+        try:
+            await self._host.stop_async()
+        finally:
+            self.status = "closed"
 
     def __del__(self):
-        if getattr(self, "status", "closed") == "running":
+        if getattr(self, "status", "closed") == "running" and not self.asynchronous:
             try:
                 self.close()
             except Exception:

@@ -1,0 +1,143 @@
+"""Keep an async context manager (a client core, a cluster) entered in a task
+of its own, and drive it from any of the three faces:
+
+- blocking code: the task runs in the shared loop thread (``LoopRunner``);
+- trio code: the task is a system task of the caller's own trio run, so the
+  servers share the caller's loop and no thread is involved;
+- asyncio code: the task runs in the shared loop thread and asyncio awaits it
+  through ``asyncio.wrap_future``.
+
+The host task owns the context manager's nursery; ``stop`` asks it to leave
+the ``async with`` block and waits until it has, so closing returns only when
+everything the context manager started is gone.
+"""
+from __future__ import annotations
+
+import trio
+
+from trioflow.client.loop import LoopRunner
+
+
+def current_library() -> str | None:
+    """``"trio"``, ``"asyncio"``, or None outside any event loop."""
+    import sniffio
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return None
+
+
+class BackgroundContext:
+    def __init__(self, make_cm):
+        self._make_cm = make_cm
+        self.value = None
+        self.mode: str | None = None  # "blocking", "trio" or "asyncio"
+        self.loop: LoopRunner | None = None
+        self.trio_token = None
+        self._stop: trio.Event | None = None
+        self._started: trio.Event | None = None
+        self._done: trio.Event | None = None
+        self._error: BaseException | None = None
+
+    async def _host(self):
+        try:
+            async with self._make_cm() as value:
+                self.value = value
+                self._started.set()
+                await self._stop.wait()
+        except BaseException as exc:  # noqa: B036 - reported to whoever starts or stops us
+            self._error = exc
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            self._started.set()
+            self._done.set()
+
+    def _make_events(self):
+        self._stop, self._started, self._done = trio.Event(), trio.Event(), trio.Event()
+        self.trio_token = trio.lowlevel.current_trio_token()
+
+    async def _spawn_and_wait(self):
+        self._make_events()
+        trio.lowlevel.spawn_system_task(self._host)
+        await self._started.wait()
+        self._raise_error()
+
+    async def _stop_and_wait(self):
+        if self._stop is None:
+            return
+        self._stop.set()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+        self._raise_error()
+
+    def _raise_error(self):
+        if self._error is not None and not isinstance(self._error, trio.Cancelled):
+            error, self._error = self._error, None
+            raise error
+
+    # ---------------------------------------------------------------- blocking
+
+    def start_blocking(self):
+        self.mode = "blocking"
+        self.loop = LoopRunner.acquire()
+        try:
+            self.loop.call(self._spawn_and_wait)
+        except BaseException:
+            self.loop.release()
+            self.loop = None
+            raise
+        return self.value
+
+    def stop_blocking(self):
+        try:
+            self.loop.call(self._stop_and_wait)
+        finally:
+            self.loop.release()
+
+    # ---------------------------------------------------------------- async
+
+    async def start_async(self):
+        library = current_library()
+        if library == "trio":
+            self.mode = "trio"
+            await self._spawn_and_wait()
+        elif library == "asyncio":
+            import asyncio
+            self.mode = "asyncio"
+            self.loop = LoopRunner.acquire()
+            try:
+                await asyncio.wrap_future(self.loop.portal.start_task_soon(self._spawn_and_wait))
+            except BaseException:
+                self.loop.release()
+                self.loop = None
+                raise
+        else:
+            raise RuntimeError(f"asynchronous=True needs trio or asyncio, not {library!r}")
+        return self.value
+
+    async def stop_async(self):
+        if self.mode == "trio":
+            await self._stop_and_wait()
+        else:
+            import asyncio
+            try:
+                await asyncio.wrap_future(self.loop.portal.start_task_soon(self._stop_and_wait))
+            finally:
+                self.loop.release()
+
+    async def run(self, async_fn, *args):
+        """Await ``async_fn(*args)`` in the loop that hosts the context manager."""
+        if self.mode == "trio":
+            return await async_fn(*args)
+        import asyncio
+        return await asyncio.wrap_future(self.loop.portal.start_task_soon(async_fn, *args))
+
+    def call_blocking(self, async_fn, *args):
+        return self.loop.call(async_fn, *args)
+
+    def in_host_loop(self) -> bool:
+        try:
+            return trio.lowlevel.current_trio_token() is self.trio_token
+        except RuntimeError:
+            return False
