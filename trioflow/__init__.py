@@ -16,6 +16,8 @@ _PUBLIC = {
     "default_client": "trioflow.client.client",
     "Future": "trioflow.client.future",
     "wait": "trioflow.client.waiting",
+    "as_completed": "trioflow.client.as_completed",
+    "fire_and_forget": "trioflow.client.fire_and_forget",
     "LocalCluster": "trioflow.deploy.local",
     "Scheduler": "trioflow.server.scheduler",
     "Worker": "trioflow.server.worker",

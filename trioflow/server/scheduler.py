@@ -24,6 +24,9 @@ from trioflow.protocol.serialize import deserialize, serialize
 
 logger = logging.getLogger("trioflow.scheduler")
 
+#: the pseudo-client that holds fire_and_forget keys until they are done
+FIRE_AND_FORGET = "fire-and-forget"
+
 
 class Scheduler:
     """The central scheduler.
@@ -65,6 +68,7 @@ class Scheduler:
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token)
             self.nursery.start_soon(self._check_heartbeats)
+            self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, "scheduler-start"))
             if self.scheduler_file:
                 self.write_scheduler_file(self.scheduler_file)
         except BaseException:
@@ -107,10 +111,19 @@ class Scheduler:
 
     def stimulus(self, event) -> None:
         """Apply one event to the state and send the messages it causes."""
+        finished_unowned = []
         for kind, address, msg in self.state.handle(event, time.monotonic()):
+            if kind == "client" and address == FIRE_AND_FORGET:
+                # the pseudo-client lets go of a key as soon as it is done
+                if msg.get("op") in ("key-in-memory", "task-erred", "cancelled-key"):
+                    finished_unowned.append(msg["key"])
+                continue
             conn = (self.workers if kind == "worker" else self.clients).get(address)
             if conn is not None:
                 conn.send(msg)
+        if finished_unowned:
+            self.stimulus(ev.KeysReleased(FIRE_AND_FORGET, tuple(finished_unowned),
+                                          "fire-and-forget-done"))
 
     async def _check_heartbeats(self):
         interval = max(0.5, min(5.0, self.state.worker_ttl / 4))
@@ -236,6 +249,9 @@ class Scheduler:
     def _want_keys(self, client_id, msg):
         self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), "client-wants-keys"))
 
+    def _fire_and_forget(self, client_id, msg):
+        self.stimulus(ev.KeysWanted(FIRE_AND_FORGET, tuple(msg["keys"]), "fire-and-forget"))
+
     def _cancel_keys(self, client_id, msg):
         self.stimulus(ev.KeysCancelled(client_id, tuple(msg["keys"]), bool(msg.get("force")),
                                        "client-cancels-keys"))
@@ -360,6 +376,7 @@ _CLIENT_OPS = {
     "release-keys": Scheduler._release_keys,
     "want-keys": Scheduler._want_keys,
     "cancel-keys": Scheduler._cancel_keys,
+    "fire-and-forget": Scheduler._fire_and_forget,
     "retry-keys": Scheduler._retry_keys,
     "heartbeat": lambda self, client_id, msg: None,
 }
