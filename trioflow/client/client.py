@@ -19,8 +19,8 @@ from trioflow.client.future import Future
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
-from trioflow.protocol.tasks import (KeyRef, dumps_args, dumps_task_function,
-                                     execute_legacy_task, token)
+from trioflow.client.graphs import as_dict, flatten, graph_tasks, is_dask_collection, key_refs
+from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
 from trioflow.utils import parse_timedelta
 
 logger = logging.getLogger("trioflow.client")
@@ -373,17 +373,64 @@ class Client:
     def _submit_graph(self, dsk, wanted_keys, workers=None, allow_other_workers=None,
                       resources=None, retries=None, priority=0) -> list:
         options = _options(workers, resources, retries, priority, bool(allow_other_workers))
-        func_payload = self._function_payload(execute_legacy_task)
-        graph_keys = set(dsk)
-        tasks = []
-        for key, value in dsk.items():
-            spec = _replace_keys(value, graph_keys)
-            args_payload, deps = dumps_args((spec,), {})
-            tasks.append({"key": key, "run_spec": (func_payload, args_payload),
-                          "deps": list(deps), **options})
+        tasks = graph_tasks(self, as_dict(dsk), options)
         futures = [Future(k, self, inform=False) for k in wanted_keys]
         self._core.send({"op": "update-graph", "tasks": tasks, "wanted": list(wanted_keys)})
         return futures
+
+    # ---------------------------------------------------------------- dask collections
+
+    def compute(self, collections, sync=False, optimize_graph=True, workers=None,
+                allow_other_workers=False, resources=None, retries=0, priority=0,
+                fifo_timeout="60s", actors=None, traverse=True, **kwargs):
+        """Start computing dask collections; return a Future for each (a single
+        one for a single collection).  ``sync=True`` returns the results.
+        Anything that is not a dask collection is returned unchanged."""
+        singleton = not isinstance(collections, (list, tuple, set))
+        items = [collections] if singleton else list(collections)
+        options = _options(workers, resources, retries, priority, allow_other_workers)
+        results = []
+        for item in items:
+            if not is_dask_collection(item):
+                results.append(item)
+                continue
+            if optimize_graph:
+                (item,) = _dask().optimize(item)
+            finalize, extra = item.__dask_postcompute__()
+            keys = item.__dask_keys__()
+            dsk = as_dict(item.__dask_graph__())
+            final_key = f"finalize-{_dask().base.tokenize(item)}"
+            tasks = graph_tasks(self, dsk, options)
+            args_payload, deps = dumps_args((key_refs(keys), *extra), {})
+            tasks.append({"key": final_key,
+                          "run_spec": (self._function_payload(finalize), args_payload),
+                          "deps": list(deps), **options})
+            results.append(Future(final_key, self, inform=False))
+            self._core.send({"op": "update-graph", "tasks": tasks, "wanted": [final_key]})
+        if sync:
+            results = self.gather(results)
+        return results[0] if singleton else results
+
+    def persist(self, collections, optimize_graph=True, workers=None,
+                allow_other_workers=None, resources=None, retries=None, priority=0,
+                fifo_timeout="60s", actors=None, **kwargs):
+        """Start computing dask collections and return them rebuilt on futures:
+        computing the result later reuses the cluster's copies."""
+        singleton = not isinstance(collections, (list, tuple, set))
+        items = [collections] if singleton else list(collections)
+        out = []
+        for item in items:
+            if not is_dask_collection(item):
+                out.append(item)
+                continue
+            if optimize_graph:
+                (item,) = _dask().optimize(item)
+            keys = list(flatten(item.__dask_keys__()))
+            futures = self._submit_graph(item.__dask_graph__(), keys, workers,
+                                         allow_other_workers, resources, retries, priority)
+            rebuild, extra = item.__dask_postpersist__()
+            out.append(rebuild({f.key: f for f in futures}, *extra))
+        return out[0] if singleton else out
 
     # ---------------------------------------------------------------- results
 
@@ -610,16 +657,7 @@ def _pack_keys(keys, by_key):
     return by_key[keys]
 
 
-def _replace_keys(task, graph_keys):
-    """Replace references to other graph keys with KeyRefs, inside task
-    tuples and lists (dask's legacy graph spec)."""
-    if isinstance(task, tuple) and task and callable(task[0]):
-        return (task[0], *(_replace_keys(a, graph_keys) for a in task[1:]))
-    if isinstance(task, list):
-        return [_replace_keys(a, graph_keys) for a in task]
-    try:
-        if task in graph_keys:
-            return KeyRef(task)
-    except TypeError:
-        pass
-    return task
+def _dask():
+    import dask
+    import dask.base  # noqa: F401
+    return dask

@@ -1,0 +1,104 @@
+"""Task graphs from users and from dask collections, as scheduler tasks.
+
+A raw graph is a dict of key -> task.  With dask installed its own task spec
+is used (``convert_legacy_graph`` understands legacy tuples and dask's Task
+objects alike); each node runs on the worker as ``node(values_of_deps)``.
+Without dask, legacy tuples ``(func, *args)`` are evaluated directly.  Graph
+values that are Futures of this client stand for data already on the
+cluster.
+"""
+from __future__ import annotations
+
+from trioflow.client.future import Future
+from trioflow.protocol.tasks import KeyRef, dumps_args, execute_legacy_task
+
+try:  # dask is optional
+    import dask
+    from dask._task_spec import Alias, convert_legacy_graph
+except ImportError:  # pragma: no cover - exercised only without dask
+    dask = None
+
+
+def run_graph_node(node, dependencies: dict):
+    """Run one dask task-spec node with its dependencies' values."""
+    return node(dependencies)
+
+
+def _identity(x):
+    return x
+
+
+def as_dict(dsk) -> dict:
+    if hasattr(dsk, "__dask_graph__"):
+        dsk = dsk.__dask_graph__()
+    if dask is not None:
+        from dask.utils import ensure_dict
+        return ensure_dict(dsk)
+    return dict(dsk)
+
+
+def graph_tasks(client, dsk: dict, options: dict) -> list[dict]:
+    """The scheduler tasks of a graph.  Keys whose value is a Future for the
+    same key are already on the cluster and are not resubmitted."""
+    tasks = []
+    existing = {}
+    for key, value in list(dsk.items()):
+        if isinstance(value, Future):
+            if value.key == key:
+                existing[key] = value
+            else:
+                dsk[key] = (_identity, KeyRef(value.key))
+    graph = {k: v for k, v in dsk.items() if k not in existing}
+    if dask is None:
+        func_payload = client._function_payload(execute_legacy_task)
+        for key, value in graph.items():
+            args_payload, deps = dumps_args((_replace_keys(value, set(dsk)),), {})
+            tasks.append({"key": key, "run_spec": (func_payload, args_payload),
+                          "deps": list(deps), **options})
+        return tasks
+    func_payload = client._function_payload(run_graph_node)
+    nodes = convert_legacy_graph(graph, all_keys=set(dsk))
+    for key, node in nodes.items():
+        deps = {d: KeyRef(d) for d in node.dependencies}
+        if isinstance(node, Alias) and not deps:
+            deps = {}
+        args_payload, found = dumps_args((node, deps), {})
+        tasks.append({"key": key, "run_spec": (func_payload, args_payload),
+                      "deps": list(found), **options})
+    return tasks
+
+
+def _replace_keys(task, graph_keys):
+    """Legacy tuples without dask: references to other keys become KeyRefs."""
+    if isinstance(task, tuple) and task and callable(task[0]):
+        return (task[0], *(_replace_keys(a, graph_keys) for a in task[1:]))
+    if isinstance(task, list):
+        return [_replace_keys(a, graph_keys) for a in task]
+    try:
+        if task in graph_keys:
+            return KeyRef(task)
+    except TypeError:
+        pass
+    return task
+
+
+def is_dask_collection(obj) -> bool:
+    if dask is None:
+        return False
+    from dask.base import is_dask_collection as check
+    return check(obj)
+
+
+def flatten(keys):
+    if isinstance(keys, list):
+        for k in keys:
+            yield from flatten(k)
+    else:
+        yield keys
+
+
+def key_refs(keys):
+    """The nested list of keys with each key replaced by a KeyRef."""
+    if isinstance(keys, list):
+        return [key_refs(k) for k in keys]
+    return KeyRef(keys)
