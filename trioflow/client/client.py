@@ -517,6 +517,35 @@ class Client:
             f._state.reset()
         self._core.send({"op": "retry-keys", "keys": [f.key for f in futures]})
 
+    def replicate(self, futures, n=None, workers=None, branching_factor=2, asynchronous=None):
+        """Copy the futures' data until each is on ``n`` workers (default: all
+        of ``workers`` or of the cluster).  ``branching_factor`` is accepted;
+        copies are fetched directly from a current holder."""
+        keys = [f.key for f in _futures_in(futures)]
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._sync(self._core.replicate, keys, n, workers)
+
+    def rebalance(self, futures=None, workers=None, asynchronous=None):
+        """Move data so that the bytes of ``futures`` (default: everything in
+        memory) are spread evenly over ``workers`` (default: all)."""
+        keys = None if futures is None else [f.key for f in _futures_in(futures)]
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._request({"op": "rebalance", "keys": keys, "workers": workers})
+
+    def restart(self, timeout=_no_default, wait_for_workers=True, asynchronous=None):
+        """Forget every task and restart the workers (those under nannies get
+        fresh processes; in-process workers drop their data).  Every future
+        of every client becomes cancelled, and its ``result()`` says the
+        cluster was restarted."""
+        seconds = 60.0 if timeout == _no_default else parse_timedelta(timeout)
+        return self._request({"op": "restart", "timeout": seconds})
+
+    def get_executor(self, **kwargs):
+        """A ``concurrent.futures.Executor`` that submits to this client;
+        ``kwargs`` (``workers=``, ``retries=``, ``resources=``...) go to each submit."""
+        from trioflow.client.executor import ClientExecutor
+        return ClientExecutor(self, **kwargs)
+
     # ---------------------------------------------------------------- cluster information
 
     def who_has(self, futures=None, **kwargs):

@@ -166,7 +166,7 @@ class ClientCore:
                 self._run_callbacks(state)
         elif op == "cancelled-key":
             if state is not None:
-                state.cancel()
+                state.cancel(msg.get("reason") or "")
                 self._run_callbacks(state)
         else:
             logger.debug("client %s: unhandled op %r", self.id, op)
@@ -324,6 +324,35 @@ class ClientCore:
         await run_all([partial(send_to, address, data) for address, data in by_worker.items()])
         await self.request({"op": "scatter-done", "nbytes": {k: nbytes.get(k, 0) for k in items},
                             "who_has": targets, "types": types})
+
+    async def replicate(self, keys, n, workers):
+        """Copy keys to more workers until each is on ``n`` of ``workers``
+        (all of them if n is None)."""
+        who_has = await self.request({"op": "who-has", "keys": list(keys)})
+        pool = list(workers) if workers else await self.request({"op": "worker-addresses"})
+        target = len(pool) if n is None else min(n, len(pool))
+        load = {w: 0 for w in pool}
+        for holders in who_has.values():
+            for w in holders:
+                if w in load:
+                    load[w] += 1
+        plan: dict = {}
+        for key, holders in who_has.items():
+            if not holders:
+                continue
+            have = [w for w in holders if w in load]
+            for w in sorted((w for w in pool if w not in holders), key=load.get):
+                if len(have) >= target:
+                    break
+                plan.setdefault(w, {})[key] = list(holders)
+                have.append(w)
+                load[w] += 1
+
+        async def copy_to(address, who):
+            conn = await self.pool.get(address)
+            await conn.request({"op": "replicate", "who_has": who})
+
+        await run_all([partial(copy_to, address, who) for address, who in plan.items()])
 
     # ---------------------------------------------------------------- run on workers
 

@@ -54,8 +54,9 @@ class FutureState:
         self.exception, self.traceback, self.text, self.kind = exception, traceback, text, kind
         self._wake()
 
-    def cancel(self):
+    def cancel(self, reason: str = ""):
         self.status = "cancelled"
+        self.text = reason
         self._wake()
 
     def reset(self):
@@ -81,7 +82,8 @@ class FutureState:
 
     def error_to_raise(self) -> BaseException:
         if self.status == "cancelled":
-            return CancelledError(f"future for key {self.key!r} was cancelled")
+            why = f": {self.text}" if self.text else ""
+            return CancelledError(f"future for key {self.key!r} was cancelled{why}")
         return unpack_exception(self.exception, self.traceback, self.text, self.kind)
 
     def traceback_object(self):

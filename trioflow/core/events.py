@@ -312,3 +312,20 @@ class DataUnserializable:
     key: Key
     text: str
     stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRestarted:
+    """Forget every task: clients are told their futures are cancelled."""
+
+    reason: str = "the cluster was restarted"
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaDropped:
+    """Drop one of several copies of a key (rebalancing)."""
+
+    worker: str
+    key: Key
+    stimulus_id: str = ""

@@ -136,6 +136,8 @@ class SchedulerState:
             ev.ReplicaAdded: self._replica_added,
             ev.DataMissing: self._data_missing,
             ev.DataUnserializable: self._data_unserializable,
+            ev.ClusterRestarted: self._cluster_restarted,
+            ev.ReplicaDropped: self._replica_dropped,
         }
 
     # ------------------------------------------------------------ entry point
@@ -524,6 +526,62 @@ class SchedulerState:
             return
         self._free_data(ts)
         self._set_erred(ts, text=e.text, kind="SerializationError", blame=ts)
+
+    def _cluster_restarted(self, e: ev.ClusterRestarted):
+        for ts in self.tasks.values():
+            for c in ts.who_wants:
+                self._to_client(c, {"op": "cancelled-key", "key": ts.key, "reason": e.reason})
+        for ws in self.workers.values():
+            keys = [ts.key for ts in ws.has_what | ws.processing]
+            if keys:
+                self._to_worker(ws, {"op": "free-keys", "keys": keys})
+            ws.processing.clear()
+            ws.long_running.clear()
+            ws.has_what.clear()
+            ws.nbytes = 0
+        self.tasks.clear()
+        self.queued.clear()
+        self.queued_set.clear()
+        self.unrunnable.clear()
+
+    def _replica_dropped(self, e: ev.ReplicaDropped):
+        ts = self.tasks.get(e.key)
+        ws = self.workers.get(e.worker)
+        if ts is None or ws is None or ws not in ts.who_has or len(ts.who_has) < 2:
+            return
+        ts.who_has.discard(ws)
+        ws.has_what.discard(ts)
+        ws.nbytes -= ts.nbytes
+        self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+
+    def rebalance_plan(self, keys=None, workers=None) -> list[tuple]:
+        """Moves ``(key, sender, recipient)`` that even out the bytes of
+        ``keys`` (default: all in memory) across ``workers`` (default: all)."""
+        pool = [self.workers[w] for w in (workers or self.workers) if w in self.workers]
+        if len(pool) < 2:
+            return []
+        in_scope = [self.tasks[k] for k in (keys if keys is not None else self.tasks)
+                    if k in self.tasks and self.tasks[k].state == "memory"]
+        load = {ws: 0 for ws in pool}
+        held = {ws: [] for ws in pool}
+        for ts in in_scope:
+            for ws in ts.who_has:
+                if ws in load:
+                    load[ws] += ts.nbytes
+                    held[ws].append(ts)
+        mean = sum(load.values()) / len(pool)
+        moves = []
+        for sender in sorted(pool, key=load.get, reverse=True):
+            for ts in sorted(held[sender], key=lambda t: t.nbytes, reverse=True):
+                if load[sender] <= mean:
+                    break
+                recipient = min(pool, key=load.get)
+                if recipient in ts.who_has or load[recipient] + ts.nbytes > load[sender]:
+                    continue
+                moves.append((ts.key, sender.address, recipient.address))
+                load[sender] -= ts.nbytes
+                load[recipient] += ts.nbytes
+        return moves
 
     # ------------------------------------------------------------ transitions
 

@@ -172,9 +172,12 @@ class Nanny:
             if not started:
                 raise RuntimeError(f"worker process failed to start (exit code {code}); "
                                    "see its output above")
-            failures += 1
-            logger.warning("worker process %s (%s) exited with code %s; starting a new one",
-                           proc.pid, self.worker_address, code)
+            if code == 0:
+                logger.info("worker process %s restarts on request", proc.pid)
+            else:
+                failures += 1
+                logger.warning("worker process %s (%s) exited with code %s; starting a new one",
+                               proc.pid, self.worker_address, code)
             await trio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)) if failures > 1 else 0)
         self.status = "closed" if self._closing else "finished"
         self._finished.set()

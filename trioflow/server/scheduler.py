@@ -17,7 +17,7 @@ import uuid
 import trio
 
 from trioflow.comm import serve
-from trioflow.comm.connection import Connection, reply_error, reply_ok
+from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
 from trioflow.core import events as ev
 from trioflow.core.scheduler_state import SchedulerState
 from trioflow.protocol.serialize import deserialize, serialize
@@ -68,6 +68,7 @@ class Scheduler:
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token)
             self.nursery.start_soon(self._check_heartbeats)
+            self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token)
             self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, "scheduler-start"))
             if self.scheduler_file:
                 self.write_scheduler_file(self.scheduler_file)
@@ -314,6 +315,40 @@ class Scheduler:
     def _worker_addresses(self, client_id, msg):
         return list(self.state.workers)
 
+    async def _restart(self, client_id, msg):
+        """Forget every task, restart nanny-managed workers and wait for them."""
+        timeout = float(msg.get("timeout") or 60)
+        expected = len(self.state.workers)
+        restarting = {a for a, info in self.worker_info.items() if info.get("nanny")}
+        self.stimulus(ev.ClusterRestarted(f"the cluster was restarted by {client_id}",
+                                          "restart"))
+        for address in restarting:
+            conn = self.workers.get(address)
+            if conn is not None:
+                conn.send({"op": "close", "restart": True, "reason": "cluster restart"})
+        with trio.move_on_after(timeout) as scope:
+            while restarting & set(self.state.workers) or len(self.state.workers) < expected:
+                await self._workers_changed.wait()
+        if scope.cancelled_caught:
+            raise TimeoutError(f"only {len(self.state.workers)} of {expected} workers were "
+                               f"back {timeout} s after the restart")
+        return len(self.state.workers)
+
+    async def _rebalance(self, client_id, msg):
+        moves = self.state.rebalance_plan(msg.get("keys"), msg.get("workers"))
+        by_pair: dict = {}
+        for key, sender, recipient in moves:
+            by_pair.setdefault((sender, recipient), []).append(key)
+        moved = 0
+        for (sender, recipient), keys in by_pair.items():
+            conn = await self.peers.get(recipient)
+            got = await conn.request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
+            self.stimulus(ev.ReplicaAdded(recipient, dict(got), "rebalance"))
+            for key in got:
+                self.stimulus(ev.ReplicaDropped(sender, key, "rebalance"))
+                moved += 1
+        return moved
+
     async def _retire_workers(self, client_id, msg):
         addresses = msg.get("workers") or list(self.workers)
         for address in addresses:
@@ -391,4 +426,6 @@ _CLIENT_REQUESTS = {
     "run-on-scheduler": Scheduler._run_on_scheduler,
     "worker-addresses": Scheduler._worker_addresses,
     "retire-workers": Scheduler._retire_workers,
+    "restart": Scheduler._restart,
+    "rebalance": Scheduler._rebalance,
 }

@@ -243,12 +243,14 @@ class Worker:
             self._handle(ev.FreeKeys(tuple(msg["keys"]), "free-keys"))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
-            self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close")
+            self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
+                                    bool(msg.get("restart")))
         else:
             logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
 
-    async def _close_from_inside(self, reason):
-        self.status = "lost-scheduler"
+    async def _close_from_inside(self, reason, restart=False):
+        # a nanny restarts a worker that exits after "restarting", not one that was retired
+        self.status = "restarting" if restart else "lost-scheduler"
         self._handle(ev.WorkerClosing(reason))
         self.scheduler.close(reason)
         self._finished.set()
@@ -424,6 +426,24 @@ class Worker:
                 result = await result
         return result if inproc else serialize(result)
 
+    async def _replicate(self, msg, inproc):
+        """Fetch copies of keys from their holders; report them as replicas."""
+        by_holder: dict = {}
+        for key, holders in msg["who_has"].items():
+            if key not in self.data and holders:
+                by_holder.setdefault(holders[0], []).append(key)
+        nbytes = {}
+        for holder, keys in by_holder.items():
+            conn = await self._peers.get(holder)
+            result = await conn.request({"op": "get-data", "keys": keys})
+            for key, value in (result.get("data") or {}).items():
+                self.data[key] = deserialize(value)
+                nbytes[key] = sizeof(self.data[key])
+        if nbytes:
+            self._handle(ev.DataReceived(nbytes, "replicate"))
+            self.scheduler.send({"op": "add-keys", "nbytes": nbytes})
+        return nbytes
+
     def _identity(self, msg, inproc):
         return {"type": "Worker", "address": self.address, "name": self.name,
                 "nthreads": self.nthreads, "memory_limit": self.memory_limit,
@@ -462,4 +482,5 @@ _REQUESTS = {
     "update-data": Worker._update_data,
     "run": Worker._run_function,
     "identity": Worker._identity,
+    "replicate": Worker._replicate,
 }
