@@ -7,6 +7,7 @@ it.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import uuid
@@ -43,7 +44,7 @@ def _client_for_unpickled_future(address):
         if client.status == "running" and client.scheduler_address == address:
             return client
     try:
-        from trioflow.worker_client import get_client
+        from trioflow.task_context import get_client
         return get_client()
     except Exception:
         return default_client()
@@ -70,7 +71,7 @@ class Client:
                  heartbeat_interval=None, serializers=None, deserializers=None,
                  extensions=None, direct_to_workers=None, connection_limit=512,
                  token=None, **kwargs):
-        self.asynchronous = bool(asynchronous)
+        self._asynchronous = bool(asynchronous)
         self.id = new_client_id()
         self.name = name
         self.status = "newly-created"
@@ -100,8 +101,16 @@ class Client:
                 self.cluster = address
                 address = address.scheduler_address
             self.scheduler_address = normalize_address(address)
-        if not self.asynchronous:
+        if not self._asynchronous:
             self._start_blocking()
+
+    @property
+    def asynchronous(self) -> bool:
+        """True where this client's methods return awaitables: an async client,
+        or a client hosted in a trio loop (a worker's) called from that loop."""
+        if self._asynchronous:
+            return self._host is None or self._host.mode != "trio" or self._host.in_host_loop()
+        return False
 
     def _new_core(self):
         self._core = ClientCore(self.scheduler_address, client_id=self.id, name=self.name,
@@ -168,19 +177,24 @@ class Client:
     # ---------------------------------------------------------------- plumbing
 
     def _sync(self, async_fn, *args):
-        """Run ``async_fn(*args)`` in the client's loop: blocking, or as an
-        awaitable for an asynchronous client."""
-        if self.asynchronous:
-            if self._host is None or self.status != "running":
-                raise TrioflowError(f"{self!r} is not running: await it or use "
-                                    "'async with' first")
-            return self._host.run(async_fn, *args)
-        if self.status != "running":
-            raise TrioflowError(f"{self!r} is closed")
-        if self._host.in_host_loop():
-            raise RuntimeError("a blocking Client method was called from inside the event "
-                               "loop; use the async client (asynchronous=True) there")
-        return self._host.call_blocking(async_fn, *args)
+        """Run ``async_fn(*args)`` in the client's loop.  Blocking clients
+        block; asynchronous ones return an awaitable.  A client hosted in a
+        trio loop (``asynchronous=True`` under trio, and every worker's
+        client) also serves other threads, blocking them: that is how sync
+        tasks on a worker use the worker's client."""
+        if self._host is None or self.status != "running":
+            raise TrioflowError(f"{self!r} is not running" + (
+                ": await it or use 'async with' first" if self._asynchronous else ""))
+        mode = self._host.mode
+        if mode == "blocking":
+            if self._host.in_host_loop():
+                raise RuntimeError("a blocking Client method was called from inside the "
+                                   "event loop; use the async client (asynchronous=True) there")
+            return self._host.call_blocking(async_fn, *args)
+        if mode == "trio" and not self._host.in_host_loop():
+            import trio
+            return trio.from_thread.run(async_fn, *args, trio_token=self._host.trio_token)
+        return self._host.run(async_fn, *args)
 
     def _request(self, msg):
         return self._sync(self._core.request, msg)
@@ -196,7 +210,7 @@ class Client:
     # ---------------------------------------------------------------- lifetime
 
     def __enter__(self):
-        if self.asynchronous:
+        if self._asynchronous:
             raise TypeError("use 'async with' for an asynchronous Client")
         return self
 
@@ -218,7 +232,7 @@ class Client:
         """Close the connection (and the cluster this client started).  Returns
         when every thread, task and process it started is gone.  An
         asynchronous client returns an awaitable."""
-        if self.asynchronous:
+        if self._asynchronous:
             return self._close_async()
         if self.status in ("closed", "newly-created"):
             self.status = "closed"
@@ -246,7 +260,7 @@ class Client:
                 await self.cluster.close()
 
     def __del__(self):
-        if getattr(self, "status", "closed") == "running" and not self.asynchronous:
+        if getattr(self, "status", "closed") == "running" and not self._asynchronous:
             try:
                 self.close()
             except Exception:
@@ -254,7 +268,7 @@ class Client:
 
     def shutdown(self):
         """Close the scheduler and workers this client is connected to, then the client."""
-        return self._sync(self._shutdown) if self.asynchronous else self._shutdown_blocking()
+        return self._sync(self._shutdown) if self._asynchronous else self._shutdown_blocking()
 
     def _shutdown_blocking(self):
         try:
@@ -295,6 +309,8 @@ class Client:
             key = f"{name}-{token(func_payload, args_payload) if pure else uuid.uuid4().hex}"
         task = {"key": key, "run_spec": (func_payload, args_payload),
                 "deps": list(deps), **options}
+        if inspect.iscoroutinefunction(func):
+            task["is_async"] = True
         return key, task
 
     def submit(self, func, *args, key=None, workers=None, resources=None, retries=None,
@@ -505,8 +521,7 @@ class Client:
     async def _cancel(self, futures, force):
         for f in futures:
             f._state.cancel()
-        await self._core.request({"op": "cancel-keys", "keys": [f.key for f in futures],
-                                  "force": force})
+        self._core.send({"op": "cancel-keys", "keys": [f.key for f in futures], "force": force})
 
     def retry(self, futures, asynchronous=None):
         """Run erred futures (and what failed because of them) again."""

@@ -26,6 +26,7 @@ class TaskSpec:
     resources: dict | None = None
     actor: bool = False
     timeout: float | None = None
+    is_async: bool = False  # an ``async def`` task: runs in the worker's loop
 
 
 # ---------------------------------------------------------------- scheduler
@@ -197,6 +198,7 @@ class ComputeTask:
     priority: tuple = ()
     resources: dict | None = None
     actor: bool = False
+    is_async: bool = False
     stimulus_id: str = ""
 
 

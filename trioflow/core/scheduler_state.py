@@ -22,7 +22,7 @@ from trioflow.core.keys import key_prefix
 _ACTIVE = ("waiting", "queued", "processing", "no-worker")
 STATES = ("released", "waiting", "queued", "processing", "memory", "erred", "no-worker")
 
-#: how many times a task may be on a worker that died before it is blamed
+#: a task that was running on this many workers that died is blamed (KilledWorker)
 ALLOWED_FAILURES = 3
 
 
@@ -33,7 +33,7 @@ class TaskState:
         "priority", "nbytes", "type_name", "exception", "traceback", "text",
         "kind", "exception_blame", "retries", "worker_restrictions",
         "allow_other_workers", "resources", "suspicious", "actor", "timeout",
-        "long_running",
+        "long_running", "is_async",
     )
 
     def __init__(self, key, run_spec=None):
@@ -64,6 +64,7 @@ class TaskState:
         self.actor = False
         self.timeout = None
         self.long_running = False
+        self.is_async = False
 
     def __repr__(self):
         return f"<Task {self.key!r} {self.state}>"
@@ -199,6 +200,7 @@ class SchedulerState:
             ts.resources = dict(spec.resources) if spec.resources else None
             ts.actor = spec.actor
             ts.timeout = spec.timeout
+            ts.is_async = spec.is_async
             new.append((ts, spec))
         lost = []
         for ts, spec in new:
@@ -396,7 +398,7 @@ class SchedulerState:
             ts.processing_on = None
             ts.long_running = False
             ts.suspicious += 1
-            if ts.suspicious > ALLOWED_FAILURES:
+            if ts.suspicious >= ALLOWED_FAILURES:
                 self._set_erred(ts, text=f"task {ts.key!r} was running on {ts.suspicious} "
                                          f"workers that died, the last one {ws.address}",
                                 kind="KilledWorker", blame=ts)
@@ -504,6 +506,10 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is not None and ts.state == "memory":
                 self._add_holder(ts, ws)
+            elif ts is not None and ts.processing_on is ws:
+                # a fetched copy crossed our compute-task: the worker will report it
+                # finished; a free-keys here would cancel that run and hang the task
+                continue
             else:
                 unknown.append(key)
         if unknown:
@@ -625,7 +631,10 @@ class SchedulerState:
             self._schedule(ts)
 
     def _is_rootish(self, ts: TaskState) -> bool:
-        return not ts.dependencies and not ts.worker_restrictions and not ts.resources
+        # async tasks wait on I/O, not CPU: thousands may share a worker, so
+        # they are not held back by the per-thread in-flight limit
+        return (not ts.dependencies and not ts.worker_restrictions and not ts.resources
+                and not ts.is_async)
 
     def _schedule(self, ts: TaskState):
         """A waiting task with all dependencies in memory: place it."""
@@ -707,6 +716,7 @@ class SchedulerState:
             "resources": ts.resources,
             "actor": ts.actor,
             "timeout": ts.timeout,
+            "is_async": ts.is_async,
         })
 
     def _fill_from_queue(self, ws: WorkerState):

@@ -26,7 +26,7 @@ FETCH_CONCURRENCY = 4
 class WTask:
     __slots__ = ("key", "state", "run_spec", "priority", "dependencies", "dependents",
                  "waiting_for", "who_has", "nbytes", "resources", "actor", "timeout",
-                 "holds_slot", "seceded", "computed", "peer")
+                 "holds_slot", "seceded", "computed", "peer", "is_async")
 
     def __init__(self, key):
         self.key = key
@@ -45,6 +45,7 @@ class WTask:
         self.seceded = False
         self.computed = False  # the scheduler asked this worker to compute it
         self.peer: str | None = None  # while in flight
+        self.is_async = False
 
     def __repr__(self):
         return f"<WTask {self.key!r} {self.state}>"
@@ -52,9 +53,13 @@ class WTask:
 
 class WorkerState:
     def __init__(self, address: str, nthreads: int, resources: dict | None = None,
-                 validate: bool = False):
+                 validate: bool = False, async_slots: int = 1000):
         self.address = address
         self.nthreads = nthreads
+        #: ``async def`` tasks have slots of their own: they wait on I/O, not CPU
+        self.async_slots = async_slots
+        self.async_busy = 0
+        self.ready_async: list = []
         self.total_resources = dict(resources or {})
         self.available_resources = dict(resources or {})
         self.tasks: dict = {}
@@ -112,6 +117,7 @@ class WorkerState:
         ts.priority = tuple(e.priority)
         ts.resources = dict(e.resources) if e.resources else None
         ts.actor = e.actor
+        ts.is_async = e.is_async
         if ts.state == "cancelled":
             # told to forget it while it ran, now wanted again: keep the run going
             ts.state = "long-running" if ts.seceded else "executing"
@@ -278,12 +284,14 @@ class WorkerState:
             if ts.state in ("executing", "long-running"):
                 self._out.append(ev.CancelExecution(ts.key))
         self.ready.clear()
+        self.ready_async.clear()
 
     # ------------------------------------------------------------ helpers
 
     def _to_ready(self, ts: WTask):
         ts.state = "ready"
-        heapq.heappush(self.ready, (ts.priority, next(self._counter), ts))
+        queue = self.ready_async if ts.is_async else self.ready
+        heapq.heappush(queue, (ts.priority, next(self._counter), ts))
 
     def _dependency_arrived(self, dep: WTask):
         for ts in sorted(dep.dependents, key=lambda t: t.priority):
@@ -319,9 +327,12 @@ class WorkerState:
             self._release_slot(ts)
         ts.seceded = False
 
-    def _release_slot(self, ts: WTask):
+    def _release_slot(self, ts: WTask):  # also gives back the task's resources
         ts.holds_slot = False
-        self.busy_slots -= 1
+        if ts.is_async:
+            self.async_busy -= 1
+        else:
+            self.busy_slots -= 1
         if ts.resources:
             for r, amount in ts.resources.items():
                 self.available_resources[r] = self.available_resources.get(r, 0) + amount
@@ -333,34 +344,50 @@ class WorkerState:
     def _ensure_computing(self):
         if self.closing:
             return
-        while self.rejoin_queue and self.busy_slots < self.nthreads:
-            _, _, ts = heapq.heappop(self.rejoin_queue)
+        while self.rejoin_queue:
+            _, _, ts = self.rejoin_queue[0]
             if ts.state not in RUNNING or not ts.seceded:
+                heapq.heappop(self.rejoin_queue)
                 continue
+            if not self._slot_free(ts):
+                break
+            heapq.heappop(self.rejoin_queue)
             ts.seceded = False
-            ts.holds_slot = True
-            self.busy_slots += 1
+            self._take_slot(ts)
             if ts.state == "long-running":
                 ts.state = "executing"
             self._out.append(ev.GrantRejoin(ts.key))
-        skipped = []
-        while self.ready and self.busy_slots < self.nthreads:
-            item = heapq.heappop(self.ready)
-            ts = item[2]
-            if ts.state != "ready" or self.tasks.get(ts.key) is not ts:
-                continue
-            if not self._has_resources(ts):
-                skipped.append(item)
-                continue
-            ts.state = "executing"
-            ts.holds_slot = True
+        for queue, has_room in ((self.ready, lambda: self.busy_slots < self.nthreads),
+                                (self.ready_async, lambda: self.async_busy < self.async_slots)):
+            skipped = []
+            while queue and has_room():
+                item = heapq.heappop(queue)
+                ts = item[2]
+                if ts.state != "ready" or self.tasks.get(ts.key) is not ts:
+                    continue
+                if not self._has_resources(ts):
+                    skipped.append(item)
+                    continue
+                ts.state = "executing"
+                self._take_slot(ts)
+                self._out.append(ev.Execute(ts.key))
+            for item in skipped:
+                heapq.heappush(queue, item)
+
+    def _slot_free(self, ts: WTask) -> bool:
+        if ts.is_async:
+            return self.async_busy < self.async_slots
+        return self.busy_slots < self.nthreads
+
+    def _take_slot(self, ts: WTask):
+        ts.holds_slot = True
+        if ts.is_async:
+            self.async_busy += 1
+        else:
             self.busy_slots += 1
-            if ts.resources:
-                for r, amount in ts.resources.items():
-                    self.available_resources[r] -= amount
-            self._out.append(ev.Execute(ts.key))
-        for item in skipped:
-            heapq.heappush(self.ready, item)
+        if ts.resources:
+            for r, amount in ts.resources.items():
+                self.available_resources[r] -= amount
 
     def _ensure_fetching(self):
         if self.closing or len(self.peers_in_flight) >= FETCH_CONCURRENCY:
@@ -390,11 +417,14 @@ class WorkerState:
     # ------------------------------------------------------------ invariants
 
     def validate(self) -> None:
-        held = 0
+        held = held_async = 0
         for key, ts in self.tasks.items():
             assert ts.key == key and ts.state in STATES, ts
             if ts.holds_slot:
-                held += 1
+                if ts.is_async:
+                    held_async += 1
+                else:
+                    held += 1
                 assert ts.state in RUNNING and not ts.seceded, ts
             if ts.state == "long-running":
                 assert ts.seceded and not ts.holds_slot, ts
@@ -413,5 +443,7 @@ class WorkerState:
                 assert self.tasks.get(dep.key) is dep and ts in dep.dependents, (ts, dep)
         assert held == self.busy_slots, (held, self.busy_slots)
         assert 0 <= self.busy_slots <= self.nthreads, self.busy_slots
+        assert held_async == self.async_busy, (held_async, self.async_busy)
+        assert 0 <= self.async_busy <= self.async_slots, self.async_busy
         for r, amount in self.available_resources.items():
             assert 0 <= amount <= self.total_resources.get(r, 0), (r, amount)

@@ -239,7 +239,8 @@ class Scheduler:
                 workers=tuple(t["workers"]) if t.get("workers") else None,
                 allow_other_workers=bool(t.get("allow_other_workers")),
                 retries=int(t.get("retries") or 0), resources=t.get("resources"),
-                actor=bool(t.get("actor")), timeout=t.get("timeout"))
+                actor=bool(t.get("actor")), timeout=t.get("timeout"),
+                is_async=bool(t.get("is_async")))
             for t in msg["tasks"])
         self.stimulus(ev.GraphSubmitted(client_id, tasks, tuple(msg.get("wanted") or ()),
                                         stimulus_id=f"update-graph-{client_id}"))

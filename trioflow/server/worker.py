@@ -112,6 +112,7 @@ class Worker:
         self.plugins: dict = {}
         self.extensions: dict = {}
         self.client = None  # the client tasks get from get_client(), made on first use
+        self._client_lock = trio.Lock()
 
     def __repr__(self):
         return f"<Worker {self.address!r} name={self.name!r} threads={self.nthreads}>"
@@ -175,6 +176,9 @@ class Worker:
             logger.warning("worker %s closes with %d sync task(s) still running in threads "
                            "(%s); their threads are abandoned and their results discarded",
                            self.address, len(stuck), ", ".join(map(repr, stuck[:5])))
+        if self.client is not None:
+            with trio.move_on_after(5):
+                await self.client._close_async()
         if self.scheduler is not None:
             self.scheduler.close(reason)
             with trio.move_on_after(2):
@@ -235,7 +239,8 @@ class Worker:
             self._handle(ev.ComputeTask(
                 msg["key"], msg["run_spec"], dict(msg.get("who_has") or {}),
                 dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
-                msg.get("resources"), bool(msg.get("actor")), "compute-task"))
+                msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
+                "compute-task"))
             timeout = msg.get("timeout")
             if timeout:
                 self.nursery.start_soon(self._deadline, msg["key"], float(timeout))
@@ -247,6 +252,30 @@ class Worker:
                                     bool(msg.get("restart")))
         else:
             logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
+
+    # ------------------------------------------------------------ tasks' view of the worker
+
+    async def get_client_async(self):
+        """The client tasks on this worker share, connected on first use."""
+        if self.client is None:
+            async with self._client_lock:
+                if self.client is None:
+                    from trioflow.client.client import Client
+                    client = Client(self.scheduler_address, asynchronous=True,
+                                    set_as_default=False, token=self.token,
+                                    name=f"worker-client-{self.name}")
+                    await client
+                    self.client = client
+        return self.client
+
+    def secede_task(self, key):
+        self._handle(ev.Seceded(key, "secede"))
+
+    async def rejoin_task(self, key):
+        granted = trio.Event()
+        self._rejoin_waiters[key] = granted
+        self._handle(ev.RejoinRequested(key, "rejoin"))
+        await granted.wait()
 
     async def _close_from_inside(self, reason, restart=False):
         # a nanny restarts a worker that exits after "restarting", not one that was retired
@@ -268,7 +297,12 @@ class Worker:
 
     async def _execute(self, key):
         ts = self.state.tasks.get(key)
-        if ts is None or ts.state != "executing":
+        if ts is None:
+            return
+        if ts.state != "executing":
+            # cancelled between the Execute instruction and this task starting:
+            # the state machine still counts its slot until told it stopped
+            self._handle(ev.ExecuteCancelled(key, "cancelled-before-start"))
             return
         try:
             func_payload, args_payload = ts.run_spec
@@ -281,6 +315,9 @@ class Worker:
                 "load-failed"))
             return
         is_async = inspect.iscoroutinefunction(func)
+        if is_async and self.client is None:
+            # get_client() is synchronous: an async task must find the client made
+            await self.get_client_async()
         execution = Execution(key, is_async)
         self.executing[key] = execution
         context = TaskContext(self, key, execution)

@@ -1,0 +1,93 @@
+"""Task functions for the integration tests.
+
+They live in an importable module (the tests directory is put on PYTHONPATH
+by conftest.py) so that worker processes started with ``processes=True`` or
+by the CLI can unpickle them by reference.
+"""
+
+import os
+import pathlib
+import threading
+import time
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def double(x):
+    return 2 * x
+
+
+def identity(x):
+    return x
+
+
+def divide(x, y):
+    return x / y
+
+
+def total(values):
+    return sum(values)
+
+
+def total_values(mapping):
+    return sum(mapping.values())
+
+
+def slow_inc(x, delay=0.2):
+    # The sleep is the workload: it keeps tasks running while a test kills a worker.
+    time.sleep(delay)
+    return x + 1
+
+
+def wait_for_path(path, timeout=30.0):
+    """Block until ``path`` exists; raise TimeoutError after ``timeout`` seconds.
+
+    Lets a test hold a task in the executing state and release it at a moment
+    of its choosing, without guessing durations.
+    """
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.01)
+    return True
+
+
+def signal_and_wait(started_path, release_path, timeout=30.0):
+    """Create ``started_path``, then wait for ``release_path`` to exist."""
+    pathlib.Path(started_path).touch()
+    return wait_for_path(release_path, timeout)
+
+
+def append_line(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
+
+
+def flaky_inc(counter_path, failures, x):
+    """Fail the first ``failures`` calls (counted in a file, so across processes)."""
+    counter = pathlib.Path(counter_path)
+    attempts = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(attempts))
+    if attempts <= failures:
+        raise RuntimeError(f"flaky failure on attempt {attempts}")
+    return x + 1
+
+
+def make_lock():
+    return threading.Lock()
+
+
+def getpid():
+    return os.getpid()
+
+
+def worker_key_count(dask_worker):
+    return len(dask_worker.data)

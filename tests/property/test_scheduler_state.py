@@ -1,0 +1,545 @@
+"""Stateful tests of the scheduler's sans-I/O core (``SchedulerState``).
+
+The machine plays a few clients and workers against one ``SchedulerState``:
+it submits random small graphs, joins and removes workers at any moment, and
+answers for the workers only what a real worker could say (finishing, erring,
+seceding tasks it was sent, reporting replicas and missing data, stale
+reports that crossed a ``free-keys`` on the wire).  Besides
+``state.validate()`` it keeps its own picture of the cluster, built only from
+the events it sent and the messages it got back, and checks the scheduler
+against it after every step:
+
+* ``who_wants`` of every task is exactly the set of clients holding a future;
+* clients hear about a key only while they hold a future for it;
+* messages go only to live workers and connected clients;
+* a worker is only sent ``compute-task`` with dependencies on live holders,
+  and the scheduler only thinks a worker holds data the worker really holds.
+
+The ``drain`` rule (also run at teardown) runs the cluster to quiescence and
+checks that every wanted key reached memory or erred, or is stuck for the one
+legitimate reason (its restrictions exclude every live worker).  Teardown then
+releases everything and checks that nothing is left behind.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from trioflow.core import events as ev
+from trioflow.core.scheduler_state import SchedulerState
+
+pytestmark = pytest.mark.timeout(300)
+
+CLIENTS = ("c0", "c1", "c2")
+ADDRESSES = tuple(f"tcp://10.0.0.{i}:8000" for i in range(5))
+NAMES = ("alice", "bob")
+# what a TaskSpec's ``workers=`` may name: addresses, worker names, bare hosts
+RESTRICTION_TARGETS = ADDRESSES[:3] + NAMES + ("10.0.0.1", "tcp://10.0.0.7:8000")
+# joined by the drain so that every task without worker restrictions can run
+DRAIN_WORKER = "tcp://10.0.0.9:8000"
+DRAIN_RESOURCES = {"GPU": 2}
+PREFIXES = ("inc", "add", "sum")
+DURATIONS = (0.0, 1e-4, 0.003, 0.5)
+WORKER_TTL = 30.0
+
+CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key")
+
+
+def _host(address: str) -> str:
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.state = SchedulerState(worker_ttl=WORKER_TTL)
+        self.now = 0.0
+        self.connected: set[str] = set()
+        # client -> keys it holds futures for (the client's view)
+        self.wants: dict[str, set] = {c: set() for c in CLIENTS}
+        # worker -> keys the worker really holds / was told to compute
+        self.held: dict[str, set] = {}
+        self.running: dict[str, set] = {}
+        self.ever_sent: set[tuple[str, object]] = set()  # (worker, key) compute-tasks
+        self.specs: dict = {}  # key -> TaskSpec, for every computed key ever submitted
+        self.known_keys: list = []  # every key ever submitted or scattered, in order
+        self._counter = 0
+        self._stimulus = 0
+        # set while an event is being applied and checked; teardown skips its
+        # own checks if a failure is already on its way out
+        self._pending = False
+
+    # ------------------------------------------------------------ plumbing
+
+    def _new_key(self, prefix):
+        self._counter += 1
+        if self._counter % 5 == 0:
+            return (f"{prefix}-0123456789abcdef", self._counter)
+        return f"{prefix}-{self._counter}"
+
+    def handle(self, event):
+        self._pending = True
+        self._stimulus += 1
+        added = set()
+        # the client holds its new futures before any reply can arrive
+        if isinstance(event, ev.GraphSubmitted):
+            added = set(event.wanted)
+        elif isinstance(event, ev.KeysWanted):
+            added = set(event.keys)
+        elif isinstance(event, ev.DataScattered):
+            added = set(event.nbytes)
+        client = getattr(event, "client", None)
+        if client in self.connected:
+            self.wants[client] |= added
+        if isinstance(event, ev.WorkerJoined) and event.address not in self.state.workers:
+            self.held[event.address] = set()
+            self.running[event.address] = set()
+        msgs = self.state.handle(event, self.now)
+        for kind, address, msg in msgs:
+            if kind == "worker":
+                self._worker_msg(address, msg)
+            else:
+                assert kind == "client", (kind, address, msg)
+                self._client_msg(address, msg)
+        # a KeysWanted for a key the scheduler does not know errs the future
+        # at once; the client holds nothing the scheduler will track
+        if isinstance(event, ev.KeysWanted):
+            self.wants[event.client] -= {k for k in event.keys if k not in self.state.tasks}
+        for address in list(self.held):
+            if address not in self.state.workers:
+                del self.held[address]
+                del self.running[address]
+        return msgs
+
+    def _worker_msg(self, address, msg):
+        assert address in self.state.workers, f"message to a worker that left: {address} {msg}"
+        op = msg["op"]
+        if op == "compute-task":
+            for dep, holders in msg["who_has"].items():
+                assert holders, f"compute-task {msg['key']!r}: no holder for dependency {dep!r}"
+                for h in holders:
+                    assert h in self.state.workers, (msg["key"], dep, h)
+            assert set(msg["nbytes"]) == set(msg["who_has"]), msg
+            self.running[address].add(msg["key"])
+            self.ever_sent.add((address, msg["key"]))
+        elif op == "free-keys":
+            self.held[address] -= set(msg["keys"])
+            self.running[address] -= set(msg["keys"])
+        else:
+            raise AssertionError(f"unknown worker op {msg!r}")
+
+    def _client_msg(self, client, msg):
+        assert client in self.connected, (client, msg)
+        op = msg["op"]
+        assert op in CLIENT_KEY_OPS, msg
+        assert msg["key"] in self.wants[client], (
+            f"{client} was sent {op} for {msg['key']!r} but holds no future for it")
+        if op == "cancelled-key":
+            self.wants[client].discard(msg["key"])
+        elif op == "key-in-memory":
+            for w in msg["workers"]:
+                assert w in self.state.workers, msg
+
+    def _live(self):
+        return sorted(self.state.workers)
+
+    def _tasks_in(self, *states):
+        return sorted((k for k, ts in self.state.tasks.items() if ts.state in states), key=repr)
+
+    def _finish(self, worker, key, nbytes=8, duration=0.01):
+        self.held[worker].add(key)
+        self.running[worker].discard(key)
+        self.handle(ev.TaskFinished(worker, key, nbytes, "int", duration, "task-finished"))
+
+    # ------------------------------------------------------------ clients
+
+    @rule(client=st.sampled_from(CLIENTS))
+    def connect_client(self, client):
+        self.handle(ev.ClientConnected(client, "client-connected"))
+        self.connected.add(client)
+
+    @precondition(lambda self: self.connected)
+    @rule(data=st.data())
+    def disconnect_client(self, data):
+        client = data.draw(st.sampled_from(sorted(self.connected)))
+        self.connected.discard(client)
+        self.wants[client] = set()
+        self.handle(ev.ClientDisconnected(client, "client-disconnected"))
+
+    @precondition(lambda self: self.connected)
+    @rule(data=st.data())
+    def submit_graph(self, data):
+        client = data.draw(st.sampled_from(sorted(self.connected)), label="client")
+        specs: list[ev.TaskSpec] = []
+        included = set()
+
+        def include(key):
+            """Resubmit a known computed key, with whatever of its graph the
+            scheduler has forgotten (as a client resubmitting the same graph)."""
+            if key in included or key not in self.specs:
+                return
+            for dep in self.specs[key].dependencies:
+                if dep not in self.state.tasks:
+                    include(dep)
+            included.add(key)
+            specs.append(self.specs[key])
+
+        resubmit = []
+        if self.specs and data.draw(st.booleans(), label="resubmit?"):
+            resubmit = data.draw(st.lists(st.sampled_from(sorted(self.specs, key=repr)),
+                                          max_size=3, unique=True), label="resubmit")
+            for key in resubmit:
+                include(key)
+
+        existing = sorted(self.state.tasks, key=repr)
+        new_keys = []
+        n_new = data.draw(st.integers(0 if resubmit else 1, 4), label="n_new")
+        for _ in range(n_new):
+            key = self._new_key(data.draw(st.sampled_from(PREFIXES)))
+            pool = existing + new_keys
+            deps = data.draw(st.lists(st.sampled_from(pool), max_size=3, unique=True),
+                             label="deps") if pool else []
+            if (self.known_keys and data.draw(st.integers(0, 19), label="lost?") == 0):
+                # a dependency the scheduler may have forgotten meanwhile
+                deps.append(data.draw(st.sampled_from(self.known_keys), label="old dep"))
+                deps = list(dict.fromkeys(deps))
+            workers = None
+            if data.draw(st.integers(0, 3), label="restricted?") == 0:
+                workers = tuple(data.draw(st.lists(st.sampled_from(RESTRICTION_TARGETS),
+                                                   min_size=1, max_size=2, unique=True)))
+            spec = ev.TaskSpec(
+                key=key,
+                run_spec=("func", key),
+                dependencies=tuple(deps),
+                priority=data.draw(st.integers(-1, 1), label="priority"),
+                workers=workers,
+                allow_other_workers=workers is not None and data.draw(st.booleans()),
+                retries=data.draw(st.integers(0, 2), label="retries"),
+                resources=data.draw(st.sampled_from([None, None, None, {"GPU": 1},
+                                                     {"GPU": 2}]), label="resources"),
+            )
+            self.specs[key] = spec
+            self.known_keys.append(key)
+            new_keys.append(key)
+            specs.append(spec)
+        wanted = list(resubmit)
+        if new_keys:
+            wanted += [k for k in new_keys if data.draw(st.booleans(), label="want")]
+            if not wanted:
+                wanted.append(new_keys[-1])
+        self.handle(ev.GraphSubmitted(client, tuple(specs), tuple(dict.fromkeys(wanted)),
+                                      0.0, "update-graph"))
+
+    @precondition(lambda self: any(self.wants[c] for c in self.connected))
+    @rule(data=st.data())
+    def release_keys(self, data):
+        client = data.draw(st.sampled_from(sorted(c for c in self.connected if self.wants[c])))
+        keys = data.draw(st.lists(st.sampled_from(sorted(self.wants[client], key=repr)),
+                                  min_size=1, unique=True))
+        if self.known_keys and data.draw(st.booleans()):
+            keys.append(data.draw(st.sampled_from(self.known_keys)))  # maybe not its own
+        for key in keys:
+            self.wants[client].discard(key)
+        self.handle(ev.KeysReleased(client, tuple(dict.fromkeys(keys)), "client-releases-keys"))
+
+    @precondition(lambda self: self.connected and self.known_keys)
+    @rule(data=st.data())
+    def want_keys(self, data):
+        client = data.draw(st.sampled_from(sorted(self.connected)))
+        keys = data.draw(st.lists(st.sampled_from(self.known_keys), min_size=1, max_size=3,
+                                  unique=True))
+        self.handle(ev.KeysWanted(client, tuple(keys), "client-wants-keys"))
+
+    @precondition(lambda self: self.connected and self.known_keys)
+    @rule(data=st.data(), force=st.booleans())
+    def cancel_keys(self, data, force):
+        client = data.draw(st.sampled_from(sorted(self.connected)))
+        pool = sorted(self.wants[client], key=repr) or self.known_keys
+        keys = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2, unique=True))
+        self.handle(ev.KeysCancelled(client, tuple(keys), force, "client-cancels-keys"))
+
+    @precondition(lambda self: self.connected and self.known_keys)
+    @rule(data=st.data())
+    def retry_keys(self, data):
+        client = data.draw(st.sampled_from(sorted(self.connected)))
+        pool = self._tasks_in("erred") or self.known_keys
+        keys = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2, unique=True))
+        self.handle(ev.TasksRetried(client, tuple(keys), "client-retries-keys"))
+
+    @precondition(lambda self: self.connected)
+    @rule(data=st.data())
+    def scatter(self, data):
+        client = data.draw(st.sampled_from(sorted(self.connected)))
+        keys = []
+        for _ in range(data.draw(st.integers(1, 2))):
+            if self.known_keys and data.draw(st.integers(0, 4)) == 0:
+                # scatter({key: value}) may name any key, even a computed one
+                keys.append(data.draw(st.sampled_from(self.known_keys)))
+            else:
+                self._counter += 1
+                keys.append(f"data-{self._counter}")
+                self.known_keys.append(keys[-1])
+        keys = list(dict.fromkeys(keys))
+        holders = data.draw(st.lists(st.sampled_from(self._live() + [ADDRESSES[4]]),
+                                     min_size=1, max_size=2, unique=True)) \
+            if self.state.workers else [ADDRESSES[4]]
+        for w in holders:
+            if w in self.held:
+                self.held[w] |= set(keys)
+        self.handle(ev.DataScattered(client, {k: 16 for k in keys},
+                                     {k: tuple(holders) for k in keys}, {k: "int" for k in keys},
+                                     "scatter"))
+
+    # ------------------------------------------------------------ workers joining and leaving
+
+    @rule(address=st.sampled_from(ADDRESSES), nthreads=st.integers(1, 3),
+          name=st.sampled_from([None, None, *NAMES]),
+          resources=st.sampled_from([None, None, {"GPU": 1}, {"GPU": 2}]))
+    def join_worker(self, address, nthreads, name, resources):
+        self.handle(ev.WorkerJoined(address, nthreads, 2**30, name, resources, "worker-joined"))
+
+    @precondition(lambda self: self.state.workers)
+    @rule(data=st.data())
+    def remove_worker(self, data):
+        address = data.draw(st.sampled_from(self._live()))
+        self.handle(ev.WorkerLeft(address, "worker-connection-closed"))
+        assert address not in self.state.workers
+
+    @precondition(lambda self: self.state.workers)
+    @rule(data=st.data())
+    def heartbeat(self, data):
+        address = data.draw(st.sampled_from(self._live()))
+        self.handle(ev.WorkerHeartbeat(address, {"executing": 0}, "heartbeat"))
+
+    @rule(dt=st.sampled_from([0.5, 5.0, 20.0]))
+    def advance_clock_and_check_heartbeats(self, dt):
+        self.now += dt
+        self.handle(ev.CheckHeartbeats("heartbeat-check"))
+        for ws in self.state.workers.values():
+            assert self.now - ws.last_seen <= WORKER_TTL, ws
+
+    # ------------------------------------------------------------ worker reports
+
+    def _draw_processing(self, data):
+        key = data.draw(st.sampled_from(self._tasks_in("processing")), label="processing")
+        return self.state.tasks[key].processing_on.address, key
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data(), nbytes=st.integers(0, 1000), duration=st.sampled_from(DURATIONS))
+    def task_finished(self, data, nbytes, duration):
+        worker, key = self._draw_processing(data)
+        self._finish(worker, key, nbytes, duration)
+        assert self.state.tasks.get(key) is None or self.state.tasks[key].state in (
+            "memory", "released"), self.state.tasks[key]
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data(), kind=st.sampled_from(["", "", "TimeoutError"]))
+    def task_erred(self, data, kind):
+        worker, key = self._draw_processing(data)
+        self.running[worker].discard(key)
+        self.handle(ev.TaskErred(worker, key, b"exc", b"tb", "ZeroDivisionError", kind,
+                                 "task-erred"))
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data())
+    def task_seceded(self, data):
+        worker, key = self._draw_processing(data)
+        self.handle(ev.TaskSeceded(worker, key, "secede"))
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data())
+    def task_cancelled_on_worker(self, data):
+        worker, key = self._draw_processing(data)
+        self.running[worker].discard(key)
+        self.handle(ev.TaskCancelledOnWorker(worker, key, "task-cancelled"))
+
+    def _stale_pairs(self):
+        out = []
+        for worker, key in self.ever_sent:
+            if worker not in self.state.workers:
+                continue
+            ts = self.state.tasks.get(key)
+            if ts is None or ts.processing_on is not self.state.workers[worker]:
+                out.append((worker, key))
+        return sorted(out, key=repr)
+
+    @precondition(lambda self: self._stale_pairs())
+    @rule(data=st.data(), report=st.sampled_from(["finished", "erred", "cancelled", "seceded"]))
+    def stale_report(self, data, report):
+        """A report that crossed a free-keys (or a reschedule) on the wire."""
+        worker, key = data.draw(st.sampled_from(self._stale_pairs()))
+        if report == "finished":
+            self._finish(worker, key, 8, 0.01)
+        elif report == "erred":
+            self.handle(ev.TaskErred(worker, key, b"exc", b"tb", "boom", "", "task-erred"))
+        elif report == "cancelled":
+            self.handle(ev.TaskCancelledOnWorker(worker, key, "task-cancelled"))
+        else:
+            self.handle(ev.TaskSeceded(worker, key, "secede"))
+
+    @precondition(lambda self: self.state.workers and self.known_keys)
+    @rule(data=st.data())
+    def finished_for_unknown_key(self, data):
+        """A worker reports a key it was never sent, or one since forgotten."""
+        worker = data.draw(st.sampled_from(self._live()))
+        key = data.draw(st.sampled_from(self.known_keys))
+        ts = self.state.tasks.get(key)
+        if ts is not None and ts.state not in ("released", "erred"):
+            return  # only stale here; fresh results are task_finished's business
+        self._finish(worker, key, 8, 0.0)
+
+    @precondition(lambda self: self.state.workers and self.known_keys)
+    @rule(data=st.data())
+    def replica_added(self, data):
+        worker = data.draw(st.sampled_from(self._live()))
+        memory = [k for k in self._tasks_in("memory")
+                  if self.state.workers[worker] not in self.state.tasks[k].who_has]
+        keys = data.draw(st.lists(st.sampled_from(memory or self.known_keys), min_size=1,
+                                  max_size=2, unique=True))
+        if data.draw(st.booleans()):
+            keys.append(data.draw(st.sampled_from(self.known_keys)))
+        keys = list(dict.fromkeys(keys))
+        self.held[worker] |= set(keys)
+        self.handle(ev.ReplicaAdded(worker, {k: 8 for k in keys}, "add-keys"))
+
+    def _holdings(self):
+        return sorted(((ws.address, k) for k in self._tasks_in("memory")
+                       for ws in self.state.tasks[k].who_has), key=repr)
+
+    @precondition(lambda self: self._holdings())
+    @rule(data=st.data())
+    def data_missing(self, data):
+        holder, key = data.draw(st.sampled_from(self._holdings()))
+        reporter = data.draw(st.sampled_from(self._live()))
+        self.held[holder].discard(key)
+        self.handle(ev.DataMissing(reporter, key, holder, "missing-data"))
+
+    @precondition(lambda self: self.state.workers and self.known_keys)
+    @rule(data=st.data())
+    def data_missing_stale(self, data):
+        """The holder named no longer holds it in the scheduler's view either."""
+        holder = data.draw(st.sampled_from(self._live() + [ADDRESSES[4]]))
+        key = data.draw(st.sampled_from(self.known_keys))
+        ts = self.state.tasks.get(key)
+        if ts is not None and holder in {ws.address for ws in ts.who_has}:
+            return
+        if holder in self.held:
+            self.held[holder].discard(key)
+        self.handle(ev.DataMissing(self._live()[0], key, holder, "missing-data"))
+
+    @precondition(lambda self: self._holdings())
+    @rule(data=st.data())
+    def data_unserializable(self, data):
+        holder, key = data.draw(st.sampled_from(self._holdings()))
+        self.handle(ev.DataUnserializable(holder, key, f"cannot pickle {key!r}",
+                                          "unserializable"))
+        ts = self.state.tasks.get(key)
+        assert ts is None or ts.state == "erred", ts
+
+    # ------------------------------------------------------------ liveness
+
+    @rule()
+    def drain(self):
+        self._drain()
+
+    def _drain(self):
+        if DRAIN_WORKER not in self.state.workers:
+            self.handle(ev.WorkerJoined(DRAIN_WORKER, 2, 2**30, None, DRAIN_RESOURCES,
+                                        "worker-joined"))
+        for _ in range(10_000):
+            processing = self._tasks_in("processing")
+            if not processing:
+                break
+            for key in processing:
+                ts = self.state.tasks.get(key)
+                if ts is not None and ts.state == "processing":
+                    self._finish(ts.processing_on.address, key)
+        else:
+            raise AssertionError("the scheduler did not quiesce")
+        assert not self._tasks_in("queued"), "queued tasks while workers are idle"
+        for key, ts in self.state.tasks.items():
+            if ts.state == "waiting":
+                # blocked only behind a task no live worker may run
+                stack, seen, blocked = [ts], set(), False
+                while stack:
+                    t = stack.pop()
+                    if t in seen:
+                        continue
+                    seen.add(t)
+                    if t.state == "no-worker":
+                        blocked = True
+                    stack.extend(t.waiting_on)
+                assert blocked, f"{ts} waits on {ts.waiting_on} and nothing runs"
+            elif ts.state == "no-worker":
+                assert not self._could_run(ts), f"{ts} stuck although a live worker fits it"
+        for client in self.connected:
+            for key in self.wants[client]:
+                ts = self.state.tasks[key]
+                assert ts.state in ("memory", "erred", "no-worker", "waiting"), ts
+
+    def _could_run(self, ts) -> bool:
+        """Could any live worker run ``ts`` under its restrictions?"""
+        workers = list(self.state.workers.values())
+        if ts.worker_restrictions:
+            allowed = [ws for ws in workers if {ws.address, ws.name, _host(ws.address)}
+                       & ts.worker_restrictions]
+            if allowed or not ts.allow_other_workers:
+                workers = allowed
+        return any(all(ws.resources.get(r, 0) >= n for r, n in (ts.resources or {}).items())
+                   for ws in workers)
+
+    def teardown(self):
+        if self._pending:
+            return  # a step already failed; do not mask its error
+        self._drain()
+        self.check()
+        for client in sorted(self.connected):
+            if self.wants[client]:
+                keys = tuple(sorted(self.wants[client], key=repr))
+                self.wants[client] = set()
+                self.handle(ev.KeysReleased(client, keys, "client-releases-keys"))
+                self.check()
+        assert not self.state.tasks, f"released keys left a trace: {self.state.tasks}"
+        for ws in self.state.workers.values():
+            assert not ws.has_what and not ws.processing and ws.nbytes == 0, ws
+        for address, keys in self.held.items():
+            assert not keys, f"{address} was never told to free {keys}"
+        assert not self.state.queued_set and not self.state.unrunnable
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def check(self):
+        state = self.state
+        state.validate()
+        for key, ts in state.tasks.items():
+            holders = {c for c in self.connected if key in self.wants[c]}
+            assert ts.who_wants == holders, (ts, ts.who_wants, holders)
+        for client in self.connected:
+            for key in self.wants[client]:
+                assert key in state.tasks, f"{client} holds a future for forgotten {key!r}"
+        assert set(self.held) == set(state.workers), (set(self.held), set(state.workers))
+        for address, ws in state.workers.items():
+            on_worker = self.held[address]
+            believed = {ts.key for ts in ws.has_what}
+            assert believed <= on_worker, (address, believed - on_worker)
+            assert ws.nbytes == sum(ts.nbytes for ts in ws.has_what), ws
+            processing = {ts.key for ts in ws.processing}
+            assert processing <= self.running[address], (address, processing)
+        self._pending = False
+
+
+SchedulerMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSchedulerState = SchedulerMachine.TestCase

@@ -1,0 +1,99 @@
+"""Worker processes killed with SIGKILL: results still arrive, nannies restart workers."""
+
+import os
+import signal
+
+import pytest
+
+import trioflow
+from trioflow import Client
+from _tasks import inc, slow_inc
+from _util import wait_until, worker_pids
+
+pytestmark = pytest.mark.timeout(120)
+
+N_TASKS = 40
+DELAY = 0.2
+
+
+def _kill(pid):
+    os.kill(pid, signal.SIGKILL)
+
+
+def _restarted(client, killed_pid, n_workers=2):
+    """True once ``n_workers`` workers answer and none of them is the killed process."""
+    try:
+        pids = client.run(os.getpid)
+    except Exception:  # noqa: BLE001 - the dead worker may still be listed for a moment
+        return False
+    return len(pids) == n_workers and killed_pid not in pids.values()
+
+
+def _kill_one_worker_mid_computation(client):
+    """Run N_TASKS slow tasks, SIGKILL one worker while they run, check the results."""
+    pids = worker_pids(client)
+    assert len(pids) == 2, pids
+    victim_address, victim_pid = sorted(pids.items())[0]
+
+    futures = client.map(slow_inc, range(N_TASKS), delay=DELAY)
+    # Both workers are busy once a few tasks have finished and many remain.
+    wait_until(lambda: sum(f.done() for f in futures) >= 2, timeout=30, message="tasks started")
+    assert sum(f.done() for f in futures) < N_TASKS
+    _kill(victim_pid)
+
+    trioflow.wait(futures, timeout=90)
+    assert client.gather(futures) == [i + 1 for i in range(N_TASKS)]
+
+    client.wait_for_workers(2, timeout=60)
+    wait_until(
+        lambda: _restarted(client, victim_pid),
+        timeout=60,
+        message=f"worker {victim_address} (pid {victim_pid}) restarted by its nanny",
+    )
+    assert client.gather(client.map(inc, range(10), pure=False)) == list(range(1, 11))
+
+
+def test_processes_worker_killed_mid_computation_gather_succeeds(proc_client):
+    _kill_one_worker_mid_computation(proc_client)
+
+
+def test_processes_key_lost_with_worker_is_recomputed(proc_client):
+    held = proc_client.submit(inc, 1)
+    assert held.result(timeout=30) == 2
+    (holder,) = proc_client.who_has([held])[held.key]
+    holder_pid = proc_client.run(os.getpid)[holder]
+    _kill(holder_pid)
+
+    # Submitted before the scheduler necessarily knows the holder is gone.
+    dependent = proc_client.submit(inc, held)
+    assert dependent.result(timeout=60) == 3
+    assert held.result(timeout=60) == 2
+    wait_until(lambda: _restarted(proc_client, holder_pid), timeout=60, message="nanny restart")
+    assert holder_pid not in proc_client.run(os.getpid).values()
+
+
+def test_cli_worker_killed_mid_computation(cli_cluster):
+    with Client(cli_cluster.address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=30)
+        held = client.submit(inc, 10)
+        assert held.result(timeout=30) == 11
+        (holder,) = client.who_has([held])[held.key]
+        pids = worker_pids(client)
+        assert len(pids) == 2, pids
+
+        futures = client.map(slow_inc, range(N_TASKS), delay=DELAY)
+        wait_until(lambda: sum(f.done() for f in futures) >= 2, timeout=30, message="started")
+        # Kill the worker holding `held`, so the later task has to recompute it.
+        _kill(pids[holder])
+
+        trioflow.wait(futures, timeout=90)
+        assert client.gather(futures) == [i + 1 for i in range(N_TASKS)]
+        assert client.submit(inc, held).result(timeout=60) == 12
+
+        client.wait_for_workers(2, timeout=60)
+        wait_until(
+            lambda: _restarted(client, pids[holder]),
+            timeout=60,
+            message="CLI nanny restarts its killed worker",
+        )
+        assert client.gather(client.map(inc, range(10), pure=False)) == list(range(1, 11))
