@@ -28,6 +28,7 @@ class Connection:
         self._wake = trio.Event()
         self._rids = count(1)
         self._pending: dict[int, list] = {}
+        self._abandoned: dict[int, Callable] = {}
         self._closed = False
         self._done = trio.Event()
         self.close_reason = ""
@@ -46,9 +47,14 @@ class Connection:
         self._buffer.append(msg)
         self._wake.set()
 
-    async def request(self, msg: dict):
+    async def request(self, msg: dict, on_abandoned: Callable[[dict], None] | None = None):
         """Send ``msg`` and return the ``result`` of its reply.  A reply with an
-        ``error`` re-raises it; a closed connection raises CommClosedError."""
+        ``error`` re-raises it; a closed connection raises CommClosedError.
+
+        If the caller is cancelled before the reply comes, the peer is asked to
+        cancel the request (``cancel-request``), and a reply that was already
+        on its way is passed to ``on_abandoned`` (to undo what it did, e.g.
+        put a taken item back)."""
         if self._closed:
             raise CommClosedError(f"connection to {self.peer_address} is closed: {self.close_reason}")
         rid = next(self._rids)
@@ -57,6 +63,15 @@ class Connection:
         self.send({**msg, "rid": rid})
         try:
             await slot[0].wait()
+        except BaseException:
+            if slot[1] is not None:
+                if on_abandoned is not None and "error" not in slot[1]:
+                    on_abandoned(slot[1].get("result"))
+            else:
+                self.send({"op": "cancel-request", "rid": rid})
+                if on_abandoned is not None:
+                    self._abandoned[rid] = on_abandoned
+            raise
         finally:
             self._pending.pop(rid, None)
         reply = slot[1]
@@ -119,6 +134,10 @@ class Connection:
                         if slot is not None:
                             slot[1] = msg
                             slot[0].set()
+                        else:
+                            undo = self._abandoned.pop(msg.get("rid"), None)
+                            if undo is not None and "error" not in msg and not msg.get("cancelled"):
+                                undo(msg.get("result"))
                     elif self.handler is not None:
                         self.handler(msg)
         except CommClosedError as exc:

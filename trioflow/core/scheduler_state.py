@@ -340,7 +340,8 @@ class SchedulerState:
                                     kind="FutureLostError", blame=ts)
                 continue
             if ts.state not in ("memory", "released"):
-                self._abandon(ts)
+                # a holder that was running it keeps its copy: no free-keys there
+                self._abandon(ts, free_on_worker=ts.processing_on not in holders)
             ts.nbytes = nbytes
             ts.type_name = e.type_names.get(key, ts.type_name)
             for ws in holders:
@@ -789,7 +790,7 @@ class SchedulerState:
         for t in erred:
             self._forget_if_unneeded(t)
 
-    def _abandon(self, ts: TaskState):
+    def _abandon(self, ts: TaskState, free_on_worker: bool = True):
         """Take a task out of wherever it is queued or running, without
         changing its state label (the caller sets it)."""
         if ts.processing_on is not None:
@@ -798,7 +799,8 @@ class SchedulerState:
             ws.long_running.discard(ts)
             ts.processing_on = None
             ts.long_running = False
-            self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+            if free_on_worker:
+                self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
             self._fill_from_queue(ws)
         self.unrunnable.discard(ts)
         self.queued_set.discard(ts)  # its heap entry is skipped as stale

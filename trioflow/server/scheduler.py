@@ -50,6 +50,8 @@ class Scheduler:
         self.workers: dict[str, Connection] = {}
         self.worker_info: dict[str, dict] = {}
         self.extensions: dict[str, object] = {}
+        self._extension_handlers: dict = {}
+        self._request_scopes: dict = {}  # connection -> rid -> cancel scope of a request
         self._workers_changed = trio.Event()
         self._nursery_manager = None
         self.nursery: trio.Nursery | None = None
@@ -69,6 +71,10 @@ class Scheduler:
                 _serve_task, self._listen, self._handle_comm, self.token)
             self.nursery.start_soon(self._check_heartbeats)
             self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token)
+            from trioflow.extensions import scheduler_extensions
+            self.extensions = scheduler_extensions(self)
+            self._extension_handlers = {op: handler for ext in self.extensions.values()
+                                        for op, handler in ext.handlers.items()}
             self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, "scheduler-start"))
             if self.scheduler_file:
                 self.write_scheduler_file(self.scheduler_file)
@@ -164,8 +170,10 @@ class Scheduler:
                 await conn.run()
             finally:
                 requests.cancel_scope.cancel()
+                self._request_scopes.pop(conn, None)
                 if self.clients.get(client_id) is conn:
                     del self.clients[client_id]
+                    self._peer_left(client_id)
                     self.stimulus(ev.ClientDisconnected(client_id, "client-disconnected"))
 
     async def _worker_stream(self, comm):
@@ -188,9 +196,11 @@ class Scheduler:
                 await conn.run()
             finally:
                 requests.cancel_scope.cancel()
+                self._request_scopes.pop(conn, None)
                 if self.workers.get(address) is conn:
                     del self.workers[address]
                     self.worker_info.pop(address, None)
+                    self._peer_left(address)
                     self.stimulus(ev.WorkerLeft(address, "worker-connection-closed"))
                     self._worker_set_changed()
                     logger.info("worker %s left: %s", address, conn.close_reason or "closed")
@@ -199,6 +209,9 @@ class Scheduler:
 
     def _client_msg(self, client_id: str, conn: Connection, msg: dict, requests: trio.Nursery):
         op = msg.get("op")
+        if op == "cancel-request":
+            self._cancel_request(conn, msg)
+            return
         handler = _CLIENT_OPS.get(op)
         if handler is not None:
             try:
@@ -208,12 +221,7 @@ class Scheduler:
                 if "rid" in msg:
                     conn.send(reply_error(msg, exc))
             return
-        request = _CLIENT_REQUESTS.get(op)
-        if request is None:
-            for extension in self.extensions.values():
-                request = getattr(extension, "handlers", {}).get(op)
-                if request is not None:
-                    break
+        request = self._request_handler(op)
         if request is None:
             logger.warning("client %s sent unknown op %r", client_id, op)
             if "rid" in msg:
@@ -221,15 +229,42 @@ class Scheduler:
             return
         requests.start_soon(self._answer, conn, msg, request, client_id)
 
+    def _request_handler(self, op):
+        """A callable ``(peer, msg)`` for a request op, or None."""
+        builtin = _CLIENT_REQUESTS.get(op)
+        if builtin is not None:
+            return lambda peer, msg: builtin(self, peer, msg)
+        return self._extension_handlers.get(op)
+
+    def _peer_left(self, peer: str):
+        for extension in self.extensions.values():
+            try:
+                extension.peer_left(peer)
+            except Exception:
+                logger.exception("extension %s failed to clean up after %s", extension, peer)
+
     async def _answer(self, conn: Connection, msg: dict, request, peer: str):
-        try:
-            result = request(self, peer, msg)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            conn.send(reply_error(msg, exc))
-        else:
-            conn.send(reply_ok(msg, result))
+        scopes = self._request_scopes.setdefault(conn, {})
+        rid = msg.get("rid")
+        with trio.CancelScope() as scope:
+            scopes[rid] = scope
+            try:
+                result = request(peer, msg)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                conn.send(reply_error(msg, exc))
+            else:
+                conn.send(reply_ok(msg, result))
+            finally:
+                scopes.pop(rid, None)
+        if scope.cancelled_caught:
+            conn.send({"op": "reply", "rid": rid, "cancelled": True})
+
+    def _cancel_request(self, conn: Connection, msg: dict):
+        scope = self._request_scopes.get(conn, {}).get(msg.get("rid"))
+        if scope is not None:
+            scope.cancel()
 
     def _update_graph(self, client_id, msg):
         tasks = tuple(
@@ -383,13 +418,10 @@ class Scheduler:
                                                 "unserializable"))
         elif op == "heartbeat":
             self.stimulus(ev.WorkerHeartbeat(address, msg.get("metrics"), "heartbeat"))
+        elif op == "cancel-request":
+            self._cancel_request(conn, msg)
         else:
-            request = _CLIENT_REQUESTS.get(op)
-            if request is None:
-                for extension in self.extensions.values():
-                    request = getattr(extension, "handlers", {}).get(op)
-                    if request is not None:
-                        break
+            request = self._request_handler(op)
             if request is not None:
                 requests.start_soon(self._answer, conn, msg, request, address)
             else:

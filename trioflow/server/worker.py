@@ -111,6 +111,7 @@ class Worker:
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.plugins: dict = {}
         self.extensions: dict = {}
+        self._extension_handlers: dict = {}
         self.client = None  # the client tasks get from get_client(), made on first use
         self._client_lock = trio.Lock()
 
@@ -129,6 +130,10 @@ class Worker:
                 self.name = self.address
             self._peers = ConnectionPool(self.nursery, {"role": "peer", "address": self.address},
                                          self.token)
+            from trioflow.extensions import worker_extensions
+            self.extensions = worker_extensions(self)
+            self._extension_handlers = {op: handler for ext in self.extensions.values()
+                                        for op, handler in ext.handlers.items()}
             self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate)
             comm = await connect(self.scheduler_address, self.nursery, token=self.token, info={
                 "role": "worker", "address": self.address, "nthreads": self.nthreads,
@@ -176,6 +181,9 @@ class Worker:
             logger.warning("worker %s closes with %d sync task(s) still running in threads "
                            "(%s); their threads are abandoned and their results discarded",
                            self.address, len(stuck), ", ".join(map(repr, stuck[:5])))
+        for extension in self.extensions.values():
+            with trio.move_on_after(2):
+                await extension.close()
         if self.client is not None:
             with trio.move_on_after(5):
                 await self.client._close_async()
@@ -407,14 +415,14 @@ class Worker:
 
     async def _serve_request(self, conn: Connection, msg: dict, inproc: bool):
         op = msg.get("op")
-        handler = _REQUESTS.get(op) or next(
-            (h for ext in self.extensions.values()
-             if (h := getattr(ext, "handlers", {}).get(op)) is not None), None)
+        builtin = _REQUESTS.get(op)
+        handler = (partial(builtin, self) if builtin is not None
+                   else self._extension_handlers.get(op))
         if handler is None:
             conn.send(reply_error(msg, ValueError(f"worker: unknown operation {op!r}")))
             return
         try:
-            result = handler(self, msg, inproc)
+            result = handler(msg, inproc)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:

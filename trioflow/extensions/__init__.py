@@ -1,0 +1,29 @@
+"""Scheduler extensions: each coordination primitive is one module holding
+its scheduler-side handlers and its client-side object.
+
+They are registered here, in one place; the scheduler instantiates each at
+start.  See ``base.SchedulerExtension`` for what an extension gets.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+#: "module:Class" of every scheduler extension, loaded in this order
+SCHEDULER_EXTENSIONS: list[str] = []
+
+#: "module:Class" of every worker extension (handlers for requests that peers
+#: and clients send straight to a worker, e.g. Pub/Sub between workers, actors)
+WORKER_EXTENSIONS: list[str] = []
+
+
+def _load(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(import_module(module), name)
+
+
+def scheduler_extensions(scheduler) -> dict:
+    return {cls.name: cls(scheduler) for cls in map(_load, SCHEDULER_EXTENSIONS)}
+
+
+def worker_extensions(worker) -> dict:
+    return {cls.name: cls(worker) for cls in map(_load, WORKER_EXTENSIONS)}

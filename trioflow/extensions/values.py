@@ -1,0 +1,60 @@
+"""Values that travel through extensions and may contain futures.
+
+``pack`` pickles a value and lists the keys of the futures inside it (which
+the extension then holds on the scheduler, keeping them alive while stored).
+``unpack`` rebuilds the value in a receiving client, turning each key back
+into a Future of that client.  The extension must have handed the keys over
+to the receiving client (``SchedulerExtension.hand_over``) before replying,
+so the data is never unwanted in between.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+
+import cloudpickle
+
+from trioflow.errors import SerializationError
+from trioflow.protocol.serialize import describe, pickle_error
+
+
+def _persistent_id(keys: list, obj):
+    if getattr(type(obj), "_trioflow_is_future", False):
+        keys.append(obj.key)
+        return ("future", obj.key)
+    return None
+
+
+class _Pickler(cloudpickle.Pickler):
+    def __init__(self, file, keys):
+        super().__init__(file, protocol=5)
+        self.keys = keys
+
+    def persistent_id(self, obj):
+        return _persistent_id(self.keys, obj)
+
+
+def pack(value) -> tuple[bytes, list]:
+    """``(payload, keys of the futures inside value)``."""
+    keys: list = []
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, keys).dump(value)
+    except Exception as exc:
+        raise SerializationError(pickle_error(describe(value), exc)) from exc
+    return buffer.getvalue(), list(dict.fromkeys(keys))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, client):
+        super().__init__(file)
+        self.client = client
+
+    def persistent_load(self, pid):
+        from trioflow.client.future import Future
+        _, key = pid
+        return Future(key, self.client, inform=False)
+
+
+def unpack(payload: bytes, client):
+    return _Unpickler(io.BytesIO(payload), client).load()
