@@ -87,13 +87,28 @@ class worker_client:
 
     def __init__(self, timeout=None, separate_thread=True):
         self.timeout = timeout
+        self._dask_config = None
+
+    def _use_for_dask(self, client):
+        # dask collections computed inside the block run on the cluster
+        import sys
+        if "dask" in sys.modules:
+            import dask
+            self._dask_config = dask.config.set(scheduler=client.get)
+
+    def _restore_dask(self):
+        if self._dask_config is not None:
+            self._dask_config.__exit__(None, None, None)
+            self._dask_config = None
 
     def __enter__(self):
         client = get_client()
         secede()
+        self._use_for_dask(client)
         return client
 
     def __exit__(self, *exc_info):
+        self._restore_dask()
         rejoin()
 
     async def __aenter__(self):

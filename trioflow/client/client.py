@@ -315,7 +315,7 @@ class Client:
 
     def submit(self, func, *args, key=None, workers=None, resources=None, retries=None,
                priority=0, fifo_timeout="100 ms", allow_other_workers=False, actor=False,
-               actors=False, pure=True, **kwargs):
+               actors=False, pure=None, timeout=None, **kwargs):
         """Run ``func(*args, **kwargs)`` on the cluster; return a Future.
 
         ``pure=True`` names the task by a hash of the function and arguments,
@@ -324,21 +324,27 @@ class Client:
         names) unless ``allow_other_workers``; ``retries=`` reruns a failing
         task; higher ``priority`` runs first; ``resources={"GPU": 1}`` runs it
         only where the workers declare enough.  ``fifo_timeout`` is accepted
-        and has no effect (submission order already breaks priority ties)."""
+        and has no effect (submission order already breaks priority ties).
+
+        ``timeout=seconds`` (beyond dask) is a deadline for each run of the task:
+        a run still going past it is stopped like a cancelled one (at once
+        for ``async def`` tasks, at the next ``trioflow.checkpoint()`` for
+        sync ones) and the future errs with ``trioflow.TimeoutError``, which
+        counts as a failure for ``retries=``.  It is not passed to ``func``."""
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
         if actor or actors:
             raise NotImplementedError("actors are not available in this version of trioflow")
-        options = _options(workers, resources, retries, priority, allow_other_workers)
-        key, task = self._task(func, self._function_payload(func), args, kwargs, key, pure,
-                               None, options)
+        options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
+        key, task = self._task(func, self._function_payload(func), args, kwargs, key,
+                               pure is not False, None, options)
         future = Future(key, self, inform=False)
         self._core.send({"op": "update-graph", "tasks": [task], "wanted": [key]})
         return future
 
     def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None,
             priority=0, allow_other_workers=False, fifo_timeout="100 ms", actor=False,
-            actors=False, pure=True, batch_size=None, **kwargs):
+            actors=False, pure=None, batch_size=None, timeout=None, **kwargs):
         """``submit(func, *args)`` for each tuple of items of ``iterables``.
 
         ``key=`` is a prefix for the keys or a list of keys; ``batch_size``
@@ -352,7 +358,8 @@ class Client:
         if keys is not None and len(keys) != len(argsets):
             raise ValueError(f"map got {len(keys)} keys for {len(argsets)} tasks")
         prefix = key if isinstance(key, str) else None
-        options = _options(workers, resources, retries, priority, allow_other_workers)
+        pure = pure is not False
+        options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
         func_payload = self._function_payload(func)
         futures, tasks = [], []
         for i, args in enumerate(argsets):
@@ -555,6 +562,15 @@ class Client:
         seconds = 60.0 if timeout == _no_default else parse_timedelta(timeout)
         return self._request({"op": "restart", "timeout": seconds})
 
+    def task_group(self):
+        """A structured group of remote tasks: ``async with client.task_group()
+        as tg:`` (or ``with`` for a blocking client).  Leaving the block waits
+        for the group's tasks; the first failure cancels the rest and raises an
+        ExceptionGroup of the real errors; cancelling the enclosing scope
+        cancels the group's tasks."""
+        from trioflow.client.task_group import TaskGroup
+        return TaskGroup(self)
+
     def get_executor(self, **kwargs):
         """A ``concurrent.futures.Executor`` that submits to this client;
         ``kwargs`` (``workers=``, ``retries=``, ``resources=``...) go to each submit."""
@@ -636,8 +652,10 @@ def _funcname(func) -> str:
     return name
 
 
-def _options(workers, resources, retries, priority, allow_other_workers) -> dict:
+def _options(workers, resources, retries, priority, allow_other_workers, timeout=None) -> dict:
     options = {}
+    if timeout is not None:
+        options["timeout"] = parse_timedelta(timeout)
     if workers is not None:
         options["workers"] = [workers] if isinstance(workers, str) else list(workers)
         options["allow_other_workers"] = bool(allow_other_workers)

@@ -69,6 +69,11 @@ class TaskState:
     def __repr__(self):
         return f"<Task {self.key!r} {self.state}>"
 
+    def __hash__(self):
+        # by key, not id(): set iteration order (and so every decision made
+        # while walking a set of tasks) must not change from run to run
+        return hash(self.key)
+
     def __lt__(self, other):  # for heaps of (priority, task)
         return self.priority < other.priority
 
@@ -93,6 +98,9 @@ class WorkerState:
 
     def __repr__(self):
         return f"<Worker {self.address!r} processing={len(self.processing)}>"
+
+    def __hash__(self):
+        return hash(self.address)  # deterministic set order, as for TaskState
 
     @property
     def occupancy(self) -> float:
@@ -229,6 +237,8 @@ class SchedulerState:
         for key in existing:
             ts = self.tasks.get(key)
             if ts is not None:
+                if ts.state == "released" and ts.who_wants:
+                    self._compute(ts)  # kept only for its dependents, wanted again
                 self._report_state(ts, {e.client})
 
     def _keys_wanted(self, e: ev.KeysWanted):
@@ -342,6 +352,8 @@ class SchedulerState:
             if ts.state not in ("memory", "released"):
                 # a holder that was running it keeps its copy: no free-keys there
                 self._abandon(ts, free_on_worker=ts.processing_on not in holders)
+            for ws in ts.who_has:  # keep the current holders' totals right
+                ws.nbytes += nbytes - ts.nbytes
             ts.nbytes = nbytes
             ts.type_name = e.type_names.get(key, ts.type_name)
             for ws in holders:

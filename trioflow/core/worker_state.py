@@ -50,6 +50,10 @@ class WTask:
     def __repr__(self):
         return f"<WTask {self.key!r} {self.state}>"
 
+    def __hash__(self):
+        # by key, not id(): set iteration order must not change from run to run
+        return hash(self.key)
+
 
 class WorkerState:
     def __init__(self, address: str, nthreads: int, resources: dict | None = None,

@@ -123,13 +123,21 @@ class LocalCluster:
             server = Worker(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                             memory_limit=self.memory_limit, resources=self.resources,
                             token=self.token, validate=self.validate)
-        async with server:
-            self.workers[name] = server
-            task_status.started()
-            try:
+        started = False
+        try:
+            async with server:
+                self.workers[name] = server
+                started = True
+                task_status.started()
                 await self._stop.wait()
-            finally:
-                self.workers.pop(name, None)
+        except Exception:
+            if not started:
+                raise
+            # a worker whose machinery failed closed itself; the scheduler has
+            # already rescheduled its work: the rest of the cluster carries on
+            logger.exception("worker %r of the local cluster failed and was closed", name)
+        finally:
+            self.workers.pop(name, None)
 
     @property
     def scheduler_address(self) -> str:

@@ -27,6 +27,7 @@ from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
 from trioflow.core.worker_state import WorkerState
 from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.errors import TimeoutError as TaskTimeoutError
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.protocol.tasks import loads_args
@@ -103,6 +104,7 @@ class Worker:
         self._peers: ConnectionPool | None = None
         self._threads = TaskThreads(f"trioflow-task-{name}" if name is not None else "trioflow-task")
         self._rejoin_waiters: dict = {}
+        self._deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
         self._nursery_manager = None
@@ -249,10 +251,12 @@ class Worker:
                 dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
                 msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
                 "compute-task"))
-            timeout = msg.get("timeout")
-            if timeout:
-                self.nursery.start_soon(self._deadline, msg["key"], float(timeout))
+            if msg.get("timeout"):
+                self._deadlines[msg["key"]] = float(msg["timeout"])
         elif op == "free-keys":
+            for key in msg["keys"]:
+                if key not in self.executing:
+                    self._deadlines.pop(key, None)
             self._handle(ev.FreeKeys(tuple(msg["keys"]), "free-keys"))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
@@ -329,6 +333,9 @@ class Worker:
         execution = Execution(key, is_async)
         self.executing[key] = execution
         context = TaskContext(self, key, execution)
+        deadline = self._deadlines.get(key)
+        timer = (await self.nursery.start(self._enforce_deadline, execution, deadline)
+                 if deadline else None)
         try:
             if is_async:
                 outcome = await self._run_async(execution, context, func, args, kwargs)
@@ -336,9 +343,17 @@ class Worker:
                 outcome = await self._threads.run(
                     partial(_run_in_thread, execution, context, func, args, kwargs))
         finally:
+            if timer is not None:
+                timer.cancel()
             if self.executing.get(key) is execution:
                 del self.executing[key]
         status, value, duration = outcome
+        self._deadlines.pop(key, None)
+        if execution.timed_out and status != "error":
+            # past its deadline: whatever it produced (or whether it stopped at a
+            # checkpoint) the future errs, and retries= may run it again
+            status, value = "error", TaskTimeoutError(
+                f"task {key!r} ran longer than its timeout of {deadline} s and was stopped")
         if status == "ok":
             self.data[key] = value
             self._handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__, duration,
@@ -375,14 +390,14 @@ class Worker:
         if execution.cancel_scope is not None:
             execution.cancel_scope.cancel()
 
-    async def _deadline(self, key, timeout: float):
-        await trio.sleep(timeout)
-        execution = self.executing.get(key)
-        if execution is not None and not execution.cancelled:
-            execution.cancelled = True
+    async def _enforce_deadline(self, execution: Execution, seconds: float,
+                                task_status=trio.TASK_STATUS_IGNORED):
+        """Stop ``execution`` once it has run for ``seconds`` (as a cancel)."""
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await trio.sleep(seconds)
             execution.timed_out = True
-            if execution.cancel_scope is not None:
-                execution.cancel_scope.cancel()
+            self._cancel_execution(execution.key)
 
     # ------------------------------------------------------------ fetching
 
