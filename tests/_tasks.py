@@ -91,3 +91,14 @@ def getpid():
 
 def worker_key_count(dask_worker):
     return len(dask_worker.data)
+
+
+def fib_worker_client(n):
+    """Recursive Fibonacci whose tasks submit and gather their subtasks."""
+    from trioflow import worker_client
+    if n < 2:
+        return n
+    with worker_client() as client:
+        a = client.submit(fib_worker_client, n - 1)
+        b = client.submit(fib_worker_client, n - 2)
+        return a.result() + b.result()

@@ -37,6 +37,11 @@ _PUBLIC = {
     "ProtocolError": "trioflow.errors",
     "SerializationError": "trioflow.errors",
     "FutureLostError": "trioflow.errors",
+    "Queue": "trioflow.extensions.queue",
+    "Variable": "trioflow.extensions.variable",
+    "Lock": "trioflow.extensions.lock",
+    "Event": "trioflow.extensions.event",
+    "Semaphore": "trioflow.extensions.semaphore",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -25,6 +25,11 @@ class FutureLostError(TrioflowError):
     a dependency released before the task that needed it was submitted)."""
 
 
+class ActorLostError(FutureLostError):
+    """An actor is gone: its worker left (actors are never recomputed) or it was
+    released.  Calls on its proxies raise this."""
+
+
 class CommClosedError(TrioflowError, ConnectionError):
     """The connection to a peer closed."""
 
@@ -38,7 +43,7 @@ class SerializationError(TrioflowError, TypeError):
 
 
 _BY_NAME = {cls.__name__: cls for cls in (
-    TimeoutError, CancelledError, KilledWorker, FutureLostError, CommClosedError,
+    TimeoutError, CancelledError, KilledWorker, FutureLostError, ActorLostError, CommClosedError,
     ProtocolError, SerializationError)}
 
 

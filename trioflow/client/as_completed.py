@@ -32,7 +32,10 @@ class as_completed:
         self._futures: dict = {}
         self._queue: deque = deque()
         self._changed: trio.Event | None = None
+        # count() is added - yielded: add() may run in any thread and the
+        # watcher it starts reaches the loop later, so _pending can lag behind
         self._added = 0
+        self._yielded = 0
         if futures is not None:
             self.update(futures)
 
@@ -95,6 +98,7 @@ class as_completed:
     async def _next(self):
         if not await self._wait_ready():
             return _END
+        self._yielded += 1
         return self._unwrap(self._queue.popleft())
 
     async def _batch(self, block: bool):
@@ -102,10 +106,8 @@ class as_completed:
             return []
         items = list(self._queue)
         self._queue.clear()
+        self._yielded += len(items)
         return [self._unwrap(item) for item in items]
-
-    async def _counts(self):
-        return len(self._pending), len(self._queue)
 
     # ---------------------------------------------------------------- public
 
@@ -152,12 +154,7 @@ class as_completed:
 
     def count(self) -> int:
         """Futures not yet yielded (pending or finished and waiting)."""
-        if self.client is None:
-            return 0
-        if self.client.asynchronous:
-            return len(self._pending) + len(self._queue)
-        pending, queued = self.client._sync(self._counts)
-        return pending + queued
+        return max(0, self._added - self._yielded)
 
     def __len__(self):
         return self.count()
@@ -170,3 +167,4 @@ class as_completed:
         self._queue.clear()
         self._pending.clear()
         self._futures.clear()
+        self._yielded = self._added

@@ -136,6 +136,16 @@ class BackgroundContext:
     def call_blocking(self, async_fn, *args):
         return self.loop.call(async_fn, *args)
 
+    async def run_from_other_loop(self, async_fn, *args):
+        """Await ``async_fn(*args)``, run in the loop thread of a blocking
+        host, from trio or asyncio code running elsewhere."""
+        if current_library() == "asyncio":
+            import asyncio
+            return await asyncio.wrap_future(self.loop.portal.start_task_soon(async_fn, *args))
+        # the portal refuses calls from a trio thread, even of another trio run
+        return await trio.to_thread.run_sync(self.loop.call, async_fn, *args,
+                                             abandon_on_cancel=True)
+
     def in_host_loop(self) -> bool:
         try:
             return trio.lowlevel.current_trio_token() is self.trio_token

@@ -176,17 +176,21 @@ class Client:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _sync(self, async_fn, *args):
+    def _sync(self, async_fn, *args, asynchronous=None):
         """Run ``async_fn(*args)`` in the client's loop.  Blocking clients
         block; asynchronous ones return an awaitable.  A client hosted in a
         trio loop (``asynchronous=True`` under trio, and every worker's
         client) also serves other threads, blocking them: that is how sync
-        tasks on a worker use the worker's client."""
+        tasks on a worker use the worker's client.  ``asynchronous=True``
+        (a method's keyword) makes a blocking client return an awaitable for
+        trio or asyncio code instead."""
         if self._host is None or self.status != "running":
             raise TrioflowError(f"{self!r} is not running" + (
                 ": await it or use 'async with' first" if self._asynchronous else ""))
         mode = self._host.mode
         if mode == "blocking":
+            if asynchronous:
+                return self._host.run_from_other_loop(async_fn, *args)
             if self._host.in_host_loop():
                 raise RuntimeError("a blocking Client method was called from inside the "
                                    "event loop; use the async client (asynchronous=True) there")
@@ -196,8 +200,8 @@ class Client:
             return trio.from_thread.run(async_fn, *args, trio_token=self._host.trio_token)
         return self._host.run(async_fn, *args)
 
-    def _request(self, msg):
-        return self._sync(self._core.request, msg)
+    def _request(self, msg, asynchronous=None):
+        return self._sync(self._core.request, msg, asynchronous=asynchronous)
 
     def __repr__(self):
         return f"<Client: {self.scheduler_address!r}, status={self.status}>"
@@ -267,8 +271,9 @@ class Client:
                 pass
 
     def shutdown(self):
-        """Close the scheduler and workers this client is connected to, then the client."""
-        return self._sync(self._shutdown) if self._asynchronous else self._shutdown_blocking()
+        """Close the scheduler and workers this client is connected to, then the client.
+        An asynchronous client returns an awaitable."""
+        return self._shutdown_async() if self._asynchronous else self._shutdown_blocking()
 
     def _shutdown_blocking(self):
         try:
@@ -282,8 +287,15 @@ class Client:
         workers = await self._core.request({"op": "worker-addresses"})
         await self._core.request({"op": "retire-workers", "workers": workers})
 
-    async def _shutdown(self):
-        await self._retire_all()
+    async def _shutdown_async(self):
+        try:
+            await self._sync(self._retire_all)
+        finally:
+            if self.cluster is not None:
+                closing = self.cluster.close()
+                if inspect.isawaitable(closing):
+                    await closing
+            await self._close_async()
 
     def write_scheduler_file(self, scheduler_file: str):
         """Write the scheduler's address as JSON so other clients can find it."""
@@ -333,11 +345,13 @@ class Client:
         counts as a failure for ``retries=``.  It is not passed to ``func``."""
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
-        if actor or actors:
-            raise NotImplementedError("actors are not available in this version of trioflow")
+        actor = bool(actor or actors)
         options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
+        if actor:
+            options["actor"] = True
+        # an actor is stateful: never one shared instance for equal submissions
         key, task = self._task(func, self._function_payload(func), args, kwargs, key,
-                               pure is not False, None, options)
+                               pure is not False and not actor, None, options)
         future = Future(key, self, inform=False)
         self._core.send({"op": "update-graph", "tasks": [task], "wanted": [key]})
         return future
@@ -351,15 +365,16 @@ class Client:
         sends the tasks to the scheduler in batches of that many."""
         if not callable(func):
             raise TypeError(f"First input to map must be a callable function, got {func!r}")
-        if actor or actors:
-            raise NotImplementedError("actors are not available in this version of trioflow")
+        actor = bool(actor or actors)
         argsets = list(zip(*iterables))
         keys = list(key) if isinstance(key, (list, tuple)) else None
         if keys is not None and len(keys) != len(argsets):
             raise ValueError(f"map got {len(keys)} keys for {len(argsets)} tasks")
         prefix = key if isinstance(key, str) else None
-        pure = pure is not False
+        pure = pure is not False and not actor
         options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
+        if actor:
+            options["actor"] = True
         func_payload = self._function_payload(func)
         futures, tasks = [], []
         for i, args in enumerate(argsets):
@@ -378,11 +393,14 @@ class Client:
             sync=True, asynchronous=None, direct=None, retries=None, priority=0,
             fifo_timeout="60s", actors=None, **kwargs):
         """Compute a task graph (a dict of key -> task tuple or value) and
-        return the values of ``keys`` (one key or a nested list of keys)."""
+        return the values of ``keys`` (one key or a nested list of keys), or
+        futures for them in the same shape with ``sync=False``."""
         flat = list(_flatten_keys(keys))
         futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
                                      retries, priority)
-        return self._sync(self._get_values, keys, flat, futures)
+        if not sync:
+            return _pack_keys(keys, {f.key: f for f in futures})
+        return self._sync(self._get_values, keys, flat, futures, asynchronous=asynchronous)
 
     async def _get_values(self, keys, flat, futures):
         try:
@@ -463,7 +481,7 @@ class Client:
         ``direct`` is accepted: data always comes straight from the workers."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        return self._sync(self._gather, futures, errors)
+        return self._sync(self._gather, futures, errors, asynchronous=asynchronous)
 
     async def _gather(self, futures, errors):
         found = list(_futures_in(futures))
@@ -490,7 +508,8 @@ class Client:
                 order.append(k)
         futures = {k: Future(k, self, inform=False) for k in items}
         seconds = self._timeout if timeout == _no_default else parse_timedelta(timeout)
-        return self._sync(self._scatter, data, items, order, futures, workers, broadcast, seconds)
+        return self._sync(self._scatter, data, items, order, futures, workers, broadcast, seconds,
+                          asynchronous=asynchronous)
 
     async def _scatter(self, data, items, order, futures, workers, broadcast, seconds):
         if items:
@@ -523,16 +542,25 @@ class Client:
     def cancel(self, futures, asynchronous=None, force=False):
         """Cancel futures (and what depends on them); their ``result()`` raises
         ``CancelledError``.  ``force`` cancels for every client that wants them."""
-        return self._sync(self._cancel, list(_futures_in(futures)), force)
+        return self._sync(self._cancel, list(_futures_in(futures)), force,
+                          asynchronous=asynchronous)
 
     async def _cancel(self, futures, force):
         for f in futures:
-            f._state.cancel()
+            state = f._state
+            if state.status != "cancelled":
+                state.cancel()
+                self._core._run_callbacks(state)
+            self._core.detach(state)
         self._core.send({"op": "cancel-keys", "keys": [f.key for f in futures], "force": force})
+        # The scheduler answers in order: once this reply is here, its
+        # cancelled-key messages for these keys are too, so they cannot hit
+        # a future for the same key submitted after cancel() returns.
+        await self._core.request({"op": "who-has", "keys": []})
 
     def retry(self, futures, asynchronous=None):
         """Run erred futures (and what failed because of them) again."""
-        return self._sync(self._retry, list(_futures_in(futures)))
+        return self._sync(self._retry, list(_futures_in(futures)), asynchronous=asynchronous)
 
     async def _retry(self, futures):
         for f in futures:
@@ -545,14 +573,15 @@ class Client:
         copies are fetched directly from a current holder."""
         keys = [f.key for f in _futures_in(futures)]
         workers = [workers] if isinstance(workers, str) else workers
-        return self._sync(self._core.replicate, keys, n, workers)
+        return self._sync(self._core.replicate, keys, n, workers, asynchronous=asynchronous)
 
     def rebalance(self, futures=None, workers=None, asynchronous=None):
         """Move data so that the bytes of ``futures`` (default: everything in
         memory) are spread evenly over ``workers`` (default: all)."""
         keys = None if futures is None else [f.key for f in _futures_in(futures)]
         workers = [workers] if isinstance(workers, str) else workers
-        return self._request({"op": "rebalance", "keys": keys, "workers": workers})
+        return self._request({"op": "rebalance", "keys": keys, "workers": workers},
+                             asynchronous=asynchronous)
 
     def restart(self, timeout=_no_default, wait_for_workers=True, asynchronous=None):
         """Forget every task and restart the workers (those under nannies get
@@ -560,7 +589,7 @@ class Client:
         of every client becomes cancelled, and its ``result()`` says the
         cluster was restarted."""
         seconds = 60.0 if timeout == _no_default else parse_timedelta(timeout)
-        return self._request({"op": "restart", "timeout": seconds})
+        return self._request({"op": "restart", "timeout": seconds}, asynchronous=asynchronous)
 
     def task_group(self):
         """A structured group of remote tasks: ``async with client.task_group()
@@ -570,6 +599,13 @@ class Client:
         cancels the group's tasks."""
         from trioflow.client.task_group import TaskGroup
         return TaskGroup(self)
+
+    def channel(self, name, maxlen=None):
+        """The channel ``name``: a stream of futures shared by every client of
+        the scheduler (see ``trioflow.extensions.channels.Channel``).
+        ``maxlen`` bounds how many of the newest futures it keeps."""
+        from trioflow.extensions.channels import channel
+        return channel(self, name, maxlen)
 
     def get_executor(self, **kwargs):
         """A ``concurrent.futures.Executor`` that submits to this client;

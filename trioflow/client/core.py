@@ -48,6 +48,8 @@ class ClientCore:
         self._callback_limiter = trio.CapacityLimiter(4)
         self.status = "newly-created"
         self.closed_event = threading.Event()
+        #: op -> ``handler(msg)`` for extensions' messages from the scheduler (loop thread)
+        self.handlers: dict = {}
 
     # ---------------------------------------------------------------- lifetime
 
@@ -119,8 +121,10 @@ class ClientCore:
         except trio.RunFinishedError:
             pass
 
-    async def request(self, msg: dict):
-        return await self.scheduler.request(msg)
+    async def request(self, msg: dict, on_abandoned=None):
+        """Ask the scheduler; see ``Connection.request`` for ``on_abandoned``
+        (undo a reply that arrives after the caller was cancelled)."""
+        return await self.scheduler.request(msg, on_abandoned=on_abandoned)
 
     # ---------------------------------------------------------------- references
 
@@ -128,13 +132,11 @@ class ClientCore:
         """Count a new Future for ``key``; any thread."""
         with self._lock:
             state = self.futures.get(key)
-            if state is None:
+            new = state is None
+            if new:
                 state = self.futures[key] = FutureState(key)
-                self.refcount[key] = 1
-                new = True
-            else:
-                self.refcount[key] += 1
-                new = False
+            # futures of a cancelled (detached) state may still count here
+            self.refcount[key] = self.refcount.get(key, 0) + 1
         if inform and new:
             self.send({"op": "want-keys", "keys": [key]})
         return state
@@ -150,6 +152,14 @@ class ClientCore:
             self.futures.pop(key, None)
         self.send({"op": "release-keys", "keys": [key]})
 
+    def detach(self, state: FutureState) -> None:
+        """Stop routing news about ``state``'s key to it (it was cancelled):
+        futures made for the key from now on start from a fresh state, while
+        the existing ones keep reporting cancelled.  Loop thread."""
+        with self._lock:
+            if self.futures.get(state.key) is state:
+                del self.futures[state.key]
+
     # ---------------------------------------------------------------- incoming
 
     def _on_message(self, msg: dict):
@@ -164,12 +174,20 @@ class ClientCore:
                 state.err(msg.get("exception"), msg.get("traceback"), msg.get("text") or "",
                           msg.get("kind") or "")
                 self._run_callbacks(state)
+        elif op == "task-retried":
+            if state is not None and state.status == "error":
+                state.reset()
         elif op == "cancelled-key":
             if state is not None:
                 state.cancel(msg.get("reason") or "")
+                self.detach(state)
                 self._run_callbacks(state)
         else:
-            logger.debug("client %s: unhandled op %r", self.id, op)
+            handler = self.handlers.get(op)
+            if handler is not None:
+                handler(msg)
+            else:
+                logger.debug("client %s: unhandled op %r", self.id, op)
 
     # ---------------------------------------------------------------- callbacks
 
@@ -215,7 +233,7 @@ class ClientCore:
             if state.status != "finished":
                 raise state.error_to_raise()
             values = await self.fetch([state])
-        return values[future.key]
+        return _bound(values[future.key], future.client)
 
     async def exception_of(self, future, timeout=None):
         state = future._state
@@ -244,7 +262,11 @@ class ClientCore:
             if state.status != "finished" and errors == "raise":
                 raise state.error_to_raise()
         wanted = [s for s in states.values() if s.status == "finished"]
-        return await self.fetch(wanted)
+        values = await self.fetch(wanted)
+        if any(hasattr(type(v), "_trioflow_bind") for v in values.values()):
+            client = futures[0].client
+            values = {k: _bound(v, client) for k, v in values.items()}
+        return values
 
     async def fetch(self, states: list) -> dict:
         """Get the data of finished keys directly from the workers holding them."""
@@ -392,6 +414,13 @@ class _timeout:
         if self.scope.cancelled_caught:
             raise TimeoutError(f"{self.what} after {self.seconds} s")
         return handled
+
+
+def _bound(value, client):
+    """A value as ``client`` should see it: an actor proxy is bound to the
+    client that gathered it (and keeps its actor alive)."""
+    bind = getattr(type(value), "_trioflow_bind", None)
+    return value if bind is None else bind(value, client)
 
 
 def data_token(value) -> str:

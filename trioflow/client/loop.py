@@ -35,7 +35,10 @@ class LoopRunner:
         self._released = False
 
     def call(self, fn, *args):
-        return self.portal.call(fn, *args)
+        """Run async ``fn(*args)`` in the loop and return its result; blocks.
+        One hop each way (the portal's ``call`` waits for a second one to
+        spawn the task, which doubles the cost of every blocking call)."""
+        return trio.from_thread.run(fn, *args, trio_token=self.token)
 
     def run_sync_soon(self, fn, *args):
         """Thread-safe, non-blocking: run ``fn(*args)`` in the loop soon."""

@@ -76,7 +76,12 @@ class TaskGroup:
         if exc_type is not None:
             self.cancel()
             return False
-        await self.client._sync(self._join)
+        try:
+            await self.client._sync(self._join)
+        except BaseException:
+            # under asyncio the join runs in another thread; cancel from here too
+            self.cancel()
+            raise
         return False
 
     def __enter__(self):

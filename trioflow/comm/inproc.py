@@ -12,7 +12,8 @@ import trio
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError
 
-_listeners: dict[str, trio.MemorySendChannel] = {}
+#: address -> (channel of incoming comms, token of the trio run serving there)
+_listeners: dict[str, tuple[trio.MemorySendChannel, trio.lowlevel.TrioToken]] = {}
 
 
 def new_address() -> str:
@@ -55,9 +56,17 @@ class InprocComm(Comm):
 
 
 async def connect(address: str) -> Comm:
-    listener = _listeners.get(address)
-    if listener is None:
+    entry = _listeners.get(address)
+    if entry is None:
         raise CommClosedError(f"nothing listens at {address}")
+    listener, token = entry
+    if token is not trio.lowlevel.current_trio_token():
+        # trio's memory channels cannot cross from one trio run to another
+        raise ValueError(
+            f"cannot connect to {address} from this event loop: in-process (inproc://) "
+            f"servers are reachable only from the loop that runs them.  Start the cluster "
+            f"in this loop (LocalCluster(asynchronous=True) or Client(asynchronous=True)), "
+            f"or give it a network address (LocalCluster(protocol='ws') or processes=True)")
     a_send, b_recv = trio.open_memory_channel(math.inf)
     b_send, a_recv = trio.open_memory_channel(math.inf)
     here = new_address()
@@ -70,13 +79,14 @@ async def connect(address: str) -> Comm:
 
 async def serve(address: str, handler, task_status=trio.TASK_STATUS_IGNORED):
     incoming_send, incoming_recv = trio.open_memory_channel(math.inf)
-    _listeners[address] = incoming_send
+    entry = (incoming_send, trio.lowlevel.current_trio_token())
+    _listeners[address] = entry
     try:
         async with trio.open_nursery() as nursery:
             task_status.started(address)
             async for comm in incoming_recv:
                 nursery.start_soon(handler, comm)
     finally:
-        if _listeners.get(address) is incoming_send:
+        if _listeners.get(address) is entry:
             del _listeners[address]
         incoming_send.close()

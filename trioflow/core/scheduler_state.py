@@ -317,6 +317,9 @@ class SchedulerState:
                 ts.state = "released"
                 ts.exception = ts.traceback = ts.exception_blame = None
                 ts.text = ts.kind = ""
+                # futures of erred dependents are pending again, in every client
+                for c in ts.who_wants:
+                    self._to_client(c, {"op": "task-retried", "key": ts.key})
             for ts in erred:
                 if ts.who_wants and ts.state == "released":
                     self._compute(ts)
@@ -435,6 +438,11 @@ class SchedulerState:
             self._set_erred(ts, text=f"the only copy of {ts.key!r} was on a worker that "
                                      "left, and it was scattered data, so it cannot be "
                                      "recomputed", kind="FutureLostError", blame=ts)
+        elif ts.actor:
+            # a new instance would silently have lost the old one's state
+            self._set_erred(ts, text=f"actor {ts.key!r} was lost with the worker that held "
+                                     "it; actors are never recomputed: submit a new one",
+                            kind="ActorLostError", blame=ts)
         else:
             self._compute(ts)
 
@@ -580,7 +588,8 @@ class SchedulerState:
         if len(pool) < 2:
             return []
         in_scope = [self.tasks[k] for k in (keys if keys is not None else self.tasks)
-                    if k in self.tasks and self.tasks[k].state == "memory"]
+                    if k in self.tasks and self.tasks[k].state == "memory"
+                    and not self.tasks[k].actor]  # an actor stays on its worker
         load = {ws: 0 for ws in pool}
         held = {ws: [] for ws in pool}
         for ts in in_scope:
@@ -719,6 +728,10 @@ class SchedulerState:
         ts.state = "processing"
         ts.processing_on = ws
         ws.processing.add(ts)
+        if ts.is_async:
+            # async tasks use no thread: like seceded ones they do not occupy the worker
+            ts.long_running = True
+            ws.long_running.add(ts)
         self._to_worker(ws, {
             "op": "compute-task",
             "key": ts.key,

@@ -9,11 +9,20 @@ from __future__ import annotations
 from importlib import import_module
 
 #: "module:Class" of every scheduler extension, loaded in this order
-SCHEDULER_EXTENSIONS: list[str] = []
+SCHEDULER_EXTENSIONS: list[str] = [
+    "trioflow.extensions.queue:QueueExtension",
+    "trioflow.extensions.variable:VariableExtension",
+    "trioflow.extensions.lock:LockExtension",
+    "trioflow.extensions.event:EventExtension",
+    "trioflow.extensions.semaphore:SemaphoreExtension",
+    "trioflow.extensions.channels:ChannelExtension",
+]
 
 #: "module:Class" of every worker extension (handlers for requests that peers
 #: and clients send straight to a worker, e.g. Pub/Sub between workers, actors)
-WORKER_EXTENSIONS: list[str] = []
+WORKER_EXTENSIONS: list[str] = [
+    "trioflow.extensions.actors:ActorWorkerExtension",
+]
 
 
 def _load(spec: str):

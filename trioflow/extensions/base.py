@@ -29,6 +29,11 @@ class SchedulerExtension:
     def peer_left(self, peer: str) -> None:
         pass
 
+    def worker_joined(self, address: str) -> None:
+        """A worker connected.  Messages sent now on its connection
+        (``self.scheduler.workers[address].send``) reach it before any task
+        is assigned to it (plugins, uploaded files)."""
+
     # ---------------------------------------------------------------- keeping keys alive
 
     def hold_keys(self, holder: str, keys) -> None:
@@ -58,7 +63,9 @@ class SchedulerExtension:
 class WorkerExtension:
     """Base of worker-side extensions: ``handlers`` maps an op to a bound
     method ``handler(msg, inproc)`` answering requests sent straight to the
-    worker (``inproc`` says whether values may be passed unpickled)."""
+    worker (``inproc`` says whether values may be passed unpickled).  The
+    same handlers receive the extension's messages from the scheduler, in
+    the order they come (a sync handler finishes before any later task)."""
 
     name = ""
 

@@ -53,7 +53,9 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         from trioflow.client.future import Future
         _, key = pid
-        return Future(key, self.client, inform=False)
+        # inform: the scheduler's news about the key (already in memory, erred)
+        # reached this client before the reply, when it had no future to tell
+        return Future(key, self.client, inform=True)
 
 
 def unpack(payload: bytes, client):

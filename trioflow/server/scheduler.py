@@ -187,6 +187,7 @@ class Scheduler:
                 self.stimulus(ev.WorkerLeft(address, "worker-reconnected"))
             self.workers[address] = conn
             self.worker_info[address] = info
+            self._worker_joined(address)
             self.stimulus(ev.WorkerJoined(
                 address, int(info.get("nthreads", 1)), int(info.get("memory_limit") or 0),
                 info.get("name"), info.get("resources"), "worker-joined"))
@@ -227,7 +228,7 @@ class Scheduler:
             if "rid" in msg:
                 conn.send(reply_error(msg, ValueError(f"unknown operation {op!r}")))
             return
-        requests.start_soon(self._answer, conn, msg, request, client_id)
+        self._start_request(conn, msg, request, client_id, requests)
 
     def _request_handler(self, op):
         """A callable ``(peer, msg)`` for a request op, or None."""
@@ -236,6 +237,14 @@ class Scheduler:
             return lambda peer, msg: builtin(self, peer, msg)
         return self._extension_handlers.get(op)
 
+    def _worker_joined(self, address: str):
+        # before WorkerJoined, so what extensions send arrives ahead of any task
+        for extension in self.extensions.values():
+            try:
+                extension.worker_joined(address)
+            except Exception:
+                logger.exception("extension %s failed to welcome worker %s", extension, address)
+
     def _peer_left(self, peer: str):
         for extension in self.extensions.values():
             try:
@@ -243,22 +252,48 @@ class Scheduler:
             except Exception:
                 logger.exception("extension %s failed to clean up after %s", extension, peer)
 
-    async def _answer(self, conn: Connection, msg: dict, request, peer: str):
-        scopes = self._request_scopes.setdefault(conn, {})
-        rid = msg.get("rid")
-        with trio.CancelScope() as scope:
-            scopes[rid] = scope
-            try:
-                result = request(peer, msg)
-                if inspect.isawaitable(result):
-                    result = await result
-            except Exception as exc:
+    def _start_request(self, conn: Connection, msg: dict, request, peer: str,
+                       requests: trio.Nursery):
+        """Call the handler now, in the order messages arrived (so sync
+        handlers see one peer's messages in the order it sent them); an
+        awaitable it returns is awaited in a task of its own.  A message
+        without a ``rid`` is one-way: no reply."""
+        try:
+            result = request(peer, msg)
+        except Exception as exc:
+            if "rid" in msg:
                 conn.send(reply_error(msg, exc))
             else:
-                conn.send(reply_ok(msg, result))
+                logger.warning("one-way %r from %s failed: %r", msg.get("op"), peer, exc)
+            return
+        if inspect.isawaitable(result):
+            # registered now, not when the task starts: a cancel-request in the
+            # same batch as its request must find the scope
+            scope = trio.CancelScope()
+            if "rid" in msg:
+                self._request_scopes.setdefault(conn, {})[msg["rid"]] = scope
+            requests.start_soon(self._answer, conn, msg, result, peer, scope)
+        elif "rid" in msg:
+            conn.send(reply_ok(msg, result))
+
+    async def _answer(self, conn: Connection, msg: dict, awaitable, peer: str,
+                      scope: trio.CancelScope):
+        scopes = self._request_scopes.get(conn, {})
+        rid = msg.get("rid")
+        with scope:
+            try:
+                result = await awaitable
+            except Exception as exc:
+                if "rid" in msg:
+                    conn.send(reply_error(msg, exc))
+                else:
+                    logger.warning("one-way %r from %s failed: %r", msg.get("op"), peer, exc)
+            else:
+                if "rid" in msg:
+                    conn.send(reply_ok(msg, result))
             finally:
                 scopes.pop(rid, None)
-        if scope.cancelled_caught:
+        if scope.cancelled_caught and "rid" in msg:
             conn.send({"op": "reply", "rid": rid, "cancelled": True})
 
     def _cancel_request(self, conn: Connection, msg: dict):
@@ -423,7 +458,7 @@ class Scheduler:
         else:
             request = self._request_handler(op)
             if request is not None:
-                requests.start_soon(self._answer, conn, msg, request, address)
+                self._start_request(conn, msg, request, address, requests)
             else:
                 logger.warning("worker %s sent unknown op %r", address, op)
 

@@ -112,6 +112,7 @@ class Worker:
         self._finished = trio.Event()
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.plugins: dict = {}
+        self.actors: dict = {}  # key -> the instance of an actor task; data holds its proxy
         self.extensions: dict = {}
         self._extension_handlers: dict = {}
         self.client = None  # the client tasks get from get_client(), made on first use
@@ -234,6 +235,7 @@ class Worker:
                 self.scheduler.send(inst.msg)
             elif kind is ev.DeleteData:
                 self.data.pop(inst.key, None)
+                self.actors.pop(inst.key, None)
             elif kind is ev.Fetch:
                 self.nursery.start_soon(self._fetch, inst.peer, inst.keys)
             elif kind is ev.CancelExecution:
@@ -263,7 +265,12 @@ class Worker:
             self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
                                     bool(msg.get("restart")))
         else:
-            logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
+            handler = self._extension_handlers.get(op)
+            if handler is not None:
+                self._dispatch(self.scheduler, msg, handler,
+                               self.scheduler_address.startswith("inproc://"), self.nursery)
+            else:
+                logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
 
     # ------------------------------------------------------------ tasks' view of the worker
 
@@ -355,8 +362,13 @@ class Worker:
             status, value = "error", TaskTimeoutError(
                 f"task {key!r} ran longer than its timeout of {deadline} s and was stopped")
         if status == "ok":
+            nbytes, type_name = sizeof(value), type(value).__name__
+            if ts.actor:
+                from trioflow.extensions.actors import actor_proxy
+                self.actors[key] = value
+                value = actor_proxy(value, self.address, key)  # what dependents and clients get
             self.data[key] = value
-            self._handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__, duration,
+            self._handle(ev.ExecuteSuccess(key, nbytes, type_name, duration,
                                            "execute-success"))
         elif status == "cancelled":
             self._handle(ev.ExecuteCancelled(key, "execute-cancelled"))
@@ -423,27 +435,49 @@ class Worker:
     async def _handle_comm(self, comm):
         inproc = comm.peer_address.startswith("inproc://")
         async with trio.open_nursery() as requests:
-            conn = Connection(comm, lambda msg: requests.start_soon(
-                self._serve_request, conn, msg, inproc))
+            conn = Connection(comm, lambda msg: self._serve_request(conn, msg, inproc, requests))
             await conn.run()
             requests.cancel_scope.cancel()
 
-    async def _serve_request(self, conn: Connection, msg: dict, inproc: bool):
+    def _serve_request(self, conn: Connection, msg: dict, inproc: bool, requests: trio.Nursery):
         op = msg.get("op")
         builtin = _REQUESTS.get(op)
         handler = (partial(builtin, self) if builtin is not None
                    else self._extension_handlers.get(op))
         if handler is None:
-            conn.send(reply_error(msg, ValueError(f"worker: unknown operation {op!r}")))
+            self._reply(conn, msg, error=ValueError(f"worker: unknown operation {op!r}"))
             return
+        self._dispatch(conn, msg, handler, inproc, requests)
+
+    def _dispatch(self, conn: Connection, msg: dict, handler, inproc: bool,
+                  requests: trio.Nursery):
+        """Call the handler now, in the order messages arrived (so sync
+        handlers see one peer's messages in the order it sent them, e.g.
+        Pub/Sub messages); an awaitable it returns is awaited in a task of its
+        own.  A message without a ``rid`` is one-way: no reply."""
         try:
             result = handler(msg, inproc)
-            if inspect.isawaitable(result):
-                result = await result
         except Exception as exc:
-            conn.send(reply_error(msg, exc))
+            self._reply(conn, msg, error=exc)
+            return
+        if inspect.isawaitable(result):
+            requests.start_soon(self._finish_request, conn, msg, result)
         else:
-            conn.send(reply_ok(msg, result))
+            self._reply(conn, msg, result)
+
+    async def _finish_request(self, conn: Connection, msg: dict, awaitable):
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._reply(conn, msg, error=exc)
+        else:
+            self._reply(conn, msg, result)
+
+    def _reply(self, conn: Connection, msg: dict, result=None, error=None):
+        if "rid" in msg:
+            conn.send(reply_ok(msg, result) if error is None else reply_error(msg, error))
+        elif error is not None:
+            logger.warning("worker %s: one-way %r failed: %r", self.address, msg.get("op"), error)
 
     def _get_data(self, msg, inproc):
         data, errors = {}, {}

@@ -1,0 +1,351 @@
+"""Channels (spec: "Shared futures with channels"): a named, ordered stream
+of futures shared by every client of one scheduler.
+
+On the scheduler, ``ChannelExtension`` keeps each channel's ``ChannelLog`` of
+keys and holds the keys in its window under the pseudo-client
+``channel-<name>``: a client may append and leave, and the work stays.  When
+``maxlen`` pushes old entries out, their keys are let go.
+
+On the client, ``Channel`` sends its appends in order through an outbox (one
+request in flight per channel object; ``flush`` waits until the scheduler has
+every earlier append) and follows the channel with long polls: "the entries
+from index i on, waiting up to ``POLL`` seconds for some".  Nothing polls
+busily: an idle iteration costs one request per ``POLL`` seconds.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import deque
+
+import trio
+
+from trioflow.core.channel_log import ChannelLog
+from trioflow.errors import CommClosedError
+from trioflow.extensions._common import HeldKeys, give
+from trioflow.extensions.base import SchedulerExtension
+
+logger = logging.getLogger("trioflow.channels")
+
+#: seconds a read waits on the scheduler for new entries before answering empty
+POLL = 5.0
+#: most entries one read returns
+READ_LIMIT = 1000
+
+
+# ---------------------------------------------------------------------------- scheduler
+
+
+class _ChannelState:
+    __slots__ = ("log", "held", "_changed")
+
+    def __init__(self, extension, name):
+        self.log = ChannelLog()
+        self.held = HeldKeys(extension, f"channel-{name}")
+        self._changed = trio.Event()
+
+    def changed(self) -> trio.Event:
+        return self._changed
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+class ChannelExtension(SchedulerExtension):
+    """The channels' logs, and the keys they keep alive."""
+
+    name = "channels"
+
+    def __init__(self, scheduler):
+        super().__init__(scheduler)
+        self.channels: dict = {}
+        self.handlers = {"channel-append": self._append, "channel-read": self._read}
+
+    def _channel(self, msg: dict) -> _ChannelState:
+        name = msg["name"]
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = _ChannelState(self, name)
+        maxlen = msg.get("maxlen")
+        if maxlen is not None and channel.log.maxlen is None:
+            # the first bound anyone gives stays the channel's bound
+            channel.held.release(channel.log.set_maxlen(maxlen))
+        return channel
+
+    def _append(self, peer, msg):
+        """Append keys (then stop, if asked); returns the new end index."""
+        channel = self._channel(msg)
+        keys = list(msg.get("keys") or ())
+        evicted = []
+        for key in keys:
+            evicted.extend(channel.log.append(key))
+        # hold before letting go: a key appended again must stay held throughout
+        channel.held.hold(keys)
+        channel.held.release(evicted)
+        if msg.get("stop"):
+            channel.log.stop()
+        channel.wake()
+        return channel.log.end
+
+    def _read(self, peer, msg):
+        channel = self._channel(msg)
+        index = int(msg.get("index") or 0)
+        wait = float(msg.get("wait") or 0)
+        if wait > 0 and not channel.log.ready(index):
+            return self._read_when_ready(peer, channel, index, wait)
+        return self._answer_read(peer, channel, index)
+
+    async def _read_when_ready(self, peer, channel, index, wait):
+        with trio.move_on_after(wait):
+            while not channel.log.ready(index):
+                await channel.changed().wait()
+        return self._answer_read(peer, channel, index)
+
+    def _answer_read(self, peer, channel, index) -> dict:
+        read = channel.log.read(index, READ_LIMIT)
+        # the reader wants the keys before the reply leaves: the channel may let
+        # go of them (maxlen) before the reader's own want-keys arrives
+        give(self, peer, dict.fromkeys(read.entries))
+        return {"start": read.start, "keys": list(read.entries), "done": read.done,
+                "window": channel.log.start, "maxlen": channel.log.maxlen}
+
+
+# ---------------------------------------------------------------------------- client
+
+_STOP = object()
+_registry_lock = threading.Lock()
+
+
+def channel(client, name, maxlen=None) -> "Channel":
+    """``client.channel(name)``: this client's object for the channel ``name``
+    (the same object each time while it is in use)."""
+    if maxlen is not None and int(maxlen) < 1:
+        raise ValueError(f"a channel's maxlen must be at least 1, got {maxlen!r}")
+    with _registry_lock:
+        channels = client.__dict__.get("_channels")
+        if channels is None:
+            channels = client.__dict__["_channels"] = weakref.WeakValueDictionary()
+        chan = channels.get(name)
+        if chan is None:
+            chan = channels[name] = Channel(client, name, maxlen)
+        elif maxlen is not None and chan.maxlen is None:
+            chan._learn({"start": 0, "keys": [], "window": 0, "maxlen": int(maxlen)}, [])
+    return chan
+
+
+class Channel:
+    """A changing stream of futures shared by every client of a scheduler
+    (``client.channel(name, maxlen=None)``).
+
+    ``append(future)`` adds a future at the end, for everyone; the channel
+    keeps its result alive (also after the appending client is gone) until
+    ``maxlen`` newer entries have pushed it out.  ``flush()`` waits until the
+    scheduler has every earlier append.  Iterating yields the futures already
+    in the channel, oldest first, then each new one as any client appends it,
+    until someone calls ``stop()``; an iteration that fell behind by more than
+    ``maxlen`` entries continues at the oldest one still there.
+    ``futures`` is a snapshot (a ``deque``) and ``len()`` its length.
+
+    The first ``maxlen`` anyone gives a channel name stays its bound.
+    In async code (an asynchronous client, an ``async def`` task) use
+    ``async for``, ``await chan.flush()`` and ``await chan.stop()``.
+    """
+
+    def __init__(self, client, name, maxlen=None):
+        self.client = client
+        self.name = name
+        self.maxlen = None if maxlen is None else int(maxlen)
+        self._lock = threading.Lock()
+        self._futures: deque = deque(maxlen=self.maxlen)  # what this object has seen
+        self._count = 0  # absolute index one past the newest entry in _futures
+        self._outbox: list = []
+        self._queued = 0  # appends and stops ever queued
+        self._acked = 0  # ... of which the scheduler has answered (loop thread)
+        self._errors: list = []
+        self._sending = False  # loop thread
+        self._acked_changed: trio.Event | None = None  # loop thread
+
+    def __repr__(self):
+        return f"<Channel: {self.name!r}, {len(self._futures)} future(s) seen>"
+
+    def __reduce__(self):
+        return (_rebuild, (self.name, self.maxlen))
+
+    # ------------------------------------------------------------ writing
+
+    def append(self, future) -> None:
+        """Add ``future`` at the end of the channel.  Returns at once; call
+        ``flush()`` before leaving to be sure the scheduler has it."""
+        if not getattr(type(future), "_trioflow_is_future", False):
+            raise TypeError(f"a channel holds futures, not {type(future).__name__} objects: "
+                            f"submit or scatter the value first")
+        self._enqueue(future)
+
+    def flush(self):
+        """Wait until the scheduler has registered every append made before
+        this call (and bring ``futures`` up to date).  Awaitable in async code."""
+        return self.client._sync(self._flush)
+
+    def stop(self):
+        """End every iteration over this channel, in every client, once it has
+        yielded what was appended before the stop.  Waits until the scheduler
+        has it (awaitable in async code).  The channel still keeps its futures,
+        so ``futures`` goes on showing them."""
+        self._enqueue(_STOP)
+        return self.flush()
+
+    def _enqueue(self, item) -> None:
+        if self.client.status != "running":
+            raise RuntimeError(f"{self.client!r} is not running: cannot write to channel "
+                               f"{self.name!r}")
+        with self._lock:
+            self._outbox.append(item)
+            self._queued += 1
+        self.client._core._in_loop(self._start_sending)
+
+    def _start_sending(self) -> None:
+        if not self._sending:
+            self._sending = True
+            self.client._core.nursery.start_soon(self._send_outbox)
+
+    async def _send_outbox(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    batch, self._outbox = self._outbox, []
+                if not batch:
+                    return
+                stop = any(item is _STOP for item in batch)
+                msg = {"op": "channel-append", "name": self.name, "maxlen": self.maxlen,
+                       "keys": [item.key for item in batch if item is not _STOP], "stop": stop}
+                try:
+                    await self.client._core.request(msg)
+                except Exception as exc:
+                    self._errors.append(exc)
+                # the futures in ``batch`` are the channel's now: let ours go
+                self._acked += len(batch)
+                del batch
+                self._notify_acked()
+        finally:
+            self._sending = False
+            self._notify_acked()
+
+    def _notify_acked(self) -> None:
+        if self._acked_changed is not None:
+            self._acked_changed.set()
+            self._acked_changed = None
+
+    async def _flush(self) -> None:
+        with self._lock:
+            target = self._queued
+        self._start_sending()
+        while self._acked < target:
+            if self.client._core.status != "running":
+                raise CommClosedError(f"{self.client!r} closed before the scheduler had "
+                                      f"every append to channel {self.name!r}")
+            if self._acked_changed is None:
+                self._acked_changed = trio.Event()
+            await self._acked_changed.wait()
+        if self._errors:
+            error = self._errors[0]
+            self._errors.clear()
+            raise error
+        await self._refresh()
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def futures(self) -> deque:
+        """The channel's futures, oldest first (at most ``maxlen``), as a new
+        deque.  Blocking code gets them fresh from the scheduler; async code,
+        where a property cannot wait, gets what this object saw last (its
+        appends after ``await flush()``, and what iterations read)."""
+        if self.client.status == "running" and not self.client.asynchronous:
+            self.client._sync(self._refresh)
+        with self._lock:
+            return deque(self._futures, maxlen=self._futures.maxlen)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __iter__(self):
+        if self.client.asynchronous:
+            raise TypeError(f"channel {self.name!r} belongs to an asynchronous client: "
+                            f"use 'async for'")
+        index = 0
+        while True:
+            start, futures, done = self.client._sync(self._read, index, POLL)
+            index = start + len(futures)
+            yield from futures
+            if done:
+                return
+
+    def __aiter__(self):
+        return _AsyncIteration(self)
+
+    async def _refresh(self) -> None:
+        while True:
+            start, futures, done = await self._read(self._count, 0)
+            if len(futures) < READ_LIMIT:
+                return
+
+    async def _read(self, index: int, wait: float):
+        """Entries from ``index`` on: ``(start, futures, done)``."""
+        reply = await self.client._core.request(
+            {"op": "channel-read", "name": self.name, "index": index, "wait": wait,
+             "maxlen": self.maxlen},
+            on_abandoned=self._abandoned_read)
+        futures = self._futures_of(reply["keys"])
+        self._learn(reply, futures)
+        return reply["start"], futures, reply["done"]
+
+    def _futures_of(self, keys) -> list:
+        from trioflow.client.future import Future
+        return [Future(key, self.client, inform=True) for key in keys]
+
+    def _abandoned_read(self, reply) -> None:
+        # the scheduler made this client want the keys; futures made and dropped
+        # at once take that back
+        self._futures_of(reply["keys"])
+
+    def _learn(self, reply: dict, futures: list) -> None:
+        """Extend this object's view with a read, if it continues the view."""
+        start = reply["start"]
+        with self._lock:
+            maxlen = reply.get("maxlen")
+            if maxlen is not None and self._futures.maxlen != maxlen:
+                self.maxlen = maxlen
+                self._futures = deque(self._futures, maxlen=maxlen)
+            if start > self._count and reply["window"] < start:
+                return  # an iteration ahead of the view: entries in between are missing
+            for future in futures[max(0, self._count - start):]:
+                self._futures.append(future)
+            self._count = max(self._count, start + len(futures))
+
+
+class _AsyncIteration:
+    def __init__(self, chan: Channel):
+        self.channel = chan
+        self.index = 0
+        self.ready: deque = deque()
+        self.done = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while not self.ready:
+            if self.done:
+                raise StopAsyncIteration
+            start, futures, self.done = await self.channel.client._sync(
+                self.channel._read, self.index, POLL)
+            self.index = start + len(futures)
+            self.ready.extend(futures)
+        return self.ready.popleft()
+
+
+def _rebuild(name, maxlen):
+    from trioflow.task_context import get_client
+    return get_client().channel(name, maxlen)

@@ -1,0 +1,278 @@
+"""Queue: a first-in first-out queue shared by every client and task that
+names it, kept on the scheduler.
+
+Items are pickled by the putter.  Futures inside an item keep their keys
+alive while the item waits in the queue (holder ``queue-<name>``) and belong
+to the getter's client once taken.
+
+Every blocking call is one request that stays open on the scheduler (no
+polling), with its timeout kept there too, and is cancel-safe:
+
+* a ``get`` that times out, is cancelled, or whose client disconnects takes
+  nothing — a batch get that already took some items puts them back in
+  front, in order;
+* an item whose reply reaches a caller that has given up is put back at the
+  front of the queue by the caller's client;
+* a ``put`` that times out put nothing.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import trio
+
+from trioflow.errors import TimeoutError
+from trioflow.extensions._common import ClientObject, HeldKeys, seconds
+from trioflow.extensions.base import SchedulerExtension
+from trioflow.extensions.values import pack, unpack
+
+
+class _QueueState:
+    __slots__ = ("items", "maxsize", "held", "changed", "busy")
+
+    def __init__(self, maxsize: int, held: HeldKeys):
+        self.items: deque = deque()  # of (payload, keys)
+        self.maxsize = maxsize
+        self.held = held
+        self.changed: trio.Event | None = None  # set on the next put or take
+        self.busy = 0  # requests waiting on this queue
+
+    def full(self) -> bool:
+        return bool(self.maxsize) and len(self.items) >= self.maxsize
+
+    async def next_change(self):
+        if self.changed is None:
+            self.changed = trio.Event()
+        await self.changed.wait()
+
+    def notify(self):
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+
+class QueueExtension(SchedulerExtension):
+    """Scheduler side: ops ``queue-put``, ``-get``, ``-qsize``, ``-put-back``.
+    A queue that is empty, unbounded and unused is forgotten (a fresh one is
+    the same)."""
+
+    name = "queues"
+
+    def __init__(self, scheduler):
+        super().__init__(scheduler)
+        self.queues: dict[str, _QueueState] = {}
+        self.handlers = {
+            "queue-put": self.put,
+            "queue-get": self.get,
+            "queue-qsize": self.qsize,
+            "queue-put-back": self.put_back,
+        }
+
+    def _queue(self, name, maxsize) -> _QueueState:
+        state = self.queues.get(name)
+        if state is None:
+            state = self.queues[name] = _QueueState(int(maxsize or 0),
+                                                    HeldKeys(self, f"queue-{name}"))
+        return state
+
+    # ---------------------------------------------------------------- put
+
+    def put(self, peer, msg):
+        name = msg["name"]
+        state = self._queue(name, msg.get("maxsize"))
+        item = (msg["payload"], tuple(msg.get("keys") or ()))
+        if not state.full():
+            self._append(state, item)
+            return True
+        timeout = msg.get("timeout")
+        if timeout is not None and timeout <= 0:
+            return False
+        state.busy += 1
+        return self._put_when_room(name, state, item, timeout)
+
+    async def _put_when_room(self, name, state, item, timeout):
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                while state.full():
+                    await state.next_change()
+        finally:
+            state.busy -= 1
+        if state.full():
+            self._forget_if_idle(name, state)
+            return False
+        self._append(state, item)
+        return True
+
+    def _append(self, state, item):
+        state.held.hold(item[1])
+        state.items.append(item)
+        state.notify()
+
+    def put_back(self, peer, msg):
+        """Items a client took but could not deliver: back in front, in order."""
+        state = self._queue(msg["name"], msg.get("maxsize"))
+        items = [(payload, tuple(keys)) for payload, keys in msg["items"]]
+        for _, keys in items:
+            state.held.hold(keys)
+        state.items.extendleft(reversed(items))
+        state.notify()
+        return True
+
+    # ---------------------------------------------------------------- get
+
+    def get(self, peer, msg):
+        name = msg["name"]
+        state = self._queue(name, msg.get("maxsize"))
+        batch = msg.get("batch", False)
+        if batch is True:
+            taken = list(state.items)
+            state.items.clear()
+            return self._deliver(peer, name, state, taken)
+        wanted = 1 if batch is False else int(batch)
+        if len(state.items) >= wanted:
+            return self._deliver(peer, name, state, [state.items.popleft()
+                                                     for _ in range(wanted)])
+        timeout = msg.get("timeout")
+        if timeout is not None and timeout <= 0:
+            self._forget_if_idle(name, state)
+            return None
+        state.busy += 1
+        return self._get_when_there(peer, name, state, wanted, timeout)
+
+    async def _get_when_there(self, peer, name, state, wanted, timeout):
+        taken: list = []
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                while True:
+                    # a batch takes what there is as it comes (room for putters
+                    # of a bounded queue) and gives it all back if it fails
+                    while state.items and len(taken) < wanted:
+                        taken.append(state.items.popleft())
+                    if len(taken) >= wanted:
+                        break
+                    if taken:
+                        state.notify()
+                    await state.next_change()
+        except BaseException:
+            self._untake(state, taken)
+            raise
+        finally:
+            state.busy -= 1
+        if len(taken) < wanted:
+            self._untake(state, taken)
+            self._forget_if_idle(name, state)
+            return None
+        return self._deliver(peer, name, state, taken)
+
+    def _untake(self, state, taken):
+        if taken:
+            state.items.extendleft(reversed(taken))
+            state.notify()
+
+    def _deliver(self, peer, name, state, taken):
+        keys = [k for _, item_keys in taken for k in item_keys]
+        state.held.hand_over(peer, keys)
+        if taken:
+            state.notify()
+        self._forget_if_idle(name, state)
+        return {"items": [payload for payload, _ in taken],
+                "keys": [list(item_keys) for _, item_keys in taken]}
+
+    def qsize(self, peer, msg) -> int:
+        state = self.queues.get(msg["name"])
+        return 0 if state is None else len(state.items)
+
+    def _forget_if_idle(self, name, state):
+        if (not state.items and not state.busy and not state.maxsize
+                and self.queues.get(name) is state):
+            del self.queues[name]
+
+
+class Queue(ClientObject):
+    """A distributed FIFO queue of futures and small values, shared by name
+    between clients and tasks (a Queue passed to a task arrives there by
+    name).
+
+    ``put(value, timeout=None)`` waits while a bounded queue (``maxsize`` >
+    0) is full and raises ``trioflow.TimeoutError`` if it still is after
+    ``timeout`` seconds.  ``get(timeout=None, batch=False)`` waits for an
+    item and raises ``trioflow.TimeoutError`` after ``timeout`` seconds;
+    ``batch=True`` returns a list of everything in the queue now without
+    waiting, ``batch=n`` a list of the next ``n`` items once there are that
+    many.  Timeouts are kept on the scheduler, and a get that times out or
+    is cancelled takes nothing.
+
+    Everything goes through the scheduler: put futures (``client.scatter``,
+    ``client.submit``) rather than large data.  The ``maxsize`` of a queue
+    is the one of the first object to use it."""
+
+    _prefix = "queue"
+
+    def __init__(self, name=None, client=None, maxsize=0):
+        super().__init__(name, client)
+        self.maxsize = int(maxsize or 0)
+
+    def _state_for_pickle(self):
+        return {"maxsize": self.maxsize}
+
+    def put(self, value, timeout=None, **kwargs):
+        """Append ``value`` (a future, or any picklable object)."""
+        payload, keys = pack(value)
+        return self._call(self._put, payload, keys, seconds(timeout))
+
+    async def _put(self, payload, keys, timeout):
+        done = await self._request({"op": "queue-put", "name": self.name,
+                                    "maxsize": self.maxsize, "payload": payload,
+                                    "keys": keys, "timeout": timeout})
+        if not done:
+            raise TimeoutError(f"queue {self.name!r} was still full after {timeout} s")
+
+    def get(self, timeout=None, batch=False, **kwargs):
+        """The next item (or a list of items with ``batch``)."""
+        if not isinstance(batch, bool):
+            batch = int(batch)
+            if batch < 0:
+                raise ValueError(f"batch must be True, False or a count >= 0, not {batch}")
+        return self._call(self._get, seconds(timeout), batch)
+
+    async def _get(self, timeout, batch):
+        reply = await self._request(
+            {"op": "queue-get", "name": self.name, "maxsize": self.maxsize,
+             "timeout": timeout, "batch": batch},
+            on_abandoned=self._put_back)
+        if reply is None:
+            raise TimeoutError(f"queue {self.name!r} had "
+                               f"{'no item' if batch is False else f'fewer than {batch} items'}"
+                               f" after {timeout} s")
+        try:
+            values = [unpack(payload, self.client) for payload in reply["items"]]
+        except BaseException:
+            self._put_back(reply)
+            raise
+        return values[0] if batch is False else values
+
+    def _put_back(self, reply):
+        """Return taken items that will not be delivered to the front of the
+        queue.  Runs in the client's loop; the scheduler handles the one-way
+        put-back before any release of the keys this client sends later."""
+        if not reply or not reply.get("items"):
+            return
+        from trioflow.client.future import Future
+        core = self.client._core
+        # count a future per key until the message is queued: the client wants
+        # them now (handed over) and lets go of them after the put-back
+        keep = [Future(key, self.client, inform=False)
+                for keys in reply["keys"] for key in keys]
+        core.send({"op": "queue-put-back", "name": self.name, "maxsize": self.maxsize,
+                   "items": [[payload, keys] for payload, keys
+                             in zip(reply["items"], reply["keys"])]})
+        for future in keep:
+            future.release()
+
+    def qsize(self, **kwargs):
+        """How many items are in the queue now."""
+        return self._call(self._qsize)
+
+    async def _qsize(self):
+        return await self._request({"op": "queue-qsize", "name": self.name})

@@ -1,0 +1,278 @@
+"""Semaphore: at most ``max_leases`` holders of a named resource across the
+cluster.
+
+The scheduler keeps each semaphore's leases in a ``LeaseTable``
+(trioflow/core/leases.py).  A lease belongs to the connection that asked for
+it plus a lease id fresh per ``acquire``: two tasks sharing a worker's client
+are distinct holders, and when a connection goes away (the client closed,
+its process died, its worker died) every lease it held is given back at
+once.  Leases are never taken away because time passed, so a slow holder
+keeps its lease for as long as it is connected and no lease is granted twice.
+
+Waiting is a request that stays open on the scheduler: no polling, one round
+trip per call.  A wait that times out or is cancelled leaves nothing behind:
+its place in line is removed, and a lease granted just as the caller gave up
+is given back.
+"""
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import math
+import uuid
+
+import trio
+
+from trioflow.core.leases import LeaseTable
+from trioflow.errors import TrioflowError
+from trioflow.extensions._common import ClientObject, seconds
+from trioflow.extensions.base import SchedulerExtension
+
+logger = logging.getLogger("trioflow.extensions")
+
+
+class SemaphoreExtension(SchedulerExtension):
+    """Scheduler side: one ``LeaseTable`` per name; ops ``semaphore-*``."""
+
+    name = "semaphores"
+    #: op prefix; the lock extension reuses this class with its own
+    op = "semaphore"
+    #: keep a table once nobody holds or waits (its max_leases stays fixed
+    #: until ``close``); locks drop theirs, a fresh one is identical
+    keep_idle = True
+
+    def __init__(self, scheduler):
+        super().__init__(scheduler)
+        self.tables: dict[str, LeaseTable] = {}
+        self._granted: dict = {}  # (peer, lease id) waiting -> trio.Event set on grant
+        self._warned: set = set()
+        self.handlers = {
+            f"{self.op}-acquire": self.acquire,
+            f"{self.op}-release": self.release,
+            f"{self.op}-value": self.value,
+            f"{self.op}-close": self.close,
+        }
+
+    def _table(self, name: str, max_leases: int) -> LeaseTable:
+        table = self.tables.get(name)
+        if table is None:
+            table = self.tables[name] = LeaseTable(max_leases)
+        elif table.max_leases != max_leases and name not in self._warned:
+            self._warned.add(name)
+            logger.warning("%s %r is used with max_leases=%d and %d; keeping %d",
+                           self.op, name, table.max_leases, max_leases, table.max_leases)
+        return table
+
+    def acquire(self, peer, msg):
+        """Grant at once (answered inline, in message order) or queue the
+        caller and return an awaitable that waits for the grant."""
+        name = msg["name"]
+        lease = (peer, msg["lease"])
+        table = self._table(name, int(msg.get("max_leases") or 1))
+        if table.acquire(lease):
+            return True
+        timeout = msg.get("timeout")
+        if timeout is not None and timeout <= 0:
+            self._give_back(name, table, [lease])
+            return False
+        # the place in line is taken now, in message order; the wait is a task
+        granted = self._granted[lease] = trio.Event()
+        return self._wait_for_grant(name, table, lease, granted, timeout)
+
+    async def _wait_for_grant(self, name, table, lease, granted, timeout):
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                await granted.wait()
+        except BaseException:
+            # cancelled (requester gone, or it gave up): no place in line, no lease
+            self._give_back(name, table, [lease])
+            raise
+        finally:
+            self._granted.pop(lease, None)
+        if granted.is_set():
+            return True
+        self._give_back(name, table, [lease])
+        return False
+
+    def release(self, peer, msg):
+        name = msg["name"]
+        table = self.tables.get(name)
+        lease = (peer, msg["lease"])
+        if table is None or not table.is_held(lease):
+            return False
+        self._give_back(name, table, [lease])
+        return True
+
+    def value(self, peer, msg) -> int:
+        """How many leases are held now."""
+        table = self.tables.get(msg["name"])
+        return 0 if table is None else len(table.holders)
+
+    def close(self, peer, msg):
+        """Give back the caller's listed leases and forget the semaphore if
+        nobody else holds or waits for it."""
+        name = msg["name"]
+        table = self.tables.get(name)
+        if table is None:
+            return True
+        self._give_back(name, table, [(peer, lease) for lease in msg.get("leases") or ()])
+        if table.idle():
+            self._forget(name)
+        return True
+
+    def peer_left(self, peer: str) -> None:
+        for name, table in list(self.tables.items()):
+            self._notify(table.drop_peer(peer))
+            self._forget_if_idle(name, table)
+
+    # ---------------------------------------------------------------- internals
+
+    def _give_back(self, name, table, leases):
+        self._notify(table.drop(leases))
+        self._forget_if_idle(name, table)
+
+    def _notify(self, granted):
+        for lease in granted:
+            event = self._granted.get(lease)
+            if event is not None:
+                event.set()
+
+    def _forget_if_idle(self, name, table):
+        if not self.keep_idle and table.idle() and self.tables.get(name) is table:
+            self._forget(name)
+
+    def _forget(self, name):
+        del self.tables[name]
+        self._warned.discard(name)
+
+
+class Semaphore(ClientObject):
+    """A cluster-wide semaphore: at most ``max_leases`` holders at a time.
+
+    ``acquire(timeout=None)`` waits for a lease and returns True, or False if
+    ``timeout`` seconds passed first; ``release()`` gives back the oldest
+    lease this object holds.  Use it as ``with sem:`` (blocking client, or a
+    sync task) or ``async with sem:`` (asynchronous client, ``async def`` task).
+
+    Objects with the same ``name`` share the semaphore; passed to a task, it
+    arrives there by name, without the leases of the sender.  A lease
+    belongs to the client connection and the ``acquire`` call that got it:
+    if that client closes or dies, its leases are given back at once.
+
+    ``register``, ``scheduler_rpc`` and ``loop`` are accepted for
+    compatibility with distributed and have no effect.
+    """
+
+    _prefix = "semaphore"
+    _op = "semaphore"
+
+    def __init__(self, max_leases=1, name=None, register=True, scheduler_rpc=None, loop=None,
+                 client=None):
+        if not isinstance(max_leases, int) or isinstance(max_leases, bool) or max_leases < 1:
+            raise ValueError(f"max_leases must be a positive integer, not {max_leases!r}")
+        super().__init__(name, client)
+        self.max_leases = max_leases
+        self._leases: collections.deque = collections.deque()
+        self._closed = False
+
+    def _state_for_pickle(self):
+        return {"max_leases": self.max_leases}
+
+    def _rebuilt(self):
+        self._leases = collections.deque()
+        self._closed = False
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: {self.name}, max_leases={self.max_leases}>"
+
+    # ---------------------------------------------------------------- API
+
+    def acquire(self, timeout=None):
+        """Wait for a lease; True once held, False if ``timeout`` seconds (a
+        number or a string like "200ms") passed first.  The timeout runs on
+        the scheduler; a timed-out or cancelled acquire holds nothing."""
+        self._check_open()
+        return self._call(self._acquire, seconds(timeout))
+
+    async def _acquire(self, timeout):
+        lease = uuid.uuid4().hex
+        granted = await self._request(
+            {"op": f"{self._op}-acquire", "name": self.name, "max_leases": self.max_leases,
+             "lease": lease, "timeout": timeout},
+            on_abandoned=lambda result: self._give_back_abandoned(lease, result))
+        if granted:
+            self._leases.append(lease)
+        return bool(granted)
+
+    def _give_back_abandoned(self, lease, granted):
+        # the caller gave up but the scheduler had granted: give the lease back
+        if granted:
+            self.client._core.send({"op": f"{self._op}-release", "name": self.name,
+                                    "lease": lease})
+
+    def release(self):
+        """Give back a lease this object acquired (the oldest one).  Raises
+        RuntimeError if it holds none."""
+        try:
+            lease = self._leases.popleft()
+        except IndexError:
+            raise RuntimeError(f"{type(self).__name__} {self.name!r} released too often: "
+                               f"this object holds no lease") from None
+        return self._call(self._release, lease)
+
+    async def _release(self, lease):
+        return bool(await self._request({"op": f"{self._op}-release", "name": self.name,
+                                         "lease": lease}))
+
+    def get_value(self):
+        """How many leases are held now, cluster-wide."""
+        return self._call(self._value)
+
+    async def _value(self):
+        return await self._request({"op": f"{self._op}-value", "name": self.name})
+
+    def close(self):
+        """Give back this object's leases and forget the semaphore on the
+        scheduler if nobody else uses it; the object cannot acquire again."""
+        if self._closed:
+            return self._call(_nothing)
+        self._closed = True
+        leases, self._leases = list(self._leases), collections.deque()
+        return self._call(self._close, leases)
+
+    async def _close(self, leases):
+        return await self._request({"op": f"{self._op}-close", "name": self.name,
+                                    "leases": leases})
+
+    def _check_open(self):
+        if self._closed:
+            raise TrioflowError(f"{type(self).__name__} {self.name!r} is closed")
+
+    # ---------------------------------------------------------------- context manager
+
+    def __enter__(self):
+        result = self.acquire()
+        if inspect.isawaitable(result):
+            result.close()
+            raise TypeError(f"this {type(self).__name__} uses an asynchronous client: "
+                            f"use 'async with', not 'with'")
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    async def __aenter__(self):
+        result = self.acquire()
+        if inspect.isawaitable(result):
+            await result
+        return self
+
+    async def __aexit__(self, *exc_info):
+        result = self.release()
+        if inspect.isawaitable(result):
+            await result
+
+
+async def _nothing():
+    return None
