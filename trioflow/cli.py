@@ -157,6 +157,8 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
     try:
         return args.run(args)
     except KeyboardInterrupt:

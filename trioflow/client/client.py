@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from trioflow.client.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
+from trioflow.client.introspection import IntrospectionMixin, current_client
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
@@ -32,7 +33,11 @@ _clients: "weakref.WeakValueDictionary[str, Client]" = weakref.WeakValueDictiona
 
 
 def default_client() -> "Client":
-    """The client made most recently with ``set_as_default=True``."""
+    """The client made current with ``as_current()``, else the one made most
+    recently with ``set_as_default=True``."""
+    client = current_client.get()
+    if client is not None and client.status == "running":
+        return client
     client = _default_client() if _default_client is not None else None
     if client is None or client.status == "closed":
         raise ValueError("No clients found: start one with trioflow.Client()")
@@ -50,7 +55,7 @@ def _client_for_unpickled_future(address):
         return default_client()
 
 
-class Client:
+class Client(IntrospectionMixin):
     """Connect to a trioflow scheduler (or start a local cluster).
 
     ``Client()`` starts a ``LocalCluster`` with the keyword arguments dask
@@ -337,6 +342,10 @@ class Client:
         task; higher ``priority`` runs first; ``resources={"GPU": 1}`` runs it
         only where the workers declare enough.  ``fifo_timeout`` is accepted
         and has no effect (submission order already breaks priority ties).
+
+        ``actor=True`` (or ``actors=True``) makes ``func`` (a class) an actor:
+        one instance kept on one worker, whose ``result()`` is a
+        ``trioflow.Actor`` proxy calling it directly (see docs/actors.md).
 
         ``timeout=seconds`` (beyond dask) is a deadline for each run of the task:
         a run still going past it is stopped like a cancelled one (at once
@@ -671,6 +680,19 @@ class Client:
         if workers is None:
             workers = await self._core.request({"op": "worker-addresses"})
         return await self._core.run_on_workers(function, args, kwargs, list(workers), on_error)
+
+    # ---------------------------------------------------------------- administration
+    # datasets, event logs, metadata, worker plugins and uploads: each group of
+    # methods lives in the module of its scheduler extension
+
+    from trioflow.extensions.datasets import (  # noqa: E402
+        datasets, get_dataset, list_datasets, publish_dataset, unpublish_dataset)
+    from trioflow.extensions.event_log import (  # noqa: E402
+        events, get_events, log_event, subscribe_topic, unsubscribe_topic)
+    from trioflow.extensions.metadata import get_metadata, set_metadata  # noqa: E402
+    from trioflow.extensions.plugins import (  # noqa: E402
+        register_plugin, register_worker_plugin, unregister_worker_plugin)
+    from trioflow.extensions.uploads import upload_file  # noqa: E402
 
 
 _CLUSTER_KWARGS = frozenset({

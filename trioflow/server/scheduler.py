@@ -21,6 +21,7 @@ from trioflow.comm.connection import Connection, ConnectionPool, reply_error, re
 from trioflow.core import events as ev
 from trioflow.core.scheduler_state import SchedulerState
 from trioflow.protocol.serialize import deserialize, serialize
+from trioflow.server import logs
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -41,6 +42,7 @@ class Scheduler:
                  worker_ttl: float = 300.0, validate: bool = False,
                  dashboard_address=None, **kwargs):
         self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate)
+        logs.install()
         self._listen = address or f"ws://{host}:{port}"
         self.scheduler_file = scheduler_file
         self.token = token
@@ -420,6 +422,46 @@ class Scheduler:
                 moved += 1
         return moved
 
+    def _nbytes(self, client_id, msg):
+        keys = msg.get("keys")
+        tasks = self.state.tasks
+        chosen = tasks if keys is None else [k for k in keys if k in tasks]
+        return {k: tasks[k].nbytes for k in chosen if tasks[k].state == "memory"}
+
+    def _processing(self, client_id, msg):
+        workers = msg.get("workers")
+        return {a: [ts.key for ts in ws.processing] for a, ws in self.state.workers.items()
+                if workers is None or a in workers or ws.name in workers}
+
+    async def _retire(self, client_id, msg):
+        """Copy the keys only the retiring workers hold to the others, then
+        close the retiring workers (their nannies stop too)."""
+        retiring = [a for a in (msg.get("workers") or []) if a in self.state.workers]
+        staying = [a for a in self.state.workers if a not in retiring]
+        if not staying and retiring:
+            raise ValueError("cannot retire every worker: the data would have nowhere to go")
+        info = {a: self.identity()["workers"][a] for a in retiring}
+        for address in retiring:
+            ws = self.state.workers.get(address)
+            if ws is None:
+                continue
+            only_here = [ts.key for ts in ws.has_what if ts.who_has == {ws}]
+            if only_here:
+                target = min(staying, key=lambda a: self.state.workers[a].nbytes)
+                conn = await self.peers.get(target)
+                got = await conn.request({"op": "replicate",
+                                          "who_has": {k: [address] for k in only_here}})
+                self.stimulus(ev.ReplicaAdded(target, dict(got), "retire"))
+            if msg.get("close", True):
+                worker = self.workers.get(address)
+                if worker is not None:
+                    worker.send({"op": "close", "reason": "retired"})
+        if msg.get("close", True):
+            with trio.move_on_after(30):
+                while set(retiring) & set(self.state.workers):
+                    await self._workers_changed.wait()
+        return info
+
     async def _retire_workers(self, client_id, msg):
         addresses = msg.get("workers") or list(self.workers)
         for address in addresses:
@@ -495,5 +537,8 @@ _CLIENT_REQUESTS = {
     "worker-addresses": Scheduler._worker_addresses,
     "retire-workers": Scheduler._retire_workers,
     "restart": Scheduler._restart,
+    "nbytes": Scheduler._nbytes,
+    "processing": Scheduler._processing,
+    "retire": Scheduler._retire,
     "rebalance": Scheduler._rebalance,
 }

@@ -12,9 +12,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
+import threading
 import time
+import traceback
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from functools import partial
 
 import psutil
@@ -32,6 +35,7 @@ from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
+from trioflow.server import logs
 from trioflow.server.threads import TaskThreads
 
 logger = logging.getLogger("trioflow.worker")
@@ -43,7 +47,8 @@ CLOSE_GRACE = 2.0
 class Execution:
     """One run of one task: how to stop it."""
 
-    __slots__ = ("key", "cancel_scope", "cancelled", "is_async", "thread_done", "timed_out")
+    __slots__ = ("key", "cancel_scope", "cancelled", "is_async", "thread_done", "timed_out",
+                 "thread_id", "started")
 
     def __init__(self, key, is_async):
         self.key = key
@@ -52,6 +57,8 @@ class Execution:
         self.cancelled = False
         self.thread_done = False
         self.timed_out = False
+        self.thread_id: int | None = None
+        self.started = time.time()
 
 
 class TaskCancelled(BaseException):
@@ -105,6 +112,8 @@ class Worker:
         self._threads = TaskThreads(f"trioflow-task-{name}" if name is not None else "trioflow-task")
         self._rejoin_waiters: dict = {}
         self._deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
+        self.task_stream: deque = deque(maxlen=10_000)  # recent runs, for get_task_stream
+        logs.install()
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
         self._nursery_manager = None
@@ -274,6 +283,18 @@ class Worker:
 
     # ------------------------------------------------------------ tasks' view of the worker
 
+    def call_stacks(self, keys=None) -> dict:
+        """The current stack of each running task (sync tasks: their thread's)."""
+        frames = sys._current_frames()
+        stacks = {}
+        for key, execution in list(self.executing.items()):
+            if keys is not None and key not in keys:
+                continue
+            frame = frames.get(execution.thread_id) if execution.thread_id else None
+            stacks[key] = (traceback.format_stack(frame) if frame is not None
+                           else ["async task: awaiting in the worker's event loop"])
+        return stacks
+
     async def get_client_async(self):
         """The client tasks on this worker share, connected on first use."""
         if self.client is None:
@@ -356,6 +377,9 @@ class Worker:
                 del self.executing[key]
         status, value, duration = outcome
         self._deadlines.pop(key, None)
+        self.task_stream.append({"key": key, "worker": self.address, "start": execution.started,
+                                 "stop": time.time(), "duration": duration, "status": status,
+                                 "async": is_async})
         if execution.timed_out and status != "error":
             # past its deadline: whatever it produced (or whether it stopped at a
             # checkpoint) the future errs, and retries= may run it again
@@ -557,6 +581,7 @@ def deserialize_function(payload: bytes):
 
 
 def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):
+    execution.thread_id = threading.get_ident()
     set_thread_task(context)
     start = time.perf_counter()
     try:

@@ -1,0 +1,258 @@
+"""Client calls that look into the cluster or manage it: versions, logs,
+task stream, call stacks, memory, processing, retiring workers, cluster dumps,
+and the 'current client' context.  Mixed into ``Client``."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import gzip
+import importlib.metadata
+import platform
+
+from trioflow.core.keys import key_prefix
+
+#: the client ``as_current()`` made current in this context
+current_client: contextvars.ContextVar = contextvars.ContextVar("trioflow_current_client",
+                                                                 default=None)
+
+_VERSION_PACKAGES = ("trioflow", "trio", "anyio", "msgpack", "cloudpickle", "tblib", "psutil")
+#: what must match everywhere for the cluster to work
+_MUST_MATCH = ("python", "trioflow", "msgpack", "cloudpickle")
+
+
+def versions(packages=()) -> dict:
+    found = {"python": platform.python_version()}
+    for name in (*_VERSION_PACKAGES, *packages):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _versions_on_worker(packages=(), dask_worker=None):
+    return versions(packages)
+
+
+def _versions_on_scheduler(packages=(), dask_scheduler=None):
+    return versions(packages)
+
+
+def _recent_logs(n=None, names=("trioflow",)):
+    from trioflow.server.logs import recent
+    return recent(n, names)
+
+
+def _task_stream(dask_worker=None):
+    return list(dask_worker.task_stream)
+
+
+def _call_stacks(keys=None, dask_worker=None):
+    return dask_worker.call_stacks(keys)
+
+
+def _retire_off(workers, dask_scheduler=None):
+    return dask_scheduler.retire(workers)
+
+
+class IntrospectionMixin:
+    # ---------------------------------------------------------------- current client
+
+    @contextlib.contextmanager
+    def as_current(self):
+        """Within the block, ``Client.current()`` and ``default_client()`` give this client."""
+        token = current_client.set(self)
+        try:
+            yield self
+        finally:
+            current_client.reset(token)
+
+    @classmethod
+    def current(cls, allow_global=True):
+        """The client made current by ``as_current()``; else (with
+        ``allow_global``) the default client.  Raises ValueError if none."""
+        client = current_client.get()
+        if client is not None and client.status == "running":
+            return client
+        if allow_global:
+            from trioflow.client.client import default_client
+            return default_client()
+        raise ValueError("no current client: use 'with client.as_current():'")
+
+    def start(self, **kwargs):
+        """Start the client: a no-op for a blocking client (it starts when
+        made); an awaitable for an asynchronous one."""
+        if self._asynchronous:
+            return self._start_async()
+        return None
+
+    # ---------------------------------------------------------------- graphs
+
+    @staticmethod
+    def collections_to_dsk(collections, *args, **kwargs) -> dict:
+        """The merged task graph (a dict) of dask collections."""
+        from trioflow.client.graphs import as_dict
+        graph: dict = {}
+        for collection in collections:
+            graph.update(as_dict(collection.__dask_graph__()))
+        return graph
+
+    def normalize_collection(self, collection):
+        """The collection with each task whose key this client already holds a
+        future for replaced by that future (so it is not computed again)."""
+        from trioflow.client.future import Future
+        from trioflow.client.graphs import as_dict
+        graph = as_dict(collection.__dask_graph__())
+        held = [k for k in graph if k in self._core.futures]
+        if not held:
+            return collection
+        graph.update({k: Future(k, self, inform=False) for k in held})
+        rebuild, extra = collection.__dask_postpersist__()
+        return rebuild(graph, *extra)
+
+    # ---------------------------------------------------------------- looking in
+
+    def get_versions(self, check=False, packages=None):
+        """Python and package versions of the client, the scheduler and each
+        worker.  ``check=True`` raises ValueError if what must match does not."""
+        if self._asynchronous:
+            raise TypeError("get_versions is available on blocking clients only")
+        packages = tuple(packages or ())
+        result = {"client": versions(packages),
+                  "scheduler": self.run_on_scheduler(_versions_on_scheduler, packages),
+                  "workers": self.run(_versions_on_worker, packages)}
+        if check:
+            mismatched = {
+                name for name in _MUST_MATCH
+                if len({result["client"][name], result["scheduler"][name],
+                        *(w[name] for w in result["workers"].values())}) > 1}
+            if mismatched:
+                raise ValueError(f"version mismatch across the cluster for {sorted(mismatched)}")
+        return result
+
+    def nbytes(self, keys=None, summary=True, **kwargs):
+        """Bytes in memory per key, or per key prefix with ``summary=True``."""
+        sizes = self._request({"op": "nbytes", "keys": None if keys is None else list(keys)})
+        if not summary:
+            return sizes
+        totals: dict = {}
+        for key, n in sizes.items():
+            prefix = key_prefix(key)
+            totals[prefix] = totals.get(prefix, 0) + n
+        return totals
+
+    def processing(self, workers=None):
+        """Keys each worker is running or has been told to run."""
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._request({"op": "processing", "workers": workers})
+
+    def call_stack(self, futures=None, keys=None):
+        """Stacks of the running tasks (all, or those of ``futures``/``keys``)
+        on every worker: ``{address: {key: [frame lines]}}``."""
+        wanted = None
+        if futures is not None or keys is not None:
+            from trioflow.client.client import _futures_in
+            wanted = [f.key for f in _futures_in(futures or [])] + list(keys or [])
+        stacks = self.run(_call_stacks, wanted)
+        return {address: found for address, found in stacks.items() if found}
+
+    def get_task_stream(self, start=None, stop=None, count=None, plot=False,
+                        filename="task-stream.html", bokeh_resources=None):
+        """Records of recently run tasks: key, worker, start/stop times (epoch
+        seconds), status.  ``plot``, ``filename`` and ``bokeh_resources`` are
+        accepted and ignored: trioflow draws no plots."""
+        records = [r for per_worker in self.run(_task_stream).values() for r in per_worker]
+        records.sort(key=lambda r: r["start"])
+        if start is not None:
+            records = [r for r in records if r["start"] >= start]
+        if stop is not None:
+            records = [r for r in records if r["stop"] <= stop]
+        if count is not None:
+            records = records[-count:]
+        return records
+
+    def get_scheduler_logs(self, n=None):
+        """The scheduler process's recent log records as (level, message)."""
+        return self.run_on_scheduler(_recent_logs, n, ("trioflow.scheduler", "trioflow.comm"))
+
+    def get_worker_logs(self, n=None, workers=None, nanny=False):
+        """Each worker process's recent log records as (level, message).  With
+        in-process workers all workers share their process's records."""
+        names = ("trioflow.nanny",) if nanny else ("trioflow.worker", "trioflow.comm")
+        return self.run(_recent_logs, n, names, workers=workers)
+
+    def dump_cluster_state(self, filename="dask-cluster-dump", exclude=(), format="msgpack"):
+        """Write what the scheduler and every worker know (identities, versions,
+        task states, recent logs) to ``filename.msgpack.gz`` or ``filename.yaml``."""
+        state = {
+            "scheduler": self.scheduler_info(),
+            "scheduler_tasks": self.run_on_scheduler(_scheduler_task_states),
+            "workers": self.run(_worker_state_dump),
+            "versions": self.get_versions(),
+            "scheduler_logs": self.get_scheduler_logs(),
+        }
+        for name in exclude or ():
+            state.pop(name, None)
+        if format == "msgpack":
+            import msgpack
+            path = f"{filename}.msgpack.gz"
+            with gzip.open(path, "wb") as f:
+                f.write(msgpack.packb(state, default=str))
+        elif format == "yaml":
+            import yaml
+            path = f"{filename}.yaml"
+            with open(path, "w") as f:
+                yaml.safe_dump(_plain(state), f)
+        else:
+            raise ValueError(f"format must be 'msgpack' or 'yaml', not {format!r}")
+        return path
+
+    # ---------------------------------------------------------------- managing
+
+    def retire_workers(self, workers=None, close_workers=True, **kwargs):
+        """Move the data only these workers hold to the others, then close
+        them (nannies stop too).  Returns the retired workers' info."""
+        workers = [workers] if isinstance(workers, str) else workers
+        return self._request({"op": "retire", "workers": workers,
+                              "close": bool(close_workers)})
+
+    def run_coroutine(self, function, *args, **kwargs):
+        """Run an ``async def`` function on every worker (as ``run`` does)."""
+        return self.run(function, *args, **kwargs)
+
+    def profile(self, key=None, start=None, stop=None, workers=None, merge_workers=True,
+                plot=False, filename=None, server=False, scheduler=False):
+        """Not available: trioflow has no statistical profiler yet."""
+        raise NotImplementedError("trioflow has no statistical profiler; use py-spy on a "
+                                  "worker process, or get_task_stream() for task timings")
+
+    def start_ipython_workers(self, workers=None, magic_names=False, qtconsole=False,
+                              qtconsole_args=None):
+        """Not available: trioflow does not embed IPython kernels in its servers."""
+        raise NotImplementedError("trioflow does not embed IPython kernels in workers")
+
+    def start_ipython_scheduler(self, magic_name="scheduler_if_ipython", qtconsole=False,
+                                qtconsole_args=None):
+        """Not available: trioflow does not embed IPython kernels in its servers."""
+        raise NotImplementedError("trioflow does not embed IPython kernels in the scheduler")
+
+
+def _scheduler_task_states(dask_scheduler=None):
+    return {str(k): ts.state for k, ts in dask_scheduler.state.tasks.items()}
+
+
+def _worker_state_dump(dask_worker=None):
+    return {"tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
+            "busy_slots": dask_worker.state.busy_slots, "nthreads": dask_worker.nthreads,
+            "memory_keys": len(dask_worker.data)}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
