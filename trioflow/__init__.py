@@ -42,6 +42,14 @@ _PUBLIC = {
     "Lock": "trioflow.extensions.lock",
     "Event": "trioflow.extensions.event",
     "Semaphore": "trioflow.extensions.semaphore",
+    "Pub": "trioflow.extensions.pubsub",
+    "Sub": "trioflow.extensions.pubsub",
+    "Channel": "trioflow.extensions.channels",
+    "Actor": "trioflow.extensions.actors",
+    "ActorFuture": "trioflow.extensions.actors",
+    "ActorLostError": "trioflow.errors",
+    "WorkerPlugin": "trioflow.extensions.plugins",
+    "EventStream": "trioflow.extensions.event_log",
 }
 
 __all__ = sorted(_PUBLIC)

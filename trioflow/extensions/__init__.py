@@ -16,12 +16,20 @@ SCHEDULER_EXTENSIONS: list[str] = [
     "trioflow.extensions.event:EventExtension",
     "trioflow.extensions.semaphore:SemaphoreExtension",
     "trioflow.extensions.channels:ChannelExtension",
+    "trioflow.extensions.pubsub:PubSubSchedulerExtension",
+    "trioflow.extensions.datasets:DatasetExtension",
+    "trioflow.extensions.event_log:EventLogExtension",
+    "trioflow.extensions.metadata:MetadataExtension",
+    "trioflow.extensions.plugins:PluginSchedulerExtension",
 ]
 
 #: "module:Class" of every worker extension (handlers for requests that peers
 #: and clients send straight to a worker, e.g. Pub/Sub between workers, actors)
 WORKER_EXTENSIONS: list[str] = [
     "trioflow.extensions.actors:ActorWorkerExtension",
+    "trioflow.extensions.plugins:PluginWorkerExtension",
+    "trioflow.extensions.uploads:UploadWorkerExtension",
+    "trioflow.extensions.pubsub:PubSubWorkerExtension",
 ]
 
 

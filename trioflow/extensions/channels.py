@@ -154,7 +154,7 @@ class Channel:
     """
 
     def __init__(self, client, name, maxlen=None):
-        self.client = client
+        self._client = client
         self.name = name
         self.maxlen = None if maxlen is None else int(maxlen)
         self._lock = threading.Lock()
@@ -166,6 +166,14 @@ class Channel:
         self._errors: list = []
         self._sending = False  # loop thread
         self._acked_changed: trio.Event | None = None  # loop thread
+
+    @property
+    def client(self):
+        if self._client is None:
+            # unpickled in a task: the worker's client, found where it is used
+            from trioflow.task_context import get_client
+            self._client = get_client()
+        return self._client
 
     def __repr__(self):
         return f"<Channel: {self.name!r}, {len(self._futures)} future(s) seen>"
@@ -347,5 +355,4 @@ class _AsyncIteration:
 
 
 def _rebuild(name, maxlen):
-    from trioflow.task_context import get_client
-    return get_client().channel(name, maxlen)
+    return Channel(None, name, maxlen)

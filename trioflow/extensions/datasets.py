@@ -146,7 +146,7 @@ async def _get_dataset(client, name, default):
     out = []
     for one, payload in zip(names, found):
         if payload is None:
-            if default == _no_default:
+            if isinstance(default, str) and default == _no_default:
                 raise KeyError(f"Dataset {one!r} not found")
             out.append(default)
         else:
