@@ -175,6 +175,9 @@ class Datasets(MutableMapping):
             raise KeyError(name)
         self._client.unpublish_dataset(name)
 
+    def __contains__(self, name):
+        return name in self._client.list_datasets()
+
     def __iter__(self):
         return iter(self._client.list_datasets())
 

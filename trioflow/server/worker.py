@@ -308,6 +308,22 @@ class Worker:
                     self.client = client
         return self.client
 
+    def log_event(self, topic, msg) -> None:
+        """Log ``msg`` under ``topic`` (or each of a list of topics) in the
+        scheduler's event log, without waiting; any thread (dask's
+        ``Worker.log_event``; see ``Client.log_event``)."""
+        from trioflow.extensions.event_log import _check_msgpack
+        _check_msgpack(msg, "Message")
+        message = {"op": "log-event", "topic": topic, "msg": msg}
+        try:
+            in_loop = trio.lowlevel.current_trio_token() is self.trio_token
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self.scheduler.send(message)
+        else:
+            self.trio_token.run_sync_soon(self.scheduler.send, message)
+
     def secede_task(self, key):
         self._handle(ev.Seceded(key, "secede"))
 
