@@ -79,6 +79,10 @@ class BackgroundContext:
     # ---------------------------------------------------------------- blocking
 
     def start_blocking(self):
+        if current_library() == "trio":
+            raise RuntimeError(
+                "a blocking Client or LocalCluster cannot be started inside trio code, "
+                "whose loop it would block: pass asynchronous=True and await it")
         self.mode = "blocking"
         self.loop = LoopRunner.acquire()
         try:

@@ -435,9 +435,15 @@ class Client(IntrospectionMixin):
                 fifo_timeout="60s", actors=None, traverse=True, **kwargs):
         """Start computing dask collections; return a Future for each (a single
         one for a single collection).  ``sync=True`` returns the results.
-        Anything that is not a dask collection is returned unchanged."""
+        With ``traverse`` (the default) a list, tuple, set or dict among
+        ``collections`` is computed as one task, with the dask collections
+        inside it replaced by their values; anything else that is not a dask
+        collection is returned unchanged."""
         singleton = not isinstance(collections, (list, tuple, set))
         items = [collections] if singleton else list(collections)
+        if traverse:
+            items = [_dask().delayed(item) if isinstance(item, (list, tuple, set, dict, Iterator))
+                     else item for item in items]
         options = _options(workers, resources, retries, priority, allow_other_workers)
         results = []
         for item in items:

@@ -1,6 +1,8 @@
 """``wait``: block until futures are done."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import trio
 
 from trioflow.client.core import _timeout
@@ -8,8 +10,14 @@ from trioflow.client.core import _timeout
 _RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION")
 
 
+class DoneAndNotDoneFutures(NamedTuple):
+    """What ``wait`` returns, as ``concurrent.futures.wait`` does."""
+    done: set
+    not_done: set
+
+
 def wait(fs, timeout=None, return_when="ALL_COMPLETED"):
-    """Wait until the futures are done; returns ``(done, not_done)`` sets.
+    """Wait until the futures are done; returns the named tuple ``(done, not_done)`` of sets.
     ``return_when`` is ``"ALL_COMPLETED"``, ``"FIRST_COMPLETED"`` or
     ``"FIRST_EXCEPTION"``; past ``timeout`` seconds raises ``TimeoutError``."""
     from trioflow.client.future import Future
@@ -19,7 +27,7 @@ def wait(fs, timeout=None, return_when="ALL_COMPLETED"):
     if return_when not in _RETURN_WHEN:
         raise ValueError(f"return_when must be one of {_RETURN_WHEN}, not {return_when!r}")
     if not fs:
-        return set(), set()
+        return DoneAndNotDoneFutures(set(), set())
     client = fs[0].client
     from trioflow.utils import parse_timedelta
     return client._sync(_wait, fs, parse_timedelta(timeout), return_when)
@@ -56,4 +64,4 @@ async def _wait(fs, timeout, return_when):
                     await done.wait()
                 nursery.cancel_scope.cancel()
     done_set = {f for f in fs if f._state.done()}
-    return done_set, {f for f in fs if f not in done_set}
+    return DoneAndNotDoneFutures(done_set, {f for f in fs if f not in done_set})
