@@ -864,8 +864,6 @@ def test_shutdown_closes_the_cluster_and_the_client():
         cluster.close()
 
 
-@pytest.mark.xfail(strict=True, reason="shutdown() of a client connected by address "
-                   "retires the workers but leaves the scheduler running")
 def test_shutdown_by_address_stops_the_scheduler():
     with LocalCluster(processes=False, protocol="ws", n_workers=1,
                       threads_per_worker=1) as cluster:

@@ -68,6 +68,8 @@ def _run_scheduler(args) -> int:
             print(f"trioflow scheduler at {scheduler.address}", flush=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_interrupted, nursery.cancel_scope)
+                await scheduler.terminated()  # a client called shutdown()
+                nursery.cancel_scope.cancel()
         return 0
 
     return trio.run(main)

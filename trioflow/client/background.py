@@ -63,6 +63,11 @@ class BackgroundContext:
         await self._started.wait()
         self._raise_error()
 
+    def request_stop(self):
+        """From inside the host loop: leave the context manager soon."""
+        if self._stop is not None:
+            self._stop.set()
+
     async def _stop_and_wait(self):
         if self._stop is None:
             return

@@ -289,8 +289,9 @@ class Client(IntrospectionMixin):
             self.close()
 
     async def _retire_all(self):
-        workers = await self._core.request({"op": "worker-addresses"})
-        await self._core.request({"op": "retire-workers", "workers": workers})
+        # the scheduler closes its workers, answers, then closes itself when it
+        # runs under the CLI; a LocalCluster is closed by our caller instead
+        await self._core.request({"op": "terminate"})
 
     async def _shutdown_async(self):
         try:

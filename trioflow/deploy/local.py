@@ -102,6 +102,7 @@ class LocalCluster:
                 self._nursery = nursery
                 stop = trio.Event()
                 self._stop = stop
+                nursery.start_soon(self._close_when_terminated, scheduler)
                 try:
                     async with trio.open_nursery() as starting:
                         for i in range(self.n_workers):
@@ -109,6 +110,18 @@ class LocalCluster:
                     yield self
                 finally:
                     stop.set()
+
+    async def _close_when_terminated(self, scheduler):
+        """Until the cluster stops: if a client's shutdown() asks the scheduler
+        to close, close the whole cluster."""
+        async with trio.open_nursery() as watchers:
+            async def on_terminate():
+                await scheduler.terminated()
+                self._host.request_stop()
+
+            watchers.start_soon(on_terminate)
+            await self._stop.wait()
+            watchers.cancel_scope.cancel()
 
     async def _start_worker(self, i: int):
         await self._nursery.start(self._hold_worker, i)

@@ -59,6 +59,7 @@ class Scheduler:
         self.nursery: trio.Nursery | None = None
         self.status = "created"
         self._closed = trio.Event()
+        self._terminate_requested = trio.Event()
 
     def __repr__(self):
         return f"<Scheduler {self.address!r} workers={len(self.state.workers)}>"
@@ -462,6 +463,17 @@ class Scheduler:
                     await self._workers_changed.wait()
         return info
 
+    async def _terminate(self, client_id, msg):
+        """Close every worker, then ask whoever runs this scheduler to close it
+        (``terminated()`` returns); the reply goes out first."""
+        await self._retire_workers(client_id, {"workers": list(self.workers)})
+        self._terminate_requested.set()
+        return True
+
+    async def terminated(self):
+        """Wait until a client asked the scheduler to shut down (``client.shutdown()``)."""
+        await self._terminate_requested.wait()
+
     async def _retire_workers(self, client_id, msg):
         addresses = msg.get("workers") or list(self.workers)
         for address in addresses:
@@ -536,6 +548,7 @@ _CLIENT_REQUESTS = {
     "run-on-scheduler": Scheduler._run_on_scheduler,
     "worker-addresses": Scheduler._worker_addresses,
     "retire-workers": Scheduler._retire_workers,
+    "terminate": Scheduler._terminate,
     "restart": Scheduler._restart,
     "nbytes": Scheduler._nbytes,
     "processing": Scheduler._processing,

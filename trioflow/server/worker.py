@@ -428,7 +428,7 @@ class Worker:
                     result = await func(*args, **kwargs)
                     return "ok", result, time.perf_counter() - start
                 except Exception as exc:
-                    return "error", exc, time.perf_counter() - start
+                    return "error", _without_own_frame(exc), time.perf_counter() - start
             return "cancelled", None, time.perf_counter() - start
         finally:
             from trioflow.server.context import _task_var
@@ -596,6 +596,11 @@ def deserialize_function(payload: bytes):
     return pickle.loads(payload)
 
 
+def _without_own_frame(exc: BaseException) -> BaseException:
+    tb = exc.__traceback__
+    return exc.with_traceback(tb.tb_next) if tb is not None and tb.tb_next is not None else exc
+
+
 def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):
     execution.thread_id = threading.get_ident()
     set_thread_task(context)
@@ -606,7 +611,8 @@ def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwarg
     except TaskCancelled:
         return "cancelled", None, time.perf_counter() - start
     except Exception as exc:
-        return "error", exc, time.perf_counter() - start
+        # the traceback starts at the user's function, not in trioflow
+        return "error", _without_own_frame(exc), time.perf_counter() - start
     finally:
         execution.thread_done = True
         set_thread_task(None)
