@@ -12,11 +12,18 @@ from __future__ import annotations
 from trioflow.client.future import Future
 from trioflow.protocol.tasks import KeyRef, dumps_args, execute_legacy_task
 
-try:  # dask is optional
-    import dask
-    from dask._task_spec import Alias, convert_legacy_graph
-except ImportError:  # pragma: no cover - exercised only without dask
-    dask = None
+import importlib.util
+import sys
+
+
+def _dask():
+    """dask if installed, imported on first use (it takes a while to import,
+    and most programs never hand trioflow a dask graph), else None."""
+    if "dask" in sys.modules or importlib.util.find_spec("dask") is not None:
+        import dask
+        import dask._task_spec  # noqa: F401
+        return dask
+    return None
 
 
 def run_graph_node(node, dependencies: dict):
@@ -31,7 +38,7 @@ def _identity(x):
 def as_dict(dsk) -> dict:
     if hasattr(dsk, "__dask_graph__"):
         dsk = dsk.__dask_graph__()
-    if dask is not None:
+    if _dask() is not None:
         from dask.utils import ensure_dict
         return ensure_dict(dsk)
     return dict(dsk)
@@ -49,13 +56,14 @@ def graph_tasks(client, dsk: dict, options: dict) -> list[dict]:
             else:
                 dsk[key] = (_identity, KeyRef(value.key))
     graph = {k: v for k, v in dsk.items() if k not in existing}
-    if dask is None:
+    if _dask() is None:
         func_payload = client._function_payload(execute_legacy_task)
         for key, value in graph.items():
             args_payload, deps = dumps_args((_replace_keys(value, set(dsk)),), {})
             tasks.append({"key": key, "run_spec": (func_payload, args_payload),
                           "deps": list(deps), **options})
         return tasks
+    from dask._task_spec import Alias, convert_legacy_graph
     func_payload = client._function_payload(run_graph_node)
     nodes = convert_legacy_graph(graph, all_keys=set(dsk))
     for key, node in nodes.items():
@@ -83,8 +91,8 @@ def _replace_keys(task, graph_keys):
 
 
 def is_dask_collection(obj) -> bool:
-    if dask is None:
-        return False
+    if "dask" not in sys.modules:
+        return False  # nothing can be a dask collection before dask is imported
     from dask.base import is_dask_collection as check
     return check(obj)
 

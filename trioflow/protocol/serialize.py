@@ -49,10 +49,17 @@ def _dumps(obj, pickler_dumps) -> list:
     return [header, *buffers]
 
 
+#: frames[0] of a large bytes object sent as itself (no pickle stream starts so)
+_RAW_BYTES = b"trioflow-raw-bytes"
+
+
 def dumps(obj) -> list:
     """Pickle ``obj`` into frames.  Plain pickle first (fast); cloudpickle for
     what plain pickle cannot do or would pickle by a reference to __main__,
-    which workers cannot import."""
+    which workers cannot import.  A large ``bytes`` object is not pickled at
+    all: pickle would copy it into the stream, and again out of it."""
+    if type(obj) is bytes and len(obj) >= _OUT_OF_BAND_MIN:
+        return [_RAW_BYTES, obj]
     try:
         frames = _dumps(obj, pickle.dumps)
         if b"__main__" not in frames[0]:
@@ -69,6 +76,9 @@ def serialize(obj) -> Serialized:
 def deserialize(value) -> Any:
     if isinstance(value, Serialized):
         frames = value.frames
+        if len(frames) == 2 and bytes(frames[0][:len(_RAW_BYTES)]) == _RAW_BYTES:
+            data = frames[1]
+            return data if type(data) is bytes else bytes(data)
         return pickle.loads(frames[0], buffers=frames[1:])
     return value
 
