@@ -101,6 +101,8 @@ class LeaseTable:
         """``release`` each of ``leases`` at once; grants happen only after all
         are gone, so none of them is granted on the way out."""
         leases = list(leases)
+        for lease in leases:
+            self.waiters.pop(lease, None)
         freed = False
         for lease in leases:
             if lease in self.holders:

@@ -106,24 +106,18 @@ class Event(ClientObject):
 
     def set(self):
         """Set the flag: every waiter wakes."""
-        return self._call(self._simple, "event-set")
+        return self._ask({"op": "event-set", "name": self.name})
 
     def clear(self):
         """Clear the flag: later waits block until the next ``set``."""
-        return self._call(self._simple, "event-clear")
+        return self._ask({"op": "event-clear", "name": self.name})
 
     def is_set(self):
         """Whether the flag is set now."""
-        return self._call(self._simple, "event-is-set")
+        return self._ask({"op": "event-is-set", "name": self.name}, bool)
 
     def wait(self, timeout=None):
         """Wait until the flag is set; True then, False if ``timeout``
         seconds (kept on the scheduler) passed first."""
-        return self._call(self._wait, seconds(timeout))
-
-    async def _simple(self, op):
-        return await self._request({"op": op, "name": self.name})
-
-    async def _wait(self, timeout):
-        return bool(await self._request({"op": "event-wait", "name": self.name,
-                                         "timeout": timeout}))
+        return self._ask({"op": "event-wait", "name": self.name,
+                          "timeout": seconds(timeout)}, bool)

@@ -60,7 +60,4 @@ class Lock(Semaphore):
 
     def locked(self):
         """Whether anyone holds the lock now."""
-        return self._call(self._locked)
-
-    async def _locked(self):
-        return bool(await self._value())
+        return self._ask({"op": "lock-value", "name": self.name}, bool)

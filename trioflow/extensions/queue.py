@@ -23,7 +23,7 @@ from collections import deque
 import trio
 
 from trioflow.errors import TimeoutError
-from trioflow.extensions._common import ClientObject, HeldKeys, seconds
+from trioflow.extensions._common import ClientObject, Deliveries, HeldKeys, seconds
 from trioflow.extensions.base import SchedulerExtension
 from trioflow.extensions.values import pack, unpack
 
@@ -62,12 +62,18 @@ class QueueExtension(SchedulerExtension):
     def __init__(self, scheduler):
         super().__init__(scheduler)
         self.queues: dict[str, _QueueState] = {}
+        self.deliveries = Deliveries(self)
         self.handlers = {
             "queue-put": self.put,
             "queue-get": self.get,
             "queue-qsize": self.qsize,
+            "queue-delivered": self.delivered,
             "queue-put-back": self.put_back,
         }
+
+    def peer_left(self, peer: str) -> None:
+        # a reply it may or may not have read: counted as delivered (never twice)
+        self.deliveries.peer_left(peer)
 
     def _queue(self, name, maxsize) -> _QueueState:
         state = self.queues.get(name)
@@ -92,14 +98,17 @@ class QueueExtension(SchedulerExtension):
         return self._put_when_room(name, state, item, timeout)
 
     async def _put_when_room(self, name, state, item, timeout):
+        room = False
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout):
                 while state.full():
                     await state.next_change()
+                room = True
         finally:
             state.busy -= 1
-        if state.full():
-            self._forget_if_idle(name, state)
+            if not room:  # timed out or cancelled: put nothing
+                self._forget_if_idle(name, state)
+        if not room:
             return False
         self._append(state, item)
         return True
@@ -109,15 +118,21 @@ class QueueExtension(SchedulerExtension):
         state.items.append(item)
         state.notify()
 
+    def delivered(self, peer, msg):
+        """One-way from a client that made its futures of a reply's keys."""
+        self.deliveries.delivered(peer, msg.get("delivery"))
+
     def put_back(self, peer, msg):
-        """Items a client took but could not deliver: back in front, in order."""
+        """One-way from a client whose caller gave up before reading a reply
+        (or could not unpickle it): the items go back in front, in order."""
         state = self._queue(msg["name"], msg.get("maxsize"))
         items = [(payload, tuple(keys)) for payload, keys in msg["items"]]
+        held = self.deliveries.take_back(peer, msg.get("delivery"))
         for _, keys in items:
             state.held.hold(keys)
+        self.deliveries.held.release(held)
         state.items.extendleft(reversed(items))
         state.notify()
-        return True
 
     # ---------------------------------------------------------------- get
 
@@ -142,6 +157,7 @@ class QueueExtension(SchedulerExtension):
 
     async def _get_when_there(self, peer, name, state, wanted, timeout):
         taken: list = []
+        done = False
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout):
                 while True:
@@ -154,14 +170,13 @@ class QueueExtension(SchedulerExtension):
                     if taken:
                         state.notify()
                     await state.next_change()
-        except BaseException:
-            self._untake(state, taken)
-            raise
+                done = True
         finally:
             state.busy -= 1
-        if len(taken) < wanted:
-            self._untake(state, taken)
-            self._forget_if_idle(name, state)
+            if not done:  # timed out or cancelled: take nothing
+                self._untake(state, taken)
+                self._forget_if_idle(name, state)
+        if not done:
             return None
         return self._deliver(peer, name, state, taken)
 
@@ -172,12 +187,13 @@ class QueueExtension(SchedulerExtension):
 
     def _deliver(self, peer, name, state, taken):
         keys = [k for _, item_keys in taken for k in item_keys]
-        state.held.hand_over(peer, keys)
+        delivery = self.deliveries.send(peer, keys, held_by=state.held)
         if taken:
             state.notify()
         self._forget_if_idle(name, state)
         return {"items": [payload for payload, _ in taken],
-                "keys": [list(item_keys) for _, item_keys in taken]}
+                "keys": [list(item_keys) for _, item_keys in taken],
+                "delivery": delivery}
 
     def qsize(self, peer, msg) -> int:
         state = self.queues.get(msg["name"])
@@ -219,14 +235,14 @@ class Queue(ClientObject):
     def put(self, value, timeout=None, **kwargs):
         """Append ``value`` (a future, or any picklable object)."""
         payload, keys = pack(value)
-        return self._call(self._put, payload, keys, seconds(timeout))
+        timeout = seconds(timeout)
 
-    async def _put(self, payload, keys, timeout):
-        done = await self._request({"op": "queue-put", "name": self.name,
-                                    "maxsize": self.maxsize, "payload": payload,
-                                    "keys": keys, "timeout": timeout})
-        if not done:
-            raise TimeoutError(f"queue {self.name!r} was still full after {timeout} s")
+        def finish(done):
+            if not done:
+                raise TimeoutError(f"queue {self.name!r} was still full after {timeout} s")
+
+        return self._ask({"op": "queue-put", "name": self.name, "maxsize": self.maxsize,
+                          "payload": payload, "keys": keys, "timeout": timeout}, finish)
 
     def get(self, timeout=None, batch=False, **kwargs):
         """The next item (or a list of items with ``batch``)."""
@@ -234,45 +250,36 @@ class Queue(ClientObject):
             batch = int(batch)
             if batch < 0:
                 raise ValueError(f"batch must be True, False or a count >= 0, not {batch}")
-        return self._call(self._get, seconds(timeout), batch)
+        timeout = seconds(timeout)
 
-    async def _get(self, timeout, batch):
-        reply = await self._request(
-            {"op": "queue-get", "name": self.name, "maxsize": self.maxsize,
-             "timeout": timeout, "batch": batch},
-            on_abandoned=self._put_back)
-        if reply is None:
-            raise TimeoutError(f"queue {self.name!r} had "
-                               f"{'no item' if batch is False else f'fewer than {batch} items'}"
-                               f" after {timeout} s")
-        try:
-            values = [unpack(payload, self.client) for payload in reply["items"]]
-        except BaseException:
-            self._put_back(reply)
-            raise
-        return values[0] if batch is False else values
+        def finish(reply):
+            if reply is None:
+                wanted = "no item" if batch is False else f"fewer than {batch} items"
+                raise TimeoutError(f"queue {self.name!r} had {wanted} after {timeout} s")
+            try:
+                values = [unpack(payload, self.client) for payload in reply["items"]]
+            except BaseException:
+                self._put_back(reply)
+                raise
+            if reply.get("delivery") is not None:
+                # after the futures' want-keys, on the same connection
+                self.client._core.send({"op": "queue-delivered",
+                                        "delivery": reply["delivery"]})
+            return values[0] if batch is False else values
+
+        return self._ask({"op": "queue-get", "name": self.name, "maxsize": self.maxsize,
+                          "timeout": timeout, "batch": batch}, finish, self._put_back)
 
     def _put_back(self, reply):
-        """Return taken items that will not be delivered to the front of the
-        queue.  Runs in the client's loop; the scheduler handles the one-way
-        put-back before any release of the keys this client sends later."""
-        if not reply or not reply.get("items"):
-            return
-        from trioflow.client.future import Future
-        core = self.client._core
-        # count a future per key until the message is queued: the client wants
-        # them now (handed over) and lets go of them after the put-back
-        keep = [Future(key, self.client, inform=False)
-                for keys in reply["keys"] for key in keys]
-        core.send({"op": "queue-put-back", "name": self.name, "maxsize": self.maxsize,
-                   "items": [[payload, keys] for payload, keys
-                             in zip(reply["items"], reply["keys"])]})
-        for future in keep:
-            future.release()
+        """Return taken items nobody will receive to the front of the queue
+        (one-way; the scheduler still holds their futures for this reply)."""
+        if reply and reply.get("items"):
+            self.client._core.send({
+                "op": "queue-put-back", "name": self.name, "maxsize": self.maxsize,
+                "delivery": reply.get("delivery"),
+                "items": [[payload, keys] for payload, keys
+                          in zip(reply["items"], reply["keys"])]})
 
     def qsize(self, **kwargs):
         """How many items are in the queue now."""
-        return self._call(self._qsize)
-
-    async def _qsize(self):
-        return await self._request({"op": "queue-qsize", "name": self.name})
+        return self._ask({"op": "queue-qsize", "name": self.name})

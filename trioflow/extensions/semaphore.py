@@ -193,23 +193,22 @@ class Semaphore(ClientObject):
         number or a string like "200ms") passed first.  The timeout runs on
         the scheduler; a timed-out or cancelled acquire holds nothing."""
         self._check_open()
-        return self._call(self._acquire, seconds(timeout))
-
-    async def _acquire(self, timeout):
         lease = uuid.uuid4().hex
-        granted = await self._request(
-            {"op": f"{self._op}-acquire", "name": self.name, "max_leases": self.max_leases,
-             "lease": lease, "timeout": timeout},
-            on_abandoned=lambda result: self._give_back_abandoned(lease, result))
-        if granted:
-            self._leases.append(lease)
-        return bool(granted)
+        release = {"op": f"{self._op}-release", "name": self.name, "lease": lease}
 
-    def _give_back_abandoned(self, lease, granted):
-        # the caller gave up but the scheduler had granted: give the lease back
-        if granted:
-            self.client._core.send({"op": f"{self._op}-release", "name": self.name,
-                                    "lease": lease})
+        def finish(granted):
+            if granted:
+                self._leases.append(lease)
+            return bool(granted)
+
+        def undo(granted):
+            # the caller gave up but the scheduler had granted: give it back
+            if granted:
+                self.client._core.send(release)
+
+        return self._ask({"op": f"{self._op}-acquire", "name": self.name,
+                          "max_leases": self.max_leases, "lease": lease,
+                          "timeout": seconds(timeout)}, finish, undo)
 
     def release(self):
         """Give back a lease this object acquired (the oldest one).  Raises
@@ -219,31 +218,19 @@ class Semaphore(ClientObject):
         except IndexError:
             raise RuntimeError(f"{type(self).__name__} {self.name!r} released too often: "
                                f"this object holds no lease") from None
-        return self._call(self._release, lease)
-
-    async def _release(self, lease):
-        return bool(await self._request({"op": f"{self._op}-release", "name": self.name,
-                                         "lease": lease}))
+        return self._ask({"op": f"{self._op}-release", "name": self.name, "lease": lease},
+                         bool)
 
     def get_value(self):
         """How many leases are held now, cluster-wide."""
-        return self._call(self._value)
-
-    async def _value(self):
-        return await self._request({"op": f"{self._op}-value", "name": self.name})
+        return self._ask({"op": f"{self._op}-value", "name": self.name})
 
     def close(self):
         """Give back this object's leases and forget the semaphore on the
         scheduler if nobody else uses it; the object cannot acquire again."""
-        if self._closed:
-            return self._call(_nothing)
         self._closed = True
         leases, self._leases = list(self._leases), collections.deque()
-        return self._call(self._close, leases)
-
-    async def _close(self, leases):
-        return await self._request({"op": f"{self._op}-close", "name": self.name,
-                                    "leases": leases})
+        return self._ask({"op": f"{self._op}-close", "name": self.name, "leases": leases})
 
     def _check_open(self):
         if self._closed:
@@ -252,11 +239,10 @@ class Semaphore(ClientObject):
     # ---------------------------------------------------------------- context manager
 
     def __enter__(self):
-        result = self.acquire()
-        if inspect.isawaitable(result):
-            result.close()
+        if self.client.asynchronous:
             raise TypeError(f"this {type(self).__name__} uses an asynchronous client: "
                             f"use 'async with', not 'with'")
+        self.acquire()
         return self
 
     def __exit__(self, *exc_info):
@@ -272,7 +258,3 @@ class Semaphore(ClientObject):
         result = self.release()
         if inspect.isawaitable(result):
             await result
-
-
-async def _nothing():
-    return None

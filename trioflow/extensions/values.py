@@ -3,9 +3,11 @@
 ``pack`` pickles a value and lists the keys of the futures inside it (which
 the extension then holds on the scheduler, keeping them alive while stored).
 ``unpack`` rebuilds the value in a receiving client, turning each key back
-into a Future of that client.  The extension must have handed the keys over
-to the receiving client (``SchedulerExtension.hand_over``) before replying,
-so the data is never unwanted in between.
+into a Future of that client (which tells the scheduler it wants the key if
+it had no future of it yet).  The extension must keep the keys held until
+then: hand them over before replying (``SchedulerExtension.hand_over``), or
+hold them until the client acknowledges (``_common.Deliveries``, needed when
+the client may drop older futures of the same keys meanwhile).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import math
 import trio
 
 from trioflow.errors import TimeoutError
-from trioflow.extensions._common import ClientObject, HeldKeys, give, seconds
+from trioflow.extensions._common import ClientObject, Deliveries, HeldKeys, seconds
 from trioflow.extensions.base import SchedulerExtension
 from trioflow.extensions.values import pack, unpack
 
@@ -36,11 +36,16 @@ class VariableExtension(SchedulerExtension):
     def __init__(self, scheduler):
         super().__init__(scheduler)
         self.variables: dict[str, _VariableState] = {}
+        self.deliveries = Deliveries(self)
         self.handlers = {
             "variable-set": self.set,
             "variable-get": self.get,
+            "variable-delivered": self.delivered,
             "variable-delete": self.delete,
         }
+
+    def peer_left(self, peer: str) -> None:
+        self.deliveries.peer_left(peer)
 
     def _variable(self, name) -> _VariableState:
         state = self.variables.get(name)
@@ -83,15 +88,21 @@ class VariableExtension(SchedulerExtension):
                     await state.changed.wait()
         finally:
             state.waiting -= 1
-        if state.value is None:
             self._forget_if_idle(name, state)
+        if state.value is None:
             return None
         return self._reply(peer, state)
 
     def _reply(self, peer, state):
         payload, keys = state.value
-        give(self, peer, keys)
-        return {"payload": payload, "keys": list(keys)}
+        # held for the reader until it has made its futures (the value may
+        # be replaced meanwhile)
+        return {"payload": payload, "delivery": self.deliveries.send(peer, keys)}
+
+    def delivered(self, peer, msg):
+        """One-way from a client that made its futures of a reply's keys, or
+        will never read the reply."""
+        self.deliveries.delivered(peer, msg.get("delivery"))
 
     def delete(self, peer, msg):
         name = msg["name"]
@@ -128,41 +139,36 @@ class Variable(ClientObject):
     def set(self, value, **kwargs):
         """Replace the value (a future, or any picklable object)."""
         payload, keys = pack(value)
-        return self._call(self._set, payload, keys)
-
-    async def _set(self, payload, keys):
-        await self._request({"op": "variable-set", "name": self.name, "payload": payload,
-                             "keys": keys})
+        return self._ask({"op": "variable-set", "name": self.name, "payload": payload,
+                          "keys": keys}, _none)
 
     def get(self, timeout=None, **kwargs):
         """The current value; waits until there is one.  Raises
         ``trioflow.TimeoutError`` after ``timeout`` seconds (kept on the
         scheduler) without a value."""
-        return self._call(self._get, seconds(timeout))
+        timeout = seconds(timeout)
 
-    async def _get(self, timeout):
-        reply = await self._request(
-            {"op": "variable-get", "name": self.name, "timeout": timeout},
-            on_abandoned=self._drop_reply)
-        if reply is None:
-            raise TimeoutError(f"variable {self.name!r} had no value after {timeout} s")
-        try:
-            return unpack(reply["payload"], self.client)
-        except BaseException:
-            self._drop_reply(reply)
-            raise
+        def finish(reply):
+            if reply is None:
+                raise TimeoutError(f"variable {self.name!r} had no value after {timeout} s")
+            try:
+                return unpack(reply["payload"], self.client)
+            finally:
+                # after the futures' want-keys, on the same connection
+                self._delivered(reply)
 
-    def _drop_reply(self, reply):
-        # the scheduler made this client want the value's keys for the reply
-        # nobody will read: count a future of each and let it go at once
-        if reply:
-            from trioflow.client.future import Future
-            for key in reply.get("keys") or ():
-                Future(key, self.client, inform=False).release()
+        return self._ask({"op": "variable-get", "name": self.name, "timeout": timeout},
+                         finish, self._delivered)
+
+    def _delivered(self, reply):
+        if reply and reply.get("delivery") is not None:
+            self.client._core.send({"op": "variable-delivered",
+                                    "delivery": reply["delivery"]})
 
     def delete(self):
         """Remove the value, for every client (futures in it are let go)."""
-        return self._call(self._delete)
+        return self._ask({"op": "variable-delete", "name": self.name}, _none)
 
-    async def _delete(self):
-        await self._request({"op": "variable-delete", "name": self.name})
+
+def _none(result):
+    return None
