@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, MutableMapping
 
 from trioflow.core import events as ev
-from trioflow.extensions._common import give
+from trioflow.extensions._common import Deliveries
 from trioflow.extensions.base import SchedulerExtension
 from trioflow.extensions.values import pack, unpack
 
@@ -33,7 +33,9 @@ class DatasetExtension(SchedulerExtension):
             "get-dataset": self._get,
             "list-datasets": self._list,
             "unpublish-dataset": self._unpublish,
+            "dataset-delivered": self._delivered,
         }
+        self.deliveries = Deliveries(self)
 
     def _publish(self, peer, msg):
         names = list(msg["names"])
@@ -52,16 +54,23 @@ class DatasetExtension(SchedulerExtension):
                 self._drop(old)
 
     def _get(self, peer, msg):
-        found = []
+        found, wanted = [], []
         for name in msg["names"]:
             entry = self.datasets.get(name)
             if entry is None:
                 found.append(None)
                 continue
             payload, _, keys = entry
-            give(self, peer, keys)
+            wanted.extend(keys)
             found.append(payload)
-        return found
+        # held for the reply until the client says it made its futures
+        return {"payloads": found, "delivery": self.deliveries.send(peer, wanted)}
+
+    def _delivered(self, peer, msg):
+        self.deliveries.delivered(peer, msg.get("delivery"))
+
+    def peer_left(self, peer):
+        self.deliveries.peer_left(peer)
 
     def _list(self, peer, msg):
         return sorted(self.datasets, key=str)
@@ -142,15 +151,20 @@ async def _request_none(client, msg):
 
 async def _get_dataset(client, name, default):
     names = name if isinstance(name, list) else [name]
-    found = await client._core.request({"op": "get-dataset", "names": names})
+    reply = await client._core.request({"op": "get-dataset", "names": names})
     out = []
-    for one, payload in zip(names, found):
-        if payload is None:
-            if isinstance(default, str) and default == _no_default:
-                raise KeyError(f"Dataset {one!r} not found")
-            out.append(default)
-        else:
-            out.append(unpack(payload, client))
+    try:
+        for one, payload in zip(names, reply["payloads"]):
+            if payload is None:
+                if isinstance(default, str) and default == _no_default:
+                    raise KeyError(f"Dataset {one!r} not found")
+                out.append(default)
+            else:
+                out.append(unpack(payload, client))
+    finally:
+        if reply.get("delivery") is not None:
+            # after the futures' want-keys, on the same connection
+            client._core.send({"op": "dataset-delivered", "delivery": reply["delivery"]})
     return out if isinstance(name, list) else out[0]
 
 
