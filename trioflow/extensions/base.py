@@ -10,10 +10,14 @@ class SchedulerExtension:
     ``handlers`` maps an op name to a bound method ``handler(peer, msg)``;
     ``peer`` is the requesting client's id (or a worker's address).  A
     handler may be sync or async; what it returns is the reply's result and
-    what it raises is re-raised in the caller.  Each request runs in a task
-    of its own inside the requesting connection's nursery, so a blocking
-    handler (a queue get, a lock acquire) is cancelled when the requester
-    disconnects: it must leave nothing behind when cancelled.
+    what it raises is re-raised in the caller.  Handlers are called in the
+    order the peer's messages arrived, so a sync handler (or the sync part
+    of a handler that returns an awaitable) sees them in the order sent; an
+    awaitable a handler returns runs in a task of its own inside the
+    requesting connection's nursery, so a blocking handler (a queue get, a
+    lock acquire) is cancelled when the requester disconnects: it must leave
+    nothing behind when cancelled.  A message without a ``rid`` (sent with
+    ``Connection.send``) is one-way: it gets no reply.
 
     ``peer_left(peer)`` is called when a client or worker disconnects.
     Futures an extension holds stay alive through ``hold_keys``/``release_keys``

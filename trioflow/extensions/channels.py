@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections import deque
+from collections import Counter, deque
 
 import trio
 
 from trioflow.core.channel_log import ChannelLog
 from trioflow.errors import CommClosedError
-from trioflow.extensions._common import HeldKeys, give
 from trioflow.extensions.base import SchedulerExtension
 
 logger = logging.getLogger("trioflow.channels")
@@ -38,11 +37,13 @@ READ_LIMIT = 1000
 
 
 class _ChannelState:
-    __slots__ = ("log", "held", "_changed")
+    __slots__ = ("log", "holder", "counts", "_changed")
 
-    def __init__(self, extension, name):
+    def __init__(self, name):
         self.log = ChannelLog()
-        self.held = HeldKeys(extension, f"channel-{name}")
+        self.holder = f"channel-{name}"
+        # the scheduler's wants are a set; the same key may be in the window twice
+        self.counts: Counter = Counter()
         self._changed = trio.Event()
 
     def changed(self) -> trio.Event:
@@ -67,12 +68,29 @@ class ChannelExtension(SchedulerExtension):
         name = msg["name"]
         channel = self.channels.get(name)
         if channel is None:
-            channel = self.channels[name] = _ChannelState(self, name)
+            channel = self.channels[name] = _ChannelState(name)
         maxlen = msg.get("maxlen")
         if maxlen is not None and channel.log.maxlen is None:
             # the first bound anyone gives stays the channel's bound
-            channel.held.release(channel.log.set_maxlen(maxlen))
+            self._let_go(channel, channel.log.set_maxlen(maxlen))
         return channel
+
+    def _hold(self, channel: _ChannelState, keys) -> None:
+        new = []
+        for key in keys:
+            if not channel.counts[key]:
+                new.append(key)
+            channel.counts[key] += 1
+        self.hold_keys(channel.holder, new)
+
+    def _let_go(self, channel: _ChannelState, keys) -> None:
+        gone = []
+        for key in keys:
+            channel.counts[key] -= 1
+            if channel.counts[key] <= 0:
+                del channel.counts[key]
+                gone.append(key)
+        self.release_keys(channel.holder, gone)
 
     def _append(self, peer, msg):
         """Append keys (then stop, if asked); returns the new end index."""
@@ -82,8 +100,8 @@ class ChannelExtension(SchedulerExtension):
         for key in keys:
             evicted.extend(channel.log.append(key))
         # hold before letting go: a key appended again must stay held throughout
-        channel.held.hold(keys)
-        channel.held.release(evicted)
+        self._hold(channel, keys)
+        self._let_go(channel, evicted)
         if msg.get("stop"):
             channel.log.stop()
         channel.wake()
@@ -107,7 +125,8 @@ class ChannelExtension(SchedulerExtension):
         read = channel.log.read(index, READ_LIMIT)
         # the reader wants the keys before the reply leaves: the channel may let
         # go of them (maxlen) before the reader's own want-keys arrives
-        give(self, peer, dict.fromkeys(read.entries))
+        if read.entries and peer in self.scheduler.state.clients:
+            self.hold_keys(peer, dict.fromkeys(read.entries))
         return {"start": read.start, "keys": list(read.entries), "done": read.done,
                 "window": channel.log.start, "maxlen": channel.log.maxlen}
 

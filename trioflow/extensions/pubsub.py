@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 import uuid
 import weakref
 from collections import Counter, deque
@@ -33,10 +35,10 @@ from itertools import count
 
 import trio
 
-from trioflow.errors import SerializationError, TimeoutError
-from trioflow.extensions._common import seconds
+from trioflow.errors import CommClosedError, SerializationError, TimeoutError
 from trioflow.extensions.base import SchedulerExtension, WorkerExtension
 from trioflow.protocol.serialize import deserialize, describe, pickle_error, serialize
+from trioflow.utils import parse_timedelta
 
 logger = logging.getLogger("trioflow.pubsub")
 
@@ -46,6 +48,9 @@ POLL = 5.0
 CONFIRM_TIMEOUT = 5.0
 #: most messages one client poll takes
 TAKE_LIMIT = 10_000
+#: seconds a task thread waiting in ``Sub.get`` sleeps before it checks whether
+#: its task was cancelled or its worker is closing
+THREAD_WAIT_SLICE = 0.5
 
 
 # ---------------------------------------------------------------------------- scheduler
@@ -280,8 +285,9 @@ class _Link:
 
 class PubSubWorkerExtension(WorkerExtension):
     """A worker's publishers and subscribers.  Every method runs in the
-    worker's trio loop; ``Pub``/``Sub`` used from task threads call in with
-    ``run_sync_soon`` (ordered) or ``trio.from_thread``."""
+    worker's trio loop, except ``publish_threadsafe``; ``Pub``/``Sub`` used
+    from task threads call in with ``run_sync_soon`` (in call order) or
+    ``trio.from_thread``, and wait for messages on a thread condition."""
 
     name = "pubsub"
 
@@ -290,6 +296,8 @@ class PubSubWorkerExtension(WorkerExtension):
         self.topics: dict = {}
         self._links: dict = {}
         self._registrations = count(1)
+        self._from_threads: deque = deque()  # puts from task threads, for the loop
+        self._drain_scheduled = False
         self.handlers = {
             "pubsub-msg": self._receive,
             "pubsub-update": self._update,
@@ -413,13 +421,29 @@ class PubSubWorkerExtension(WorkerExtension):
         else:
             self._send_out(name, topic, message, serialized)
 
-    def publish_soon(self, name, message, serialized=None) -> None:
-        """``publish`` for ``run_sync_soon``: must not raise into trio's run."""
-        try:
-            self.publish(name, message, serialized)
-        except Exception:
-            logger.exception("worker %s could not publish a message on topic %r",
-                             self.worker.address, name)
+    def publish_threadsafe(self, name, message, serialized=None) -> None:
+        """``publish`` from another thread (a sync task's).  Puts queue up and
+        one loop callback takes all that queued meanwhile, in order: a burst of
+        puts costs the loop one wake-up, not one each."""
+        self._from_threads.append((name, message, serialized))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self.worker.trio_token.run_sync_soon(self._drain_from_threads)
+            except trio.RunFinishedError:
+                pass
+
+    def _drain_from_threads(self) -> None:
+        # cleared before draining: a put racing with this drain schedules another
+        self._drain_scheduled = False
+        queue = self._from_threads
+        while queue:
+            name, message, serialized = queue.popleft()
+            try:
+                self.publish(name, message, serialized)
+            except Exception:  # a run_sync_soon callback must not raise into trio
+                logger.exception("worker %s could not publish a message on topic %r",
+                                 self.worker.address, name)
 
     def _send_out(self, name, topic: _WorkerTopic, message, serialized) -> None:
         if not (topic.remote or topic.clients):
@@ -460,6 +484,13 @@ class PubSubWorkerExtension(WorkerExtension):
             conn.send(msg)
         link.queue = []
         link.conn = conn
+
+
+def _seconds(timeout) -> float | None:
+    """A ``timeout=`` (seconds, "200ms", a timedelta or None) in seconds."""
+    if hasattr(timeout, "total_seconds"):
+        return timeout.total_seconds()
+    return parse_timedelta(timeout)
 
 
 def _pickle(name, message):
@@ -559,7 +590,7 @@ class Pub:
                 ext.publish(self.name, msg)
                 return
             serialized = _pickle(self.name, msg) if ext.needs_pickle(self.name) else None
-            _soon(self.worker, ext.publish_soon, self.name, msg, serialized)
+            ext.publish_threadsafe(self.name, msg, serialized)
         else:
             self.client._core.send({"op": "pubsub-msg", "name": self.name,
                                     "msg": _pickle(self.name, msg)})
@@ -582,6 +613,8 @@ class Sub:
         self.worker, self.client = _resolve("Sub", worker, client)
         self._buffer: deque = deque()
         self._arrived: trio.Event | None = None  # worker's loop
+        self._condition = threading.Condition()  # for task threads waiting in get
+        self._thread_waiters = 0
         self._id = uuid.uuid4().hex
         if self.worker is not None:
             ext = self._extension = _extension(self.worker)
@@ -624,29 +657,54 @@ class Sub:
         if self._arrived is not None:
             self._arrived.set()
             self._arrived = None
+        # a waiter counts itself (under the lock) before it looks at the buffer,
+        # so one that saw it empty is seen here
+        if self._thread_waiters:
+            with self._condition:
+                self._condition.notify_all()
 
     def get(self, timeout=None):
         """The next message; ``trioflow.TimeoutError`` if none comes within
         ``timeout`` seconds (a number or a string like ``"200ms"``)."""
-        timeout = seconds(timeout)
+        timeout = _seconds(timeout)
         if self.worker is not None:
             if _in_loop(self.worker):
                 return self._worker_get(timeout)
-            if self._buffer:
-                try:
-                    return deserialize(self._buffer.popleft())
-                except IndexError:
-                    pass  # another thread took it
-            return trio.from_thread.run(self._worker_get, timeout,
-                                        trio_token=self.worker.trio_token)
-        if self._buffer and not self.client.asynchronous:
+            return deserialize(self._thread_get(timeout))
+        if self.client.asynchronous:
+            return self._client_get_async(timeout)
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
             try:
                 return deserialize(self._buffer.popleft())
             except IndexError:
-                pass
-        return self.client._sync(self._client_get, timeout)
+                self.client._sync(self._fill, timeout, deadline - time.monotonic())
 
     next = get
+
+    def _thread_get(self, timeout):
+        """Wait in a task thread for the next message (not deserialized)."""
+        from trioflow.task_context import checkpoint
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            self._thread_waiters += 1
+            try:
+                while True:
+                    try:
+                        return self._buffer.popleft()
+                    except IndexError:
+                        pass
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no message on topic {self.name!r} within "
+                                           f"{timeout} s")
+                    if self.worker.status in ("closing", "closed"):
+                        raise CommClosedError(f"{self.worker!r} closed while waiting for a "
+                                              f"message on topic {self.name!r}")
+                    checkpoint()  # a cancelled task stops waiting
+                    self._condition.wait(min(remaining, THREAD_WAIT_SLICE))
+            finally:
+                self._thread_waiters -= 1
 
     async def _worker_get(self, timeout):
         with trio.move_on_after(math.inf if timeout is None else timeout):
@@ -658,8 +716,20 @@ class Sub:
             raise TimeoutError(f"no message on topic {self.name!r} within {timeout} s")
         return deserialize(self._buffer.popleft())
 
-    async def _client_get(self, timeout):
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
+    async def _client_get_async(self, timeout):
+        # the message is taken here, in the caller's loop, once the wait is
+        # over: an asyncio caller cancelled in between leaves it in the buffer
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return deserialize(self._buffer.popleft())
+            except IndexError:
+                await self.client._sync(self._fill, timeout, deadline - time.monotonic())
+
+    async def _fill(self, timeout, remaining):
+        """Wait in the client's loop until messages are in the buffer, asking
+        the scheduler with long polls; TimeoutError once ``remaining`` is over."""
+        deadline = trio.current_time() + remaining
         while not self._buffer:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
@@ -669,7 +739,6 @@ class Sub:
                  "wait": min(remaining, POLL)},
                 on_abandoned=self._buffer.extend)
             self._buffer.extend(messages)
-        return deserialize(self._buffer.popleft())
 
     def __iter__(self):
         return self

@@ -1,0 +1,285 @@
+"""Channels: a named stream of futures shared by every client of a scheduler.
+
+Blocking clients, sync and ``async def`` tasks, and the asynchronous client
+under trio and asyncio.  Synchronisation is by conditions with deadlines
+(``wait_until``, ``anyio.fail_after``), never by bare sleeps.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+import anyio
+import pytest
+
+from _util import TESTS_DIR, key_is_forgotten, subprocess_env, wait_until
+from trioflow import Client, worker_client
+from trioflow.extensions.channels import Channel
+
+ROOT = TESTS_DIR.parent
+
+
+def inc(x):
+    return x + 1
+
+
+def slow_inc(x, delay=0.2):
+    time.sleep(delay)
+    return x + 1
+
+
+def append_from_task(name, values):
+    """A sync task appending futures it submits (through its worker's client)."""
+    with worker_client() as c:
+        chan = c.channel(name)
+        for value in values:
+            chan.append(c.submit(inc, value, pure=False))
+        chan.flush()
+    return len(values)
+
+
+def sum_channel_in_task(name):
+    """A sync task following a channel until it is stopped."""
+    with worker_client() as c:
+        return sum(future.result() for future in c.channel(name))
+
+
+async def sum_channel_in_async_task(name):
+    async with worker_client() as c:
+        total = 0
+        async for future in c.channel(name):
+            total += await future
+        return total
+
+
+async def append_in_async_task(name, values):
+    async with worker_client() as c:
+        chan = c.channel(name)
+        for value in values:
+            chan.append(c.submit(inc, value, pure=False))
+        await chan.flush()
+        return [f.key for f in chan.futures]
+
+
+def _keys(futures):
+    return [f.key for f in futures]
+
+
+# ---------------------------------------------------------------------------- blocking
+
+
+def test_append_flush_and_snapshot_shared_by_clients(inproc_client):
+    client = inproc_client
+    chan = client.channel("snapshot")
+    assert client.channel("snapshot") is chan
+    futures = [client.submit(inc, i) for i in range(3)]
+    for future in futures:
+        chan.append(future)
+    chan.flush()
+
+    snapshot = chan.futures
+    assert isinstance(snapshot, deque)
+    assert _keys(snapshot) == _keys(futures)
+    assert len(chan) == 3
+    assert list(chan.futures) == list(snapshot)  # a copy; the channel is unchanged
+
+    with Client(client.scheduler_address) as other:
+        theirs = other.channel("snapshot")
+        assert _keys(theirs.futures) == _keys(futures)
+        assert [f.result(timeout=10) for f in theirs.futures] == [1, 2, 3]
+        late = other.submit(inc, 10)
+        theirs.append(late)
+        theirs.flush()
+        assert _keys(chan.futures) == _keys(futures) + [late.key]
+
+
+def test_iteration_follows_appends_from_two_clients_until_stop(inproc_client):
+    client = inproc_client
+    chan = client.channel("follow")
+    chan.append(client.submit(inc, 0))
+    chan.flush()
+    seen, finished = [], threading.Event()
+
+    with Client(client.scheduler_address) as reader, Client(client.scheduler_address) as writer:
+        def follow():
+            try:
+                for future in reader.channel("follow"):
+                    seen.append(future.result(timeout=10))
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        try:
+            wait_until(lambda: seen == [1], message="the entry already there")
+            writers_chan = writer.channel("follow")
+            for i in range(1, 4):
+                (chan if i % 2 else writers_chan).append(
+                    (client if i % 2 else writer).submit(inc, i))
+                wait_until(lambda: len(seen) == i + 1, message=f"entry {i}")
+            assert seen == [1, 2, 3, 4]
+            assert not finished.is_set()
+            writers_chan.stop()
+            assert finished.wait(10), "stop() did not end the iteration in the other client"
+        finally:
+            thread.join(10)
+        assert not thread.is_alive()
+        # after a stop a new iteration yields what is there and ends
+        assert [f.result() for f in client.channel("follow")] == [1, 2, 3, 4]
+
+
+def test_short_lived_appender_hands_its_futures_over(inproc_client):
+    client = inproc_client
+    with Client(client.scheduler_address) as short_lived:
+        chan = short_lived.channel("handover")
+        future = short_lived.submit(slow_inc, 41, pure=False)
+        key = future.key
+        chan.append(future)
+        chan.flush()
+    # the appending client is gone; the channel keeps its work alive
+    (kept,) = client.channel("handover").futures
+    assert kept.key == key
+    assert kept.result(timeout=10) == 42
+    assert client.who_has([kept])[key]
+    del kept
+    # still held by the channel itself, not only by our snapshot
+    fresh = Client(client.scheduler_address)
+    try:
+        assert wait_until(lambda: fresh.who_has().get(key), message="key still in memory")
+    finally:
+        fresh.close()
+
+
+def test_maxlen_keeps_newest_and_releases_the_rest(inproc_client):
+    client = inproc_client
+    chan = client.channel("bounded", maxlen=2)
+    keys = []
+    for i in range(5):
+        future = client.submit(inc, i, pure=False)
+        keys.append(future.key)
+        chan.append(future)
+        del future
+    chan.flush()
+    snapshot = chan.futures
+    assert snapshot.maxlen == 2
+    assert _keys(snapshot) == keys[-2:]
+    assert [f.result(timeout=10) for f in snapshot] == [4, 5]
+    for key in keys[:3]:
+        wait_until(lambda key=key: key_is_forgotten(client, key),
+                   message=f"{key} released after it left the window")
+    # another client asking for no bound gets the channel's bound
+    with Client(client.scheduler_address) as other:
+        theirs = other.channel("bounded")
+        assert _keys(theirs.futures) == keys[-2:]
+        assert theirs.futures.maxlen == 2
+
+
+def test_iteration_behind_the_window_resumes_at_its_start(inproc_client):
+    client = inproc_client
+    chan = client.channel("window", maxlen=3)
+    for i in range(6):
+        chan.append(client.submit(inc, i))
+    chan.stop()
+    assert [f.result(timeout=10) for f in chan] == [4, 5, 6]
+
+
+def test_append_checks_its_argument(inproc_client):
+    with pytest.raises(TypeError, match="futures"):
+        inproc_client.channel("typed").append(42)
+    with pytest.raises(ValueError, match="maxlen"):
+        inproc_client.channel("typed-bound", maxlen=0)
+
+
+def test_sync_tasks_append_and_follow(inproc_client):
+    client = inproc_client
+    total = client.submit(sum_channel_in_task, "tasks", pure=False)
+    writers = [client.submit(append_from_task, "tasks", range(k * 5, k * 5 + 5), pure=False)
+               for k in range(2)]
+    assert client.gather(writers) == [5, 5]
+    chan = client.channel("tasks")
+    wait_until(lambda: len(chan) == 10, message="both tasks' appends")
+    assert sorted(f.result(timeout=10) for f in chan.futures) == list(range(1, 11))
+    assert not total.done()
+    chan.stop()
+    assert total.result(timeout=10) == sum(range(1, 11))
+
+
+def test_channel_travels_into_a_task(inproc_client):
+    client = inproc_client
+    chan = client.channel("travels")
+    chan.append(client.submit(inc, 1))
+    chan.stop()
+
+    def read(channel):
+        return [f.result() for f in channel]
+
+    assert client.submit(read, chan).result(timeout=10) == [2]
+
+
+@pytest.mark.parametrize("example", ["channels_emit_combine.py", "channels_local_client.py"])
+def test_examples_run(example, check_leaks):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / example)],
+                          capture_output=True, text=True, timeout=50, env=subprocess_env(),
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.strip()
+
+
+# ---------------------------------------------------------------------------- async
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request):
+    return request.param
+
+
+def async_client(**kwargs):
+    options = dict(processes=False, asynchronous=True, n_workers=2, threads_per_worker=2,
+                   dashboard_address=None)
+    options.update(kwargs)
+    return Client(**options)
+
+
+@pytest.mark.anyio
+async def test_async_client_appends_follows_and_stops(check_leaks):
+    async with async_client() as client:
+        chan = client.channel("async")
+        assert isinstance(chan, Channel)
+        seen = []
+
+        async def follow():
+            async for future in chan:
+                seen.append(await future)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                for i in range(3):
+                    chan.append(client.submit(inc, i))
+                await chan.flush()
+                assert [await f for f in chan.futures] == [1, 2, 3]
+                assert len(chan) == 3
+                while len(seen) < 3:
+                    await anyio.sleep(0.01)
+                await chan.stop()
+        assert seen == [1, 2, 3]
+        with pytest.raises(TypeError, match="async for"):
+            iter(chan).__next__()
+
+
+@pytest.mark.anyio
+async def test_async_tasks_append_and_follow(check_leaks):
+    async with async_client() as client:
+        total = client.submit(sum_channel_in_async_task, "async-tasks", pure=False)
+        keys = await client.submit(append_in_async_task, "async-tasks", [10, 20], pure=False)
+        assert len(keys) == 2
+        chan = client.channel("async-tasks")
+        await chan.flush()
+        assert [f.key for f in chan.futures] == keys
+        assert not total.done()
+        await chan.stop()
+        with anyio.fail_after(20):
+            assert await total == 32
