@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -49,7 +50,7 @@ PREFIXES = ("inc", "add", "sum")
 DURATIONS = (0.0, 1e-4, 0.003, 0.5)
 WORKER_TTL = 30.0
 
-CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key")
+CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key", "task-retried")
 
 
 def _host(address: str) -> str:
@@ -71,6 +72,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.specs: dict = {}  # key -> TaskSpec, for every computed key ever submitted
         self.known_keys: list = []  # every key ever submitted or scattered, in order
         self._counter = 0
+        self.restarted = False
+        self.reconnects = 0
         self._stimulus = 0
         # set while an event is being applied and checked; teardown skips its
         # own checks if a failure is already on its way out
@@ -160,18 +163,27 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ clients
 
-    @rule(client=st.sampled_from(CLIENTS))
-    def connect_client(self, client):
-        self.handle(ev.ClientConnected(client, "client-connected"))
-        self.connected.add(client)
+    @initialize(nthreads=st.lists(st.integers(1, 3), min_size=0, max_size=2))
+    def start_cluster(self, nthreads):
+        for client in CLIENTS:
+            self.handle(ev.ClientConnected(client, "client-connected"))
+            self.connected.add(client)
+        for address, n in zip(ADDRESSES, nthreads):
+            self.handle(ev.WorkerJoined(address, n, 2**30, None, None, "worker-joined"))
+        self.check()
 
-    @precondition(lambda self: self.connected)
-    @rule(data=st.data())
-    def disconnect_client(self, data):
-        client = data.draw(st.sampled_from(sorted(self.connected)))
+    # rare, as it drops all of a client's futures at once
+    @precondition(lambda self: self.reconnects < 2)
+    @rule(client=st.sampled_from(CLIENTS), stays_away=st.booleans())
+    def client_reconnects(self, client, stays_away):
+        self.reconnects += 1
         self.connected.discard(client)
         self.wants[client] = set()
         self.handle(ev.ClientDisconnected(client, "client-disconnected"))
+        # a client that stays away sends nothing: its keys are a closed book
+        if not stays_away:
+            self.handle(ev.ClientConnected(client, "client-connected"))
+            self.connected.add(client)
 
     @precondition(lambda self: self.connected)
     @rule(data=st.data())
@@ -224,6 +236,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 retries=data.draw(st.integers(0, 2), label="retries"),
                 resources=data.draw(st.sampled_from([None, None, None, {"GPU": 1},
                                                      {"GPU": 2}]), label="resources"),
+                is_async=data.draw(st.integers(0, 4), label="async?") == 0,
+                actor=data.draw(st.integers(0, 9), label="actor?") == 0,
             )
             self.specs[key] = spec
             self.known_keys.append(key)
@@ -287,9 +301,11 @@ class SchedulerMachine(RuleBasedStateMachine):
                 keys.append(f"data-{self._counter}")
                 self.known_keys.append(keys[-1])
         keys = list(dict.fromkeys(keys))
-        holders = data.draw(st.lists(st.sampled_from(self._live() + [ADDRESSES[4]]),
-                                     min_size=1, max_size=2, unique=True)) \
-            if self.state.workers else [ADDRESSES[4]]
+        if self.state.workers and data.draw(st.integers(0, 7), label="holder gone?"):
+            holders = data.draw(st.lists(st.sampled_from(self._live()), min_size=1, max_size=2,
+                                         unique=True))
+        else:  # the holder left before the scatter was reported
+            holders = [ADDRESSES[4]] if ADDRESSES[4] not in self.state.workers else []
         for w in holders:
             if w in self.held:
                 self.held[w] |= set(keys)
@@ -299,6 +315,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ workers joining and leaving
 
+    @precondition(lambda self: len(self.state.workers) < 3)
     @rule(address=st.sampled_from(ADDRESSES), nthreads=st.integers(1, 3),
           name=st.sampled_from([None, None, *NAMES]),
           resources=st.sampled_from([None, None, {"GPU": 1}, {"GPU": 2}]))
@@ -313,14 +330,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert address not in self.state.workers
 
     @precondition(lambda self: self.state.workers)
-    @rule(data=st.data())
-    def heartbeat(self, data):
-        address = data.draw(st.sampled_from(self._live()))
-        self.handle(ev.WorkerHeartbeat(address, {"executing": 0}, "heartbeat"))
-
-    @rule(dt=st.sampled_from([0.5, 5.0, 20.0]))
-    def advance_clock_and_check_heartbeats(self, dt):
+    @rule(data=st.data(), dt=st.sampled_from([0.5, 5.0, 20.0]))
+    def tick_and_check_heartbeats(self, data, dt):
+        """Time passes; some workers send heartbeats; the silent ones time out."""
         self.now += dt
+        for address in data.draw(st.lists(st.sampled_from(self._live()), unique=True)):
+            self.handle(ev.WorkerHeartbeat(address, {"executing": 0}, "heartbeat"))
         self.handle(ev.CheckHeartbeats("heartbeat-check"))
         for ws in self.state.workers.values():
             assert self.now - ws.last_seen <= WORKER_TTL, ws
@@ -334,10 +349,15 @@ class SchedulerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._tasks_in("processing"))
     @rule(data=st.data(), nbytes=st.integers(0, 1000), duration=st.sampled_from(DURATIONS))
     def task_finished(self, data, nbytes, duration):
-        worker, key = self._draw_processing(data)
-        self._finish(worker, key, nbytes, duration)
-        assert self.state.tasks.get(key) is None or self.state.tasks[key].state in (
-            "memory", "released"), self.state.tasks[key]
+        keys = data.draw(st.lists(st.sampled_from(self._tasks_in("processing")), min_size=1,
+                                  max_size=3, unique=True), label="finishing")
+        for key in keys:
+            ts = self.state.tasks.get(key)
+            if ts is None or ts.state != "processing":
+                continue  # an earlier result in this batch released it
+            self._finish(ts.processing_on.address, key, nbytes, duration)
+            assert self.state.tasks.get(key) is None or self.state.tasks[key].state in (
+                "memory", "released"), self.state.tasks[key]
 
     @precondition(lambda self: self._tasks_in("processing"))
     @rule(data=st.data(), kind=st.sampled_from(["", "", "TimeoutError"]))
@@ -407,7 +427,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             keys.append(data.draw(st.sampled_from(self.known_keys)))
         keys = list(dict.fromkeys(keys))
         self.held[worker] |= set(keys)
+        ws = self.state.workers[worker]
+        crossed = [k for k in keys if k in self.state.tasks
+                   and self.state.tasks[k].processing_on is ws]
         self.handle(ev.ReplicaAdded(worker, {k: 8 for k in keys}, "add-keys"))
+        # a copy fetched here while our compute-task for it was on the wire:
+        # the worker answers that compute-task with task-finished at once
+        for key in crossed:
+            ts = self.state.tasks.get(key)
+            if ts is not None and ts.processing_on is ws:
+                self._finish(worker, key, 8, 0.0)
 
     def _holdings(self):
         return sorted(((ws.address, k) for k in self._tasks_in("memory")
@@ -443,8 +472,49 @@ class SchedulerMachine(RuleBasedStateMachine):
         ts = self.state.tasks.get(key)
         assert ts is None or ts.state == "erred", ts
 
+    @precondition(lambda self: self._holdings())
+    @rule(data=st.data())
+    def replica_dropped(self, data):
+        """Rebalancing drops one copy (ignored unless another copy remains)."""
+        holder, key = data.draw(st.sampled_from(self._holdings()))
+        several = len(self.state.tasks[key].who_has) > 1
+        self.handle(ev.ReplicaDropped(holder, key, "rebalance"))
+        ts = self.state.tasks.get(key)
+        assert ts is not None and ts.state == "memory", ts
+        assert (holder not in {ws.address for ws in ts.who_has}) == several, ts
+
+    @precondition(lambda self: len(self.state.workers) >= 2 and self._holdings())
+    @rule(data=st.data())
+    def rebalance(self, data):
+        """The shell's rebalance: plan, copy each key to its recipient, drop
+        the sender's copy; some copies fail on the way."""
+        moves = self.state.rebalance_plan()
+        for key, sender, recipient in moves:
+            ts = self.state.tasks[key]
+            holders = {ws.address for ws in ts.who_has}
+            assert ts.state == "memory" and sender in holders and recipient not in holders
+            assert sender != recipient and {sender, recipient} <= set(self.state.workers)
+        for key, sender, recipient in moves:
+            ts = self.state.tasks.get(key)
+            if ts is None or ts.state != "memory" or not data.draw(st.integers(0, 4)):
+                continue  # gone meanwhile, or the copy failed
+            self.held[recipient].add(key)
+            self.handle(ev.ReplicaAdded(recipient, {key: ts.nbytes}, "rebalance"))
+            self.handle(ev.ReplicaDropped(sender, key, "rebalance"))
+
+    # at most once per run, with something to forget: it wipes the state
+    @precondition(lambda self: not self.restarted and len(self.state.tasks) >= 3)
+    @rule()
+    def restart_cluster(self):
+        self.restarted = True
+        self.handle(ev.ClusterRestarted("restart requested", "restart"))
+        assert not self.state.tasks
+        for client in self.connected:
+            assert not self.wants[client], (client, self.wants[client])
+
     # ------------------------------------------------------------ liveness
 
+    @precondition(lambda self: self.state.tasks)
     @rule()
     def drain(self):
         self._drain()
@@ -485,15 +555,14 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert ts.state in ("memory", "erred", "no-worker", "waiting"), ts
 
     def _could_run(self, ts) -> bool:
-        """Could any live worker run ``ts`` under its restrictions?"""
-        workers = list(self.state.workers.values())
-        if ts.worker_restrictions:
-            allowed = [ws for ws in workers if {ws.address, ws.name, _host(ws.address)}
-                       & ts.worker_restrictions]
-            if allowed or not ts.allow_other_workers:
-                workers = allowed
-        return any(all(ws.resources.get(r, 0) >= n for r, n in (ts.resources or {}).items())
-                   for ws in workers)
+        """Could any live worker run ``ts``?  Resources must fit; worker
+        restrictions bind unless ``allow_other_workers``."""
+        fits = [ws for ws in self.state.workers.values()
+                if all(ws.resources.get(r, 0) >= n for r, n in (ts.resources or {}).items())]
+        if ts.worker_restrictions and not ts.allow_other_workers:
+            fits = [ws for ws in fits
+                    if {ws.address, ws.name, _host(ws.address)} & ts.worker_restrictions]
+        return bool(fits)
 
     def teardown(self):
         if self._pending:
@@ -522,6 +591,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         for key, ts in state.tasks.items():
             holders = {c for c in self.connected if key in self.wants[c]}
             assert ts.who_wants == holders, (ts, ts.who_wants, holders)
+            if ts.state in ("waiting", "queued", "processing", "no-worker"):
+                assert ts.who_wants or ts.waiters, f"{ts} is on its way to run for nobody"
         for client in self.connected:
             for key in self.wants[client]:
                 assert key in state.tasks, f"{client} holds a future for forgotten {key!r}"

@@ -224,6 +224,11 @@ class SchedulerState:
             if ts is not None:
                 ts.who_wants.add(e.client)
         for ts, dep_key in lost:
+            if ts.state == "memory":
+                # scattered data given a recipe it cannot use: keep the value, and
+                # no recipe, so that losing it errs instead of recomputing wrongly
+                ts.run_spec = None
+                continue
             self._set_erred(ts, text=f"lost dependency {dep_key!r}: the scheduler no longer "
                                      "knows it (were its futures released?)",
                             kind="FutureLostError", blame=ts)
@@ -400,13 +405,20 @@ class SchedulerState:
     def _remove_worker(self, ws: WorkerState):
         del self.workers[ws.address]
         self._worker_batches.pop(ws.address, None)
-        # data first, so that rescheduled tasks never name the dead worker as a holder
-        for ts in list(ws.has_what):
+        # data first, so that rescheduled tasks never name the dead worker as a
+        # holder: detach all of it, then recompute the lost keys dependencies
+        # first, so that none is scheduled while a lost dependency still looks
+        # like it is in memory
+        lost = []
+        for ts in ws.has_what:
             ts.who_has.discard(ws)
-            ws.has_what.discard(ts)
             if not ts.who_has and ts.state == "memory":
-                self._data_lost(ts)
+                lost.append(ts)
+        ws.has_what.clear()
         ws.nbytes = 0
+        for ts in _dependencies_first(lost):
+            if self.tasks.get(ts.key) is ts and ts.state == "memory" and not ts.who_has:
+                self._data_lost(ts)
         for ts in sorted(ws.processing, key=lambda t: t.priority):
             if ts.processing_on is not ws:
                 continue
@@ -620,6 +632,8 @@ class SchedulerState:
             ts = stack.pop()
             if ts.state != "released" or ts.key not in self.tasks:
                 continue
+            if not (ts.who_wants or ts.waiters):
+                continue  # its dependent erred since it was pushed (a sibling was lost)
             if ts.run_spec is None:
                 self._set_erred(ts, text=f"key {ts.key!r} has no task to compute it",
                                 kind="FutureLostError", blame=ts)
@@ -695,15 +709,18 @@ class SchedulerState:
 
     def _candidates(self, ts: TaskState) -> list[WorkerState]:
         workers = list(self.workers.values())
+        # resources are hard limits; loose worker restrictions only a preference
+        # among the workers that fit, else a preferred worker lacking the
+        # resource would leave the task no-worker while another one could run it
+        if ts.resources:
+            workers = [ws for ws in workers
+                       if all(ws.resources.get(r, 0) >= amount for r, amount in ts.resources.items())]
         if ts.worker_restrictions:
             allowed = [ws for ws in workers if ws.address in ts.worker_restrictions
                        or ws.name in ts.worker_restrictions
                        or _host(ws.address) in ts.worker_restrictions]
             if allowed or not ts.allow_other_workers:
                 workers = allowed
-        if ts.resources:
-            workers = [ws for ws in workers
-                       if all(ws.resources.get(r, 0) >= amount for r, amount in ts.resources.items())]
         return workers
 
     def _decide_worker(self, ts: TaskState) -> WorkerState | None:
@@ -957,6 +974,25 @@ class SchedulerState:
             assert ws.long_running <= ws.processing
             for ts in ws.has_what:
                 assert ws in ts.who_has and self.tasks.get(ts.key) is ts, ts
+
+
+def _dependencies_first(tasks) -> list:
+    """``tasks`` ordered so that each comes after its transitive dependencies."""
+    selected, order, seen = set(tasks), [], set()
+    for root in sorted(tasks, key=lambda t: t.priority):
+        stack = [(root, False)]
+        while stack:
+            ts, expanded = stack.pop()
+            if expanded:
+                if ts in selected:
+                    order.append(ts)
+                continue
+            if ts in seen:
+                continue
+            seen.add(ts)
+            stack.append((ts, True))
+            stack.extend((dep, False) for dep in ts.dependencies)
+    return order
 
 
 def _host(address: str) -> str:
