@@ -26,7 +26,8 @@ FETCH_CONCURRENCY = 4
 class WTask:
     __slots__ = ("key", "state", "run_spec", "priority", "dependencies", "dependents",
                  "waiting_for", "who_has", "nbytes", "resources", "actor", "timeout",
-                 "holds_slot", "seceded", "computed", "peer", "is_async")
+                 "holds_slot", "seceded", "computed", "peer", "is_async", "released",
+                 "scattered")
 
     def __init__(self, key):
         self.key = key
@@ -46,6 +47,11 @@ class WTask:
         self.computed = False  # the scheduler asked this worker to compute it
         self.peer: str | None = None  # while in flight
         self.is_async = False
+        # the scheduler freed it while a task here still needed it: forget it
+        # once the last such task lets go
+        self.released = False
+        # data for it was put here (scatter) while it ran: the run ends in memory
+        self.scattered = False
 
     def __repr__(self):
         return f"<WTask {self.key!r} {self.state}>"
@@ -117,15 +123,17 @@ class WorkerState:
                             "type": "", "duration": 0.0})
             return
         ts.computed = True
+        ts.released = False
+        if ts.state == "cancelled":
+            # told to forget it while it ran, now wanted again: keep the run going,
+            # with the slot kind and resources it took
+            ts.state = "long-running" if ts.seceded else "executing"
+            return
         ts.run_spec = e.run_spec
         ts.priority = tuple(e.priority)
         ts.resources = dict(e.resources) if e.resources else None
         ts.actor = e.actor
         ts.is_async = e.is_async
-        if ts.state == "cancelled":
-            # told to forget it while it ran, now wanted again: keep the run going
-            ts.state = "long-running" if ts.seceded else "executing"
-            return
         if ts.state == "memory":
             self._send({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
                         "type": "", "duration": 0.0})
@@ -142,7 +150,7 @@ class WorkerState:
                 self.to_fetch.add(dep)
                 dep.priority = ts.priority
                 dep.nbytes = e.nbytes.get(dep_key, 0)
-            if dep.state in ("fetch", "missing", "flight"):
+            if dep.state != "memory":  # also a run here: its holders, should it fail
                 dep.who_has = {h for h in holders if h != self.address} or dep.who_has
                 if dep.state == "missing" and dep.who_has:
                     dep.state = "fetch"
@@ -167,7 +175,10 @@ class WorkerState:
             elif ts.state == "cancelled":
                 pass
             elif any(d.computed and d.state not in ("memory",) for d in ts.dependents):
-                continue  # still needed here as a dependency
+                ts.released = True  # still needed here as a dependency: forget it later
+                if ts.state in ("waiting", "ready"):
+                    self._fetch_instead(ts)  # no longer to be computed here
+                continue
             else:
                 self._forget(ts)
 
@@ -177,11 +188,20 @@ class WorkerState:
             self._out.append(ev.DeleteData(e.key))
             return
         self._stop_running(ts)
-        if ts.state == "cancelled":
+        if ts.state == "cancelled" and not ts.scattered:
+            if ts.dependents:
+                # freed, but tasks here wait for it: keep it as a replica
+                ts.state = "memory"
+                ts.nbytes = e.nbytes
+                self._send({"op": "add-keys", "nbytes": {ts.key: e.nbytes}})
+                self._dependency_arrived(ts)
+                self._drop_dependencies(ts)
+                return
             self._out.append(ev.DeleteData(e.key))
             self._forget(ts)
             return
         ts.state = "memory"
+        ts.scattered = False
         ts.nbytes = e.nbytes
         self._send({"op": "task-finished", "key": ts.key, "nbytes": e.nbytes,
                     "type": e.type_name, "duration": e.duration})
@@ -193,20 +213,26 @@ class WorkerState:
         if ts is None or ts.state not in RUNNING:
             return
         self._stop_running(ts)
+        if ts.scattered:
+            self._scattered_run_ended(ts)
+            return
         if ts.state != "cancelled":
             self._send({"op": "task-erred", "key": ts.key, "exception": e.exception,
                         "traceback": e.traceback, "text": e.text, "kind": e.kind})
-        self._forget(ts)
+        self._run_lost(ts)
 
     def _execute_cancelled(self, e: ev.ExecuteCancelled):
         ts = self.tasks.get(e.key)
         if ts is None or ts.state not in RUNNING:
             return
         self._stop_running(ts)
+        if ts.scattered:
+            self._scattered_run_ended(ts)
+            return
         if ts.state == "cancelled" or self.closing:
             if ts.state != "cancelled":
                 self._send({"op": "task-cancelled", "key": ts.key})
-            self._forget(ts)
+            self._run_lost(ts)
         else:
             # cancelled, then wanted again before the cancellation landed: run anew
             self._to_ready(ts)
@@ -217,11 +243,13 @@ class WorkerState:
         for key, nbytes in e.nbytes.items():
             ts = self.tasks.get(key)
             if ts is None or ts.state != "flight":
-                self._out.append(ev.DeleteData(key))
+                if ts is None or ts.state != "memory":  # scattered here meanwhile: keep it
+                    self._out.append(ev.DeleteData(key))
                 continue
             ts.state = "memory"
             ts.nbytes = nbytes
             ts.peer = None
+            self._drop_dependencies(ts)  # it may have been asked to compute it meanwhile
             if ts.computed:
                 self._send({"op": "task-finished", "key": key, "nbytes": nbytes,
                             "type": "", "duration": 0.0})
@@ -244,7 +272,13 @@ class WorkerState:
         ts.peer = None
         ts.who_has.discard(peer)
         self._send({"op": "missing-data", "key": key, "holder": peer})
-        if not ts.dependents:
+        if ts.computed:
+            # the scheduler asked for it to be computed here while it was in
+            # flight: do that rather than wait for another copy
+            ts.state = "waiting"
+            if not ts.waiting_for:
+                self._to_ready(ts)
+        elif not ts.dependents:
             self._forget(ts)
         else:
             ts.state = "fetch" if ts.who_has else "missing"
@@ -256,11 +290,17 @@ class WorkerState:
             ts = self.tasks.get(key)
             if ts is None:
                 ts = self.tasks[key] = WTask(key)
-            elif ts.state in RUNNING or ts.state == "ready":
-                continue  # keep the run; the scatter added a copy in the shell already
+            elif ts.state in RUNNING:
+                # keep the run; the shell holds the scattered copy, so however
+                # the run ends, the key ends in memory here
+                ts.scattered = True
+                ts.nbytes = nbytes
+                continue
             ts.state = "memory"
             ts.nbytes = nbytes
             ts.peer = None
+            ts.released = False
+            self._drop_dependencies(ts)  # a task waiting for its inputs needs them no more
             self._dependency_arrived(ts)
 
     def _seceded(self, e: ev.Seceded):
@@ -292,6 +332,31 @@ class WorkerState:
 
     # ------------------------------------------------------------ helpers
 
+    def _run_lost(self, ts: WTask):
+        """A run ended with no result. Tasks here that were sent it as a
+        dependency held elsewhere (it was a cancelled run) fetch it instead."""
+        if not ts.dependents:
+            self._forget(ts)
+        else:
+            self._fetch_instead(ts)
+
+    def _fetch_instead(self, ts: WTask):
+        """Tasks here need ``ts`` but it will not be computed here: fetch it
+        from the holders the scheduler named for it."""
+        self._drop_dependencies(ts)
+        ts.computed = False
+        ts.state = "fetch" if ts.who_has else "missing"
+        if ts.who_has:
+            self.to_fetch.add(ts)
+
+    def _scattered_run_ended(self, ts: WTask):
+        """A run without a result ended, but a scatter put the key here meanwhile
+        (the scheduler counts this worker as its holder): keep that copy."""
+        ts.scattered = False
+        ts.state = "memory"
+        self._dependency_arrived(ts)
+        self._drop_dependencies(ts)
+
     def _to_ready(self, ts: WTask):
         ts.state = "ready"
         queue = self.ready_async if ts.is_async else self.ready
@@ -299,16 +364,17 @@ class WorkerState:
 
     def _dependency_arrived(self, dep: WTask):
         for ts in sorted(dep.dependents, key=lambda t: t.priority):
-            if ts.state == "waiting" and dep in ts.waiting_for:
+            if dep in ts.waiting_for:  # also for one in flight that was asked to compute
                 ts.waiting_for.discard(dep)
-                if not ts.waiting_for:
+                if ts.state == "waiting" and not ts.waiting_for:
                     self._to_ready(ts)
 
     def _drop_dependencies(self, ts: WTask):
         """``ts`` no longer needs its dependencies; release those fetched only for it."""
         for dep in ts.dependencies:
             dep.dependents.discard(ts)
-            if not dep.dependents and not dep.computed and dep.state in ("fetch", "flight", "missing"):
+            if not dep.dependents and not dep.computed and (
+                    dep.state in ("fetch", "flight", "missing") or dep.released):
                 self._forget(dep)
         ts.dependencies = set()
         ts.waiting_for = set()
@@ -353,8 +419,8 @@ class WorkerState:
             if ts.state not in RUNNING or not ts.seceded:
                 heapq.heappop(self.rejoin_queue)
                 continue
-            if not self._slot_free(ts):
-                break
+            if not self._slot_free(ts) or not self._has_resources(ts):
+                break  # seceding gave its resources back too: wait for both
             heapq.heappop(self.rejoin_queue)
             ts.seceded = False
             self._take_slot(ts)
