@@ -63,16 +63,19 @@ class FutureState:
         """Pending again (a retry)."""
         self.status = "pending"
         self.exception = self.traceback = None
+        self.text = self.kind = ""
         self.workers = None
-        self._event = None
+        if self._event is not None and self._event.is_set():
+            self._event = None  # waiters still blocked on an unset one are woken later
 
     async def wait(self):
-        """Wait in the loop thread until the key is finished, erred or cancelled."""
-        if self.done():
-            return
-        if self._event is None or self._event.is_set():
-            self._event = trio.Event()
-        await self._event.wait()
+        """Wait in the loop thread until the key is finished, erred or cancelled.
+        Loops: a retry may make the key pending again between the wake-up and
+        this task running."""
+        while not self.done():
+            if self._event is None or self._event.is_set():
+                self._event = trio.Event()
+            await self._event.wait()
 
     async def refreshed(self):
         """Wait for the next news about this key."""
