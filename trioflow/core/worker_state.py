@@ -286,6 +286,7 @@ class WorkerState:
                 self.to_fetch.add(ts)
 
     def _data_received(self, e: ev.DataReceived):
+        arrived = []
         for key, nbytes in e.nbytes.items():
             ts = self.tasks.get(key)
             if ts is None:
@@ -300,6 +301,10 @@ class WorkerState:
             ts.nbytes = nbytes
             ts.peer = None
             ts.released = False
+            arrived.append(ts)
+        # all keys first: dropping one's dependencies must not forget another
+        # key of this same batch (its DeleteData would remove the new copy)
+        for ts in arrived:
             self._drop_dependencies(ts)  # a task waiting for its inputs needs them no more
             self._dependency_arrived(ts)
 
