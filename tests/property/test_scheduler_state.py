@@ -74,7 +74,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._counter = 0
         self.restarted = False
         self.reconnects = 0
-        self._stimulus = 0
         # set while an event is being applied and checked; teardown skips its
         # own checks if a failure is already on its way out
         self._pending = False
@@ -89,7 +88,6 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def handle(self, event):
         self._pending = True
-        self._stimulus += 1
         added = set()
         # the client holds its new futures before any reply can arrive
         if isinstance(event, ev.GraphSubmitted):
@@ -608,8 +606,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 
 SchedulerMachine.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=200,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -64,7 +64,7 @@ class WorkerMachine(RuleBasedStateMachine):
         # the scheduler's side
         self.known_keys: list = []  # in creation order
         self.deps_of: dict = {}  # key -> its dependencies, fixed at its first compute-task
-        self.sent: list = []  # messages to the scheduler
+        self.asked: set = set()  # keys sent compute-task and not free-keys since
         self._counter = 0
         self._events = 0
         self._pending = False
@@ -110,12 +110,24 @@ class WorkerMachine(RuleBasedStateMachine):
                 if self.runs.get(inst.key) == "rejoining":
                     self.runs[inst.key] = "active"
             elif kind is ev.SendToScheduler:
-                self.sent.append(inst.msg)
-                if inst.msg["op"] == "task-finished":
-                    assert inst.msg["key"] in self.data, inst.msg
+                self._scheduler_msg(inst.msg)
             else:
                 raise AssertionError(f"unknown instruction {inst!r}")
         return out
+
+    def _scheduler_msg(self, msg):
+        op = msg["op"]
+        if op in ("task-finished", "task-erred", "task-cancelled", "long-running"):
+            # about a task the scheduler still has here; not one it freed
+            assert msg["key"] in self.asked, f"{op} for {msg['key']!r}, which was freed"
+        if op == "task-finished":
+            assert msg["key"] in self.data, msg
+        elif op == "add-keys":
+            assert set(msg["nbytes"]) <= self.data, msg
+        elif op == "missing-data":
+            assert msg["holder"] in PEERS, msg
+        else:
+            assert op in ("task-erred", "task-cancelled", "long-running"), msg
 
     def _end_run(self, key):
         del self.runs[key]
@@ -163,6 +175,7 @@ class WorkerMachine(RuleBasedStateMachine):
                 holders.append(PEERS[0])
             who_has[dep] = tuple(holders)
             nbytes[dep] = 8
+        self.asked.add(key)
         self.handle(ev.ComputeTask(key, ("func", key), who_has, nbytes, (priority, self._counter),
                                    resources, False, is_async, "compute-task"))
 
@@ -176,6 +189,7 @@ class WorkerMachine(RuleBasedStateMachine):
         keys = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
         if data.draw(st.integers(0, 3)) == 0:
             keys.append(data.draw(st.sampled_from(self.known_keys)))  # perhaps unknown here
+        self.asked -= set(keys)
         self.handle(ev.FreeKeys(tuple(dict.fromkeys(keys)), "free-keys"))
 
     # ------------------------------------------------------------ the shell: runs
@@ -314,6 +328,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self.check()
         # the scheduler lets go of everything, one key per message as it does
         for key in sorted(self.state.tasks, key=repr):
+            self.asked.discard(key)
             self.handle(ev.FreeKeys((key,), "free-keys"))
             self.check()
         self._drain()
@@ -354,8 +369,8 @@ class WorkerMachine(RuleBasedStateMachine):
 
 
 WorkerMachine.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=200,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

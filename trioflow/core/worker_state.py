@@ -168,6 +168,9 @@ class WorkerState:
             if ts is None:
                 continue
             ts.computed = False
+            if ts.scattered:  # a copy scattered onto its run is freed with the key
+                ts.scattered = False
+                self._out.append(ev.DeleteData(key))
             if ts.state in ("executing", "long-running"):
                 ts.state = "cancelled"
                 self._out.append(ev.CancelExecution(key))
@@ -200,11 +203,13 @@ class WorkerState:
             self._out.append(ev.DeleteData(e.key))
             self._forget(ts)
             return
+        freed = ts.state == "cancelled"  # kept only for data scattered after the free
         ts.state = "memory"
         ts.scattered = False
         ts.nbytes = e.nbytes
-        self._send({"op": "task-finished", "key": ts.key, "nbytes": e.nbytes,
-                    "type": e.type_name, "duration": e.duration})
+        if not freed:
+            self._send({"op": "task-finished", "key": ts.key, "nbytes": e.nbytes,
+                        "type": e.type_name, "duration": e.duration})
         self._dependency_arrived(ts)
         self._drop_dependencies(ts)
 
