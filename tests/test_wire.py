@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trio
 
-from trioflow.comm import connect, serve
+from trioflow.comm import buffers, connect, serve
 from trioflow.comm import ws as ws_module
 from trioflow.comm.connection import Connection, reply_ok
 from trioflow.errors import CommClosedError, ProtocolError
@@ -31,8 +31,10 @@ def test_batch_round_trip_keeps_tuple_keys_and_buffers_out_of_band():
     assert value.frames[1].obj is array or np.shares_memory(np.frombuffer(value.frames[1], "f8"), array)
     msgs = [{"op": "a", "key": ("x", 1), "data": value}, {"op": "b", "keys": {("y", 2): 3}}]
     frames = encode_batch(msgs)
-    lengths = decode_header(frames[0])
-    assert lengths == [len(frames[1]), *(memoryview(f).nbytes for f in frames[2:])]
+    specs = decode_header(frames[0])
+    assert specs == [(len(frames[1]), False),
+                     *((memoryview(f).nbytes, type(f) is bytes) for f in frames[2:])]
+    assert specs[-1] == (array.nbytes, False), "array data must arrive in a writable buffer"
     out = decode_body(frames[1], [bytearray(f) for f in frames[2:]])
     assert out[0]["key"] == ("x", 1)
     assert out[1]["keys"] == {("y", 2): 3}
@@ -83,6 +85,42 @@ async def test_large_messages_are_fragmented_and_reassembled(monkeypatch):
         assert back == data
         conn.close()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("direct_bytes", [True, False])
+async def test_large_values_arrive_as_their_own_types(monkeypatch, direct_bytes):
+    """A large bytes value arrives as bytes, and a large array as a writable
+    array, whether or not bytes can be filled in place on this interpreter."""
+    if not direct_bytes:
+        monkeypatch.setattr(buffers, "_new_bytes", None)
+    blob = np.random.default_rng(2).bytes(6 * 1024 * 1024)
+    array = np.random.default_rng(3).random(1_000_000)  # 8 MB: an mmap with huge pages
+    async with trio.open_nursery() as nursery:
+        address = await _echo_server(nursery)
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+        back = deserialize(await conn.request({"op": "echo", "payload": serialize(blob)}))
+        assert type(back) is bytes and back == blob
+        back = deserialize(await conn.request({"op": "echo", "payload": serialize(array)}))
+        assert np.array_equal(back, array) and back.flags.writeable
+        back[0] = -1.0  # its memory is its own
+        assert array[0] != -1.0
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("n", [1, 1000, buffers.MMAP_MIN, buffers.HUGEPAGE_MIN + 4097])
+def test_receive_buffers_hold_what_is_written(n):
+    target, finish = buffers.bytes_target(n)
+    target[:] = bytes([7]) * n
+    target[-1] = 9
+    out = finish()
+    assert type(out) is bytes and len(out) == n and out[0] in (7, 9) and out[-1] == 9
+    assert hash(out) == hash(bytes(out))
+    buffer = buffers.writable(n)
+    view = memoryview(buffer)
+    view[-1] = 5
+    assert len(buffer) == n and buffer[-1] == 5
 
 
 def _raw_ws_connect(port: int) -> socket.socket:

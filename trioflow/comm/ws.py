@@ -6,8 +6,8 @@ This module speaks the same wire format with the copies taken out:
 
 - a message is sent as frame headers plus ``send_all`` of views of the data
   (numpy buffers go to the socket without being copied);
-- a payload is received with ``recv_into`` straight into one preallocated,
-  writable buffer of the announced size;
+- a payload is received with ``recv_into`` straight into one buffer of the
+  announced size, allocated without being zero-filled (see ``buffers``);
 - messages larger than ``MAX_FRAME`` are fragmented into continuation frames
   and reassembled;
 - our clients mask with the all-zero key, so unmasking costs nothing; a
@@ -26,6 +26,7 @@ from functools import partial
 
 import trio
 
+from trioflow.comm import buffers
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol.framing import decode_body, decode_header, encode_batch
@@ -177,10 +178,17 @@ class WSComm(Comm):
             self._closed = True
             raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
 
-    async def _message(self, expected: int | None):
+    async def _message(self, expected: int | None, as_bytes: bool = False):
         """Read one websocket message.  With ``expected`` the payload goes into a
-        writable buffer of that size; otherwise it is returned as bytes."""
-        out = bytearray(expected) if expected is not None else None
+        buffer of that size: a ``bytes`` object if ``as_bytes``, else a writable
+        one; without, the (small) message is returned as bytes."""
+        finish = None
+        if expected is None:
+            out = None
+        elif as_bytes:
+            out, finish = buffers.bytes_target(expected)
+        else:
+            out = buffers.writable(expected)
         pieces: list = []
         received = 0
         started = False
@@ -216,14 +224,14 @@ class WSComm(Comm):
             return b"".join(pieces)
         if received != expected:
             raise ProtocolError(f"malformed frame: {received} bytes where {expected} were announced")
-        return out
+        return finish() if finish is not None else out
 
     async def recv(self) -> list:
         if self._closed:
             raise CommClosedError(f"connection to {self.peer_address} is closed")
         try:
-            lengths = decode_header(await self._message(None))
-            frames = [await self._message(n) for n in lengths]
+            specs = decode_header(await self._message(None))
+            frames = [await self._message(n, as_bytes) for n, as_bytes in specs]
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise CommClosedError(f"connection to {self.peer_address} closed: {exc}") from None

@@ -6,6 +6,11 @@ A batch (a list of message dicts) becomes
     body:   msgpack of the messages
     data:   the frames of every ``Serialized`` in the messages, in order
 
+A data frame sent from a ``bytes`` object has its length negated in the
+header: the receiver then reads it into a ``bytes`` object of its own (a raw
+bytes value arrives as itself, with no copy), and every other frame into a
+writable buffer (so arrays unpickled over it are writable, as they were).
+
 ``Serialized`` values inside messages are encoded as a msgpack extension
 naming their frames.  Each frame is one transport message; the transport
 fragments and reassembles messages larger than its frame limit.  Arrays
@@ -36,20 +41,23 @@ def encode_batch(msgs: list) -> list:
         raise TypeError(f"cannot encode {type(obj).__name__} in a message")
 
     body = msgpack.packb(msgs, default=default, use_bin_type=True)
-    lengths = [len(body), *(memoryview(f).nbytes for f in data_frames)]
+    lengths = [len(body)]
+    for frame in data_frames:
+        n = memoryview(frame).nbytes
+        lengths.append(-n if type(frame) is bytes else n)
     return [msgpack.packb(lengths), body, *data_frames]
 
 
-def decode_header(frame) -> list:
-    """The lengths of the frames that follow, body first."""
+def decode_header(frame) -> list[tuple[int, bool]]:
+    """``(nbytes, as_bytes)`` of each frame that follows, body first."""
     try:
         lengths = msgpack.unpackb(frame, use_list=True)
         if not isinstance(lengths, list) or not lengths or not all(
-                isinstance(n, int) and 0 <= n for n in lengths):
+                type(n) is int for n in lengths) or lengths[0] < 0:
             raise ValueError("not a list of frame lengths")
     except Exception as exc:
         raise ProtocolError(f"malformed frame header: {exc}") from None
-    return lengths
+    return [(abs(n), n < 0) for n in lengths]
 
 
 def decode_body(body, data_frames: list) -> list:
