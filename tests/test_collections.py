@@ -15,7 +15,7 @@ db = pytest.importorskip("dask.bag")
 np = pytest.importorskip("numpy")
 
 from trioflow import Client, Future, get_worker, wait  # noqa: E402
-from _util import wait_until  # noqa: E402
+from _util import run_python, wait_until  # noqa: E402
 
 
 def where_am_i(*args):
@@ -218,3 +218,35 @@ def test_get_uses_futures_in_the_graph(inproc_client):
     assert inproc_client.get(graph, "result") == 11
     computed = inproc_client.submit(inc, 1)
     assert inproc_client.get({"a": computed, "b": (add, "a", 100)}, "b") == 102
+
+
+def test_default_client_reaches_dask_imported_after_it():
+    """``Client()`` does not import dask, yet dask imported later computes on
+    the cluster, and stops doing so once the client closes."""
+    code = """
+import sys
+from trioflow import Client, get_worker
+with Client(processes=False, n_workers=1, threads_per_worker=1) as client:
+    assert "dask" not in sys.modules, "Client() imported dask"
+    import dask
+    where = dask.delayed(lambda: get_worker().address)().compute()
+    assert where in client.scheduler_info()["workers"], where
+    assert dask.config.get("scheduler") == client.get
+assert dask.config.get("scheduler", None) is None
+print("ok")
+"""
+    done = run_python(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+def test_a_closed_client_never_becomes_the_scheduler_of_a_later_dask_import():
+    code = """
+from trioflow import Client
+with Client(processes=False, n_workers=1, threads_per_worker=1):
+    pass
+import dask
+assert dask.config.get("scheduler", None) is None
+print("ok")
+"""
+    done = run_python(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

@@ -14,6 +14,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 
+from trioflow.client import dask_default
 from trioflow.client.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
@@ -173,11 +174,7 @@ class Client(IntrospectionMixin):
     def _set_as_default(self):
         global _default_client
         _default_client = weakref.ref(self)
-        try:
-            import dask
-        except ImportError:
-            return
-        dask.config.set(scheduler=self.get)
+        dask_default.set_scheduler(self.get)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -230,12 +227,7 @@ class Client(IntrospectionMixin):
         global _default_client
         if _default_client is not None and _default_client() is self:
             _default_client = None
-            try:
-                import dask
-                if dask.config.get("scheduler", None) == self.get:
-                    dask.config.set(scheduler=None)
-            except ImportError:
-                pass
+            dask_default.unset_scheduler(self.get)
 
     def close(self, timeout=_no_default):
         """Close the connection (and the cluster this client started).  Returns

@@ -133,7 +133,8 @@ class Nanny:
         return cmd
 
     async def _supervise(self, task_status=trio.TASK_STATUS_IGNORED):
-        env = {**os.environ, **(self.env or {})}
+        # a worker process needs only the server side of the package
+        env = {**os.environ, "TRIOFLOW_LAZY_IMPORTS": "1", **(self.env or {})}
         if self.token:
             env["TRIOFLOW_TOKEN"] = self.token
         started = False
