@@ -153,6 +153,18 @@ def test_short_lived_appender_hands_its_futures_over(inproc_client):
         fresh.close()
 
 
+def test_appends_never_overtake_the_submissions_they_name(inproc_client):
+    """submit-then-append from a thread, with no pause: the append of each
+    future must reach the scheduler after its submission, or the channel
+    would hold a key the scheduler does not know yet."""
+    client = inproc_client
+    chan = client.channel("overtake")
+    for i in range(200):
+        chan.append(client.submit(inc, i, pure=False))
+    chan.flush()
+    assert [f.result(timeout=10) for f in chan.futures] == list(range(1, 201))
+
+
 def test_maxlen_keeps_newest_and_releases_the_rest(inproc_client):
     client = inproc_client
     chan = client.channel("bounded", maxlen=2)

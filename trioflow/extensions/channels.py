@@ -18,6 +18,7 @@ import logging
 import threading
 import weakref
 from collections import Counter, deque
+from functools import partial
 
 import trio
 
@@ -227,15 +228,25 @@ class Channel:
         if self.client.status != "running":
             raise RuntimeError(f"{self.client!r} is not running: cannot write to channel "
                                f"{self.name!r}")
+        # Queued from the loop, behind whatever this thread sent before (the
+        # submission of the appended future): an outbox filled here could go
+        # out ahead of it, naming keys the scheduler does not know yet.
+        self.client._core._in_loop(partial(self._queue_in_loop, item))
+
+    def _queue_in_loop(self, item) -> None:
         with self._lock:
             self._outbox.append(item)
             self._queued += 1
-        self.client._core._in_loop(self._start_sending)
+        self._start_sending()
 
     def _start_sending(self) -> None:
-        if not self._sending:
-            self._sending = True
+        if self._sending or not self._outbox:
+            return
+        try:
             self.client._core.nursery.start_soon(self._send_outbox)
+        except RuntimeError:  # the client closed in the meantime; flush() says so
+            return
+        self._sending = True
 
     async def _send_outbox(self) -> None:
         try:
