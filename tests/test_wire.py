@@ -123,6 +123,50 @@ def test_receive_buffers_hold_what_is_written(n):
     assert len(buffer) == n and buffer[-1] == 5
 
 
+class _Payload:
+    """Stands for a large value in process: weakly referenceable, so a test
+    can see it go."""
+
+
+@pytest.mark.parametrize("scheme", ["ws", "inproc"])
+async def test_idle_connections_keep_no_sent_or_received_data_alive(scheme):
+    """Once a request and its reply have been handled, neither end's
+    connection holds on to them: a worker must free a gathered array when its
+    key is released, not when the next message happens to come by."""
+    import gc
+    import weakref
+    kept = []  # weak references to what the server received
+    async with trio.open_nursery() as nursery:
+        async def handler(comm):
+            def on_message(msg):
+                payload = msg["payload"]
+                # over ws, the buffer the data arrived in
+                kept.append(weakref.ref(payload.frames[-1] if scheme == "ws" else payload))
+                conn.send(reply_ok(msg, payload))
+            conn = Connection(comm, on_message)
+            await conn.run()
+
+        address = await nursery.start(lambda task_status: serve(
+            "ws://127.0.0.1:0" if scheme == "ws" else "inproc://idle-test", handler,
+            task_status=task_status))
+        conn = Connection(await connect(address, nursery))
+        nursery.start_soon(conn.run)
+        payload = np.ones(2 * buffers.MMAP_MIN // 8) if scheme == "ws" else _Payload()
+        sent = weakref.ref(payload)
+        back = await conn.request({"op": "keep", "payload": serialize(payload) if scheme == "ws"
+                                   else payload})
+        del payload, back
+        # the server's send loop finishes its send just after we have the reply
+        with trio.move_on_after(2):
+            while sent() is not None or kept[0]() is not None:
+                gc.collect()
+                await trio.sleep(0.01)
+        assert sent() is None, "the sending side kept the request"
+        assert kept[0]() is None, "the receiving side kept the request or the reply"
+        conn.close()
+        nursery.cancel_scope.cancel()
+
+
 def _raw_ws_connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

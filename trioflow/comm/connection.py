@@ -132,6 +132,8 @@ class Connection:
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
                     await self.comm.send(batch)
+                    # not kept while idle: a sent reply may hold 200 MB of data
+                    del batch
                 if self._closed and not self._buffer:
                     break
         except CommClosedError as exc:
@@ -141,23 +143,29 @@ class Connection:
     async def _recv_loop(self):
         try:
             while True:
-                for msg in await self.comm.recv():
-                    if msg.get("op") == "reply":
-                        slot = self._pending.get(msg.get("rid"))
-                        if slot is not None:
-                            slot[1] = msg
-                            slot[0].set()
-                        else:
-                            undo = self._abandoned.pop(msg.get("rid"), None)
-                            if undo is not None and "error" not in msg and not msg.get("cancelled"):
-                                undo(msg.get("result"))
-                    elif self.handler is not None:
-                        self.handler(msg)
+                # dispatched in a call of its own, so that no local of this
+                # loop keeps the last batch (and the data it carried) alive
+                # while waiting for the next
+                self._dispatch(await self.comm.recv())
         except CommClosedError as exc:
             self.close_reason = self.close_reason or str(exc)
         except ProtocolError as exc:
             self.close_reason = str(exc)
             logger.warning("closing connection to %s: %s", self.peer_address, exc)
+
+    def _dispatch(self, msgs: list) -> None:
+        for msg in msgs:
+            if msg.get("op") == "reply":
+                slot = self._pending.get(msg.get("rid"))
+                if slot is not None:
+                    slot[1] = msg
+                    slot[0].set()
+                else:
+                    undo = self._abandoned.pop(msg.get("rid"), None)
+                    if undo is not None and "error" not in msg and not msg.get("cancelled"):
+                        undo(msg.get("result"))
+            elif self.handler is not None:
+                self.handler(msg)
 
 
 class _ReplyCallback:
