@@ -11,6 +11,11 @@ import threading
 import trio
 from anyio.from_thread import start_blocking_portal
 
+try:  # the portal loads anyio's trio backend on first use: load it with us
+    import anyio._backends._trio  # noqa: F401
+except ImportError:  # a future anyio laid out otherwise still works, lazily
+    pass
+
 
 class LoopRunner:
     _lock = threading.Lock()

@@ -14,12 +14,16 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from trioflow import extensions
 from trioflow.client.background import BackgroundContext
 from trioflow.comm.inproc import new_address
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
 from trioflow.utils import memory_limit_bytes
+
+# paid at import, as the rest of the cluster's code is, not in LocalCluster()
+extensions.preload()
 
 logger = logging.getLogger("trioflow.deploy")
 

@@ -44,3 +44,11 @@ def scheduler_extensions(scheduler) -> dict:
 
 def worker_extensions(worker) -> dict:
     return {cls.name: cls(worker) for cls in map(_load, WORKER_EXTENSIONS)}
+
+
+def preload() -> None:
+    """Import every extension now rather than when the first scheduler or
+    worker starts (a LocalCluster's module calls this: its scheduler runs in
+    the importing process)."""
+    for spec in SCHEDULER_EXTENSIONS + WORKER_EXTENSIONS:
+        import_module(spec.partition(":")[0])
