@@ -165,6 +165,53 @@ def test_appends_never_overtake_the_submissions_they_name(inproc_client):
     assert [f.result(timeout=10) for f in chan.futures] == list(range(1, 201))
 
 
+def wait_for_gate(name):
+    import trioflow
+    trioflow.Event(name).wait(timeout=30)
+    return 0
+
+
+def add_after(gate_value, i):
+    return gate_value + i
+
+
+def test_futures_made_in_the_loop_while_other_threads_drop_theirs(inproc_client):
+    """Snapshots taken from two threads at once: each makes futures for the
+    same pending keys in the client's loop while the other thread drops its
+    own.  A want and a release for one key must reach the scheduler in the
+    order they happened, or the surviving futures never hear their result."""
+    import trioflow
+    client = inproc_client
+    gate = client.submit(wait_for_gate, "race-gate", pure=False)
+    chan = client.channel("race")
+    for i in range(60):
+        chan.append(client.submit(add_after, gate, i, pure=False))
+    chan.flush()
+    done = threading.Event()
+
+    def churn():
+        while not done.is_set():
+            snapshot = chan.futures
+            del snapshot
+
+    other = threading.Thread(target=churn)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: races show up
+    other.start()
+    try:
+        for _ in range(40):
+            snapshot = chan.futures
+            del snapshot
+    finally:
+        done.set()
+        other.join(timeout=30)
+        sys.setswitchinterval(interval)
+    kept = list(chan.futures)
+    trioflow.Event("race-gate", client=client).set()
+    assert [f.result(timeout=10) for f in kept] == list(range(60))
+    assert gate.result(timeout=10) == 0
+
+
 def test_maxlen_keeps_newest_and_releases_the_rest(inproc_client):
     client = inproc_client
     chan = client.channel("bounded", maxlen=2)

@@ -40,6 +40,12 @@ class ClientCore:
         self.futures: dict = {}  # key -> FutureState
         self.refcount: dict = {}
         self._lock = threading.Lock()
+        # Messages to the scheduler, in the order they were decided on.  A
+        # want or release is queued under the same lock as the reference
+        # count change that caused it, so the scheduler sees them in the
+        # order they happened even when threads and the loop race.
+        self._outbox: list = []
+        self._drain_pending = False
         self.scheduler: Connection | None = None
         self.pool: ConnectionPool | None = None
         self.nursery: trio.Nursery | None = None
@@ -78,6 +84,7 @@ class ClientCore:
     async def close(self):
         if self.status in ("closing", "closed") or self._nursery_manager is None:
             return
+        self._drain()  # what was sent before close() goes out before the close
         self.status = "closing"
         try:
             self.scheduler.close("client closed")
@@ -107,23 +114,49 @@ class ClientCore:
     # ---------------------------------------------------------------- sending
 
     def send(self, msg: dict) -> None:
-        """Queue a message to the scheduler; callable from any thread."""
-        if self.status not in ("running", "newly-created"):
-            return
+        """Queue a message to the scheduler; callable from any thread.
+        Messages leave in the order of the calls, from every thread."""
+        with self._lock:
+            self._queue_locked(msg)
+        self._kick()
+
+    def _queue_locked(self, msg: dict) -> None:
+        if self.status in ("running", "newly-created"):
+            self._outbox.append(msg)
+
+    def _in_loop_thread(self) -> bool:
         try:
-            if trio.lowlevel.current_trio_token() is self.trio_token:
-                self.scheduler.send(msg)
-                return
+            return trio.lowlevel.current_trio_token() is self.trio_token
         except RuntimeError:
-            pass
+            return False
+
+    def _kick(self) -> None:
+        """Have the outbox sent: now in the loop thread, soon from others."""
+        if self._in_loop_thread():
+            self._drain()
+            return
+        with self._lock:
+            if self._drain_pending or not self._outbox:
+                return
+            self._drain_pending = True
         try:
-            self.trio_token.run_sync_soon(self.scheduler.send, msg)
+            self.trio_token.run_sync_soon(self._drain)
         except trio.RunFinishedError:
             pass
 
+    def _drain(self) -> None:
+        with self._lock:
+            msgs, self._outbox = self._outbox, []
+            self._drain_pending = False
+        if self.scheduler is not None:
+            for msg in msgs:
+                self.scheduler.send(msg)
+
     async def request(self, msg: dict, on_abandoned=None):
         """Ask the scheduler; see ``Connection.request`` for ``on_abandoned``
-        (undo a reply that arrives after the caller was cancelled)."""
+        (undo a reply that arrives after the caller was cancelled).  Goes out
+        after every message sent before it."""
+        self._drain()
         return await self.scheduler.request(msg, on_abandoned=on_abandoned)
 
     # ---------------------------------------------------------------- references
@@ -137,8 +170,10 @@ class ClientCore:
                 state = self.futures[key] = FutureState(key)
             # futures of a cancelled (detached) state may still count here
             self.refcount[key] = self.refcount.get(key, 0) + 1
+            if inform and new:
+                self._queue_locked({"op": "want-keys", "keys": [key]})
         if inform and new:
-            self.send({"op": "want-keys", "keys": [key]})
+            self._kick()
         return state
 
     def release(self, key) -> None:
@@ -150,7 +185,8 @@ class ClientCore:
                 return
             self.refcount.pop(key, None)
             self.futures.pop(key, None)
-        self.send({"op": "release-keys", "keys": [key]})
+            self._queue_locked({"op": "release-keys", "keys": [key]})
+        self._kick()
 
     def detach(self, state: FutureState) -> None:
         """Stop routing news about ``state``'s key to it (it was cancelled):
