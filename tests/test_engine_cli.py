@@ -269,3 +269,14 @@ def test_cli_sigterm_stops_scheduler_and_workers(cli_cluster):
         wait_until(all_exited, timeout=20, message="CLI processes exit on SIGTERM")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{cli_cluster.logs()}") from None
+
+
+def test_demo_runs_and_checks_its_answers(tmp_path):
+    """The README's first command: `trioflow demo` runs its job on a local
+    cluster, checks the answers and exits 0 with nothing left running."""
+    done = subprocess.run([sys.executable, "-m", "trioflow", "demo"], capture_output=True,
+                          text=True, timeout=110, env=subprocess_env(), cwd=tmp_path,
+                          start_new_session=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2/2 phases passed" in done.stdout, done.stdout[-3000:]
+    assert "-> ok" in done.stdout and "FAIL" not in done.stdout
