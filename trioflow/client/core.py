@@ -117,28 +117,29 @@ class ClientCore:
         """Queue a message to the scheduler; callable from any thread.
         Messages leave in the order of the calls, from every thread."""
         with self._lock:
-            self._queue_locked(msg)
-        self._kick()
+            first = self._queue_locked(msg)
+        if first:
+            self._kick()
 
-    def _queue_locked(self, msg: dict) -> None:
-        if self.status in ("running", "newly-created"):
-            self._outbox.append(msg)
-
-    def _in_loop_thread(self) -> bool:
-        try:
-            return trio.lowlevel.current_trio_token() is self.trio_token
-        except RuntimeError:
+    def _queue_locked(self, msg: dict) -> bool:
+        """Append ``msg`` (caller holds ``_lock``); True if nothing is yet set
+        to drain the outbox, in which case the caller calls ``_kick()`` once
+        the lock is released."""
+        if self.status not in ("running", "newly-created"):
             return False
+        self._outbox.append(msg)
+        first, self._drain_pending = not self._drain_pending, True
+        return first
 
     def _kick(self) -> None:
         """Have the outbox sent: now in the loop thread, soon from others."""
-        if self._in_loop_thread():
+        try:
+            in_loop = trio.lowlevel.current_trio_token() is self.trio_token
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
             self._drain()
             return
-        with self._lock:
-            if self._drain_pending or not self._outbox:
-                return
-            self._drain_pending = True
         try:
             self.trio_token.run_sync_soon(self._drain)
         except trio.RunFinishedError:
@@ -170,9 +171,8 @@ class ClientCore:
                 state = self.futures[key] = FutureState(key)
             # futures of a cancelled (detached) state may still count here
             self.refcount[key] = self.refcount.get(key, 0) + 1
-            if inform and new:
-                self._queue_locked({"op": "want-keys", "keys": [key]})
-        if inform and new:
+            first = inform and new and self._queue_locked({"op": "want-keys", "keys": [key]})
+        if first:
             self._kick()
         return state
 
@@ -185,8 +185,9 @@ class ClientCore:
                 return
             self.refcount.pop(key, None)
             self.futures.pop(key, None)
-            self._queue_locked({"op": "release-keys", "keys": [key]})
-        self._kick()
+            first = self._queue_locked({"op": "release-keys", "keys": [key]})
+        if first:
+            self._kick()
 
     def detach(self, state: FutureState) -> None:
         """Stop routing news about ``state``'s key to it (it was cancelled):
