@@ -223,3 +223,13 @@ def run_python(code, timeout=60):
         env=subprocess_env(),
         timeout=timeout,
     )
+
+
+def async_client(**kwargs):
+    """An in-process ``Client(asynchronous=True)`` of two 2-thread workers; to
+    be awaited or used with ``async with``."""
+    from trioflow import Client
+    options = dict(processes=False, asynchronous=True, n_workers=2, threads_per_worker=2,
+                   dashboard_address=None)
+    options.update(kwargs)
+    return Client(**options)

@@ -29,6 +29,7 @@ from trioflow import (
     fire_and_forget,
     wait,
 )
+from _util import async_client
 
 pytestmark = pytest.mark.anyio
 
@@ -36,12 +37,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request):
     return request.param
-
-
-def async_client(**kwargs):
-    options = dict(processes=False, asynchronous=True, n_workers=2, threads_per_worker=2)
-    options.update(kwargs)
-    return Client(**options)
 
 
 # --- task functions (in-process workers import them from this module) ----------

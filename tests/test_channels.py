@@ -15,7 +15,7 @@ from collections import deque
 import anyio
 import pytest
 
-from _util import TESTS_DIR, key_is_forgotten, subprocess_env, wait_until
+from _util import TESTS_DIR, async_client, key_is_forgotten, subprocess_env, wait_until
 from trioflow import Client, worker_client
 from trioflow.extensions.channels import Channel
 
@@ -293,13 +293,6 @@ def test_examples_run(example, check_leaks):
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request):
     return request.param
-
-
-def async_client(**kwargs):
-    options = dict(processes=False, asynchronous=True, n_workers=2, threads_per_worker=2,
-                   dashboard_address=None)
-    options.update(kwargs)
-    return Client(**options)
 
 
 @pytest.mark.anyio

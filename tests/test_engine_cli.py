@@ -21,6 +21,7 @@ from _util import (
     log_tail,
     run_python,
     scheduler_address,
+    stop_process_group,
     subprocess_env,
     wait_until,
     worker_key_total,
@@ -274,9 +275,13 @@ def test_cli_sigterm_stops_scheduler_and_workers(cli_cluster):
 def test_demo_runs_and_checks_its_answers(tmp_path):
     """The README's first command: `trioflow demo` runs its job on a local
     cluster, checks the answers and exits 0 with nothing left running."""
-    done = subprocess.run([sys.executable, "-m", "trioflow", "demo"], capture_output=True,
-                          text=True, timeout=110, env=subprocess_env(), cwd=tmp_path,
-                          start_new_session=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "2/2 phases passed" in done.stdout, done.stdout[-3000:]
-    assert "-> ok" in done.stdout and "FAIL" not in done.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "trioflow", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=110)
+    finally:
+        stop_process_group(proc)  # its nannies and workers too, should it hang
+    assert proc.returncode == 0, out[-5000:]
+    assert "2/2 phases passed" in out, out[-3000:]
+    assert "-> ok" in out and "FAIL" not in out

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import trioflow
-from _util import wait_until
+from _util import async_client, wait_until
 from trioflow import Client, Pub, Sub
 
 N = 300
@@ -241,13 +241,6 @@ def test_pub_and_sub_take_worker_or_client_not_both(inproc_client):
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request):
     return request.param
-
-
-def async_client(**kwargs):
-    options = dict(processes=False, asynchronous=True, n_workers=2, threads_per_worker=2,
-                   dashboard_address=None)
-    options.update(kwargs)
-    return Client(**options)
 
 
 @pytest.mark.anyio
