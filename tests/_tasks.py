@@ -102,3 +102,10 @@ def fib_worker_client(n):
         a = client.submit(fib_worker_client, n - 1)
         b = client.submit(fib_worker_client, n - 2)
         return a.result() + b.result()
+
+
+def loaded_modules(names):
+    """Which of ``names`` this process has imported."""
+    import sys
+
+    return sorted(name for name in names if name in sys.modules)

@@ -5,7 +5,7 @@ import gc
 import pytest
 
 from trioflow import Client, Future
-from _tasks import add, inc, signal_and_wait, total
+from _tasks import add, inc, loaded_modules, signal_and_wait, total
 from _util import (
     barrier,
     key_is_forgotten,
@@ -225,3 +225,34 @@ def test_processes_released_keys_leave_worker_memory(proc_client):
         _wait_forgotten(proc_client, key, timeout=20)
     wait_until(lambda: worker_key_total(proc_client) == 1, timeout=20, message="one key left")
     assert keep.result(timeout=30) == 1
+
+
+@pytest.mark.timeout(120)
+def test_worker_processes_import_numpy_before_their_first_array_arrives(proc_client):
+    # Without the warm import, the first array a fresh worker receives pays for
+    # `import numpy` in the middle of the transfer.
+    wait_until(
+        lambda: all(
+            mods == ["numpy"]
+            for mods in proc_client.run(loaded_modules, ["numpy"]).values()
+        ),
+        timeout=30,
+        message="numpy imported on every worker process",
+    )
+
+
+@pytest.mark.timeout(120)
+def test_warm_imports_follow_the_environment(check_leaks, monkeypatch):
+    monkeypatch.setenv("TRIOFLOW_WARM_IMPORTS", " colorsys , trioflow_no_such_module,")
+    with Client(processes=True, n_workers=1, threads_per_worker=1,
+                dashboard_address=None) as client:
+        client.wait_for_workers(1, timeout=30)
+        # a module that is not installed is skipped; the others are imported
+        wait_until(
+            lambda: list(client.run(loaded_modules, ["colorsys"]).values()) == [["colorsys"]],
+            timeout=30,
+            message="colorsys imported on the worker",
+        )
+        (mods,) = client.run(loaded_modules, ["numpy", "trioflow_no_such_module"]).values()
+        assert mods == []
+        assert client.submit(inc, 1).result(timeout=30) == 2

@@ -89,6 +89,7 @@ def _run_worker(args) -> int:
     import os
 
     from trioflow.server.nanny import Nanny
+    from trioflow.server.warm_imports import warm_import_names
     from trioflow.server.worker import Worker
     from trioflow.utils import memory_limit_bytes
 
@@ -111,7 +112,10 @@ def _run_worker(args) -> int:
     async def run_one(i):
         kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
                       resources=resources, host=args.host, token=args.token)
-        server = Nanny(address, **kwargs) if args.nanny else Worker(address, **kwargs)
+        if args.nanny:
+            server = Nanny(address, **kwargs)
+        else:
+            server = Worker(address, warm_imports=warm_import_names(), **kwargs)
         async with server:
             print(f"trioflow worker {server.address} -> {address}", flush=True)
             await server.finished()

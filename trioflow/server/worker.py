@@ -37,6 +37,7 @@ from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.threads import TaskThreads
+from trioflow.server.warm_imports import warm_imports
 
 logger = logging.getLogger("trioflow.worker")
 
@@ -78,7 +79,8 @@ class Worker:
                  memory_limit: int = 0, resources: dict | None = None,
                  host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None,
                  nanny: str | None = None, heartbeat_interval: float = 1.0,
-                 token: str | None = None, validate: bool = False, **kwargs):
+                 token: str | None = None, validate: bool = False,
+                 warm_imports: tuple[str, ...] = (), **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             import json
             with open(scheduler_file) as f:
@@ -95,6 +97,7 @@ class Worker:
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
         self.token = token
+        self.warm_imports = tuple(warm_imports)  # see trioflow.server.warm_imports
         if listen_address is None:
             if self.scheduler_address.startswith("inproc://"):
                 listen_address = new_address()
@@ -155,6 +158,8 @@ class Worker:
             self.scheduler = Connection(comm, self._scheduler_msg)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
+            if self.warm_imports:
+                self.nursery.start_soon(warm_imports, self.warm_imports)
         except BaseException:
             self.nursery.cancel_scope.cancel()
             await self._nursery_manager.__aexit__(None, None, None)

@@ -16,6 +16,7 @@ import psutil
 import trio
 
 from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER
+from trioflow.server.warm_imports import warm_import_names
 from trioflow.server.worker import Worker
 
 
@@ -40,7 +41,8 @@ async def _main(args) -> int:
                     memory_limit=args.memory_limit, host=args.host,
                     resources=json.loads(args.resources) if args.resources else None,
                     nanny=str(args.nanny_pid) if args.nanny_pid else None,
-                    token=os.environ.get("TRIOFLOW_TOKEN"))
+                    token=os.environ.get("TRIOFLOW_TOKEN"),
+                    warm_imports=warm_import_names())
     async with worker:
         print(ADDRESS_LINE + worker.address, flush=True)
         async with trio.open_nursery() as nursery:
