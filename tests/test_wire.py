@@ -88,11 +88,15 @@ async def test_large_messages_are_fragmented_and_reassembled(monkeypatch):
 
 
 @pytest.mark.parametrize("direct_bytes", [True, False])
-async def test_large_values_arrive_as_their_own_types(monkeypatch, direct_bytes):
+@pytest.mark.parametrize("bulk_socket_io", [True, False])
+async def test_large_values_arrive_as_their_own_types(monkeypatch, direct_bytes, bulk_socket_io):
     """A large bytes value arrives as bytes, and a large array as a writable
-    array, whether or not bytes can be filled in place on this interpreter."""
+    array, whether or not bytes can be filled in place on this interpreter,
+    and whether or not the platform has the writev/readv loops."""
     if not direct_bytes:
         monkeypatch.setattr(buffers, "_new_bytes", None)
+    if not bulk_socket_io:
+        monkeypatch.setattr(ws_module.socket_io, "AVAILABLE", False)
     blob = np.random.default_rng(2).bytes(6 * 1024 * 1024)
     array = np.random.default_rng(3).random(1_000_000)  # 8 MB: an mmap with huge pages
     async with trio.open_nursery() as nursery:

@@ -4,10 +4,12 @@ Why not trio-websocket: its protocol engine (wsproto) masks and copies every
 payload in pure Python, which capped a 200 MB transfer at ~60 MB/s here.
 This module speaks the same wire format with the copies taken out:
 
-- a message is sent as frame headers plus ``send_all`` of views of the data
-  (numpy buffers go to the socket without being copied);
-- a payload is received with ``recv_into`` straight into one buffer of the
-  announced size, allocated without being zero-filled (see ``buffers``);
+- a message is sent as frame headers plus views of the data, gathered by
+  ``writev`` (numpy buffers go to the socket without being copied);
+- a payload is received straight into one buffer of the announced size,
+  allocated without being zero-filled (see ``buffers``);
+- both loop on the system call until the kernel would block, and only then
+  wait through trio (see ``socket_io``);
 - messages larger than ``MAX_FRAME`` are fragmented into continuation frames
   and reassembled;
 - our clients mask with the all-zero key, so unmasking costs nothing; a
@@ -26,7 +28,7 @@ from functools import partial
 
 import trio
 
-from trioflow.comm import buffers
+from trioflow.comm import buffers, socket_io
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol.framing import decode_body, decode_header, encode_batch
@@ -110,6 +112,9 @@ class WSComm(Comm):
             raise CommClosedError(f"connection to {self.peer_address} closed: {exc}") from None
 
     async def _send_parts(self, parts):
+        if socket_io.AVAILABLE:
+            await socket_io.send_all(self._sock, parts)
+            return
         pending = bytearray()
         for part in parts:
             size = len(part) if isinstance(part, bytes) else part.nbytes
@@ -145,6 +150,10 @@ class WSComm(Comm):
             view[:have] = self._buffer[:have]
             del self._buffer[:have]
         pos = have
+        if socket_io.AVAILABLE:
+            if pos < view.nbytes and not await socket_io.recv_exactly(self._sock, view[pos:]):
+                raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
+            return
         while pos < view.nbytes:
             got = await self._sock.recv_into(view[pos:], view.nbytes - pos)
             if got == 0:
