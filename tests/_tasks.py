@@ -81,6 +81,16 @@ def flaky_inc(counter_path, failures, x):
     return x + 1
 
 
+def inc_holding_reruns(runs_path, release_path, x):
+    """``x + 1``; every run after the first waits for ``release_path``
+    (runs are counted in a file, so across processes)."""
+    with open(runs_path, "a") as f:
+        f.write("run\n")
+    if len(pathlib.Path(runs_path).read_text().splitlines()) > 1:
+        wait_for_path(release_path)
+    return x + 1
+
+
 def make_lock():
     return threading.Lock()
 

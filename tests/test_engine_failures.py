@@ -7,7 +7,7 @@ import pytest
 
 import trioflow
 from trioflow import Client
-from _tasks import inc, slow_inc
+from _tasks import inc, inc_holding_reruns, slow_inc
 from _util import wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +70,25 @@ def test_processes_key_lost_with_worker_is_recomputed(proc_client):
     assert held.result(timeout=60) == 2
     wait_until(lambda: _restarted(proc_client, holder_pid), timeout=60, message="nanny restart")
     assert holder_pid not in proc_client.run(os.getpid).values()
+
+
+def test_processes_a_future_is_lost_while_its_data_is_computed_again(proc_client, tmp_path):
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    held = proc_client.submit(inc_holding_reruns, str(runs), str(release), 1)
+    assert held.result(timeout=30) == 2 and held.status == "finished"
+    (holder,) = proc_client.who_has([held])[held.key]
+    holder_pid = proc_client.run(os.getpid)[holder]
+    _kill(holder_pid)
+
+    # as in dask: not done while the scheduler computes it again
+    wait_until(lambda: held.status == "lost", timeout=30, message="future marked lost")
+    assert not held.done() and "lost" in repr(held)
+    wait_until(lambda: runs.read_text().count("run") == 2, timeout=60, message="rerun started")
+    assert held.status == "lost"
+    release.touch()
+    assert held.result(timeout=60) == 2
+    assert held.status == "finished" and held.done()
+    wait_until(lambda: _restarted(proc_client, holder_pid), timeout=60, message="nanny restart")
 
 
 def test_cli_worker_killed_mid_computation(cli_cluster):

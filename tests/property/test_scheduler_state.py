@@ -50,7 +50,7 @@ PREFIXES = ("inc", "add", "sum")
 DURATIONS = (0.0, 1e-4, 0.003, 0.5)
 WORKER_TTL = 30.0
 
-CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key", "task-retried")
+CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key", "task-retried", "lost-data")
 
 
 def _host(address: str) -> str:
@@ -65,6 +65,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.connected: set[str] = set()
         # client -> keys it holds futures for (the client's view)
         self.wants: dict[str, set] = {c: set() for c in CLIENTS}
+        # client -> keys it was told are in memory (and not lost since)
+        self.told_in_memory: dict[str, set] = {c: set() for c in CLIENTS}
         # worker -> keys the worker really holds / was told to compute
         self.held: dict[str, set] = {}
         self.running: dict[str, set] = {}
@@ -144,9 +146,19 @@ class SchedulerMachine(RuleBasedStateMachine):
             f"{client} was sent {op} for {msg['key']!r} but holds no future for it")
         if op == "cancelled-key":
             self.wants[client].discard(msg["key"])
+            self.told_in_memory[client].discard(msg["key"])
         elif op == "key-in-memory":
             for w in msg["workers"]:
                 assert w in self.state.workers, msg
+            self.told_in_memory[client].add(msg["key"])
+        elif op == "lost-data":
+            # only a future that was finished can become lost, and the key is
+            # being computed again, not forgotten
+            assert msg["key"] in self.told_in_memory[client], msg
+            self.told_in_memory[client].discard(msg["key"])
+            assert msg["key"] in self.state.tasks, msg
+        else:
+            self.told_in_memory[client].discard(msg["key"])
 
     def _live(self):
         return sorted(self.state.workers)
@@ -177,6 +189,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.reconnects += 1
         self.connected.discard(client)
         self.wants[client] = set()
+        self.told_in_memory[client] = set()
         self.handle(ev.ClientDisconnected(client, "client-disconnected"))
         # a client that stays away sends nothing: its keys are a closed book
         if not stays_away:

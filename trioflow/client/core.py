@@ -214,6 +214,9 @@ class ClientCore:
         elif op == "task-retried":
             if state is not None and state.status == "error":
                 state.reset()
+        elif op == "lost-data":
+            if state is not None and state.status == "finished":
+                state.reset("lost")
         elif op == "cancelled-key":
             if state is not None:
                 state.cancel(msg.get("reason") or "")

@@ -12,7 +12,9 @@ import trio
 from trioflow.protocol.exceptions import unpack_exception, unpack_traceback
 from trioflow.errors import CancelledError
 
-FINAL = ("finished", "error", "cancelled", "lost")
+#: statuses a key does not leave on its own ("lost" is not one: its data is
+#: being computed again after the workers holding it died)
+FINAL = ("finished", "error", "cancelled")
 
 
 class FutureState:
@@ -59,9 +61,10 @@ class FutureState:
         self.text = reason
         self._wake()
 
-    def reset(self):
-        """Pending again (a retry)."""
-        self.status = "pending"
+    def reset(self, status: str = "pending"):
+        """Not done any more: ``"pending"`` for a retry, ``"lost"`` while the
+        scheduler computes data again that died with its workers."""
+        self.status = status
         self.exception = self.traceback = None
         self.text = self.kind = ""
         self.workers = None

@@ -456,6 +456,9 @@ class SchedulerState:
                                      "it; actors are never recomputed: submit a new one",
                             kind="ActorLostError", blame=ts)
         else:
+            # its futures are not done until it is back in memory (dask's "lost")
+            for c in ts.who_wants:
+                self._to_client(c, {"op": "lost-data", "key": ts.key})
             self._compute(ts)
 
     def _task_finished(self, e: ev.TaskFinished):

@@ -124,7 +124,7 @@ class Actor:
             from trioflow.task_context import get_client
             return get_client()  # in a task, actor method or not: the worker's client
         future = self._future
-        if future is not None and future._state.status in ("error", "cancelled", "lost"):
+        if future is not None and future._state.status in ("error", "cancelled"):
             raise future._state.error_to_raise()
         return client
 
