@@ -54,6 +54,7 @@ _PUBLIC = {
     "ActorLostError": "trioflow.errors",
     "WorkerPlugin": "trioflow.extensions.plugins",
     "EventStream": "trioflow.extensions.event_log",
+    "Security": "trioflow.security",
 }
 
 __all__ = sorted(_PUBLIC)

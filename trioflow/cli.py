@@ -21,14 +21,34 @@ def _scheduler_parser(sub):
     p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
     p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
     p.add_argument("--token", default=None, help="require clients and workers to prove this token")
+    p.add_argument("--protocol", default=None, choices=("ws", "wss", "tcp", "tls"),
+                   help="ws (default), or wss (TLS; the default with --tls-cert)")
+    _tls_arguments(p, "scheduler")
     p.set_defaults(run=_run_scheduler)
+
+
+def _tls_arguments(p, role):
+    p.add_argument("--tls-ca-file", default=None,
+                   help="CA certificate (PEM): peers must present a certificate it signed")
+    p.add_argument("--tls-cert", default=None, help=f"the {role}'s TLS certificate (PEM)")
+    p.add_argument("--tls-key", default=None,
+                   help=f"the {role}'s TLS private key (PEM), if not in --tls-cert")
+
+
+def _security(args, role):
+    if not (args.tls_ca_file or args.tls_cert or args.tls_key):
+        return None
+    from trioflow.security import Security
+    return Security(tls_ca_file=args.tls_ca_file, **{f"tls_{role}_cert": args.tls_cert,
+                                                     f"tls_{role}_key": args.tls_key})
 
 
 def _worker_parser(sub):
     p = sub.add_parser("worker", help="run workers connected to a scheduler",
                        description="Run trioflow workers (under nannies by default).")
     p.add_argument("scheduler", nargs="?", default=None,
-                   help="scheduler address: ws://host:port, host:port or tcp://host:port")
+                   help="scheduler address: ws://host:port, host:port, tcp://host:port, "
+                        "or wss://host:port (TLS, with the --tls-* options)")
     p.add_argument("--scheduler-file", default=None, help="read the scheduler address from here")
     p.add_argument("--nthreads", type=int, default=None, help="threads per worker")
     p.add_argument("--nworkers", type=int, default=1, help="worker processes to start")
@@ -44,6 +64,7 @@ def _worker_parser(sub):
     p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
     p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
     p.add_argument("--token", default=None, help="token the scheduler requires")
+    _tls_arguments(p, "worker")
     p.set_defaults(run=_run_worker, nanny=True)
 
 
@@ -64,7 +85,8 @@ def _run_scheduler(args) -> int:
 
     async def main():
         async with Scheduler(host=args.host, port=args.port, scheduler_file=args.scheduler_file,
-                             token=args.token) as scheduler:
+                             token=args.token, protocol=args.protocol,
+                             security=_security(args, "scheduler")) as scheduler:
             print(f"trioflow scheduler at {scheduler.address}", flush=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_interrupted, nursery.cancel_scope)
@@ -103,6 +125,7 @@ def _run_worker(args) -> int:
     nthreads = args.nthreads or max(1, (os.cpu_count() or 1) // nworkers)
     memory_limit = memory_limit_bytes(args.memory_limit, nworkers)
     resources = _parse_resources(args.resources)
+    security = _security(args, "worker")
 
     def name(i):
         if args.name is None:
@@ -111,7 +134,8 @@ def _run_worker(args) -> int:
 
     async def run_one(i):
         kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
-                      resources=resources, host=args.host, token=args.token)
+                      resources=resources, host=args.host, token=args.token,
+                      security=security)
         if args.nanny:
             server = Nanny(address, **kwargs)
         else:

@@ -66,8 +66,11 @@ class Client(IntrospectionMixin):
     ``tcp://``), ``Client(cluster)`` or ``Client(scheduler_file="s.json")``
     connect to a running one.
 
-    Accepted for compatibility, without effect: ``loop``, ``security`` (use
-    ``token=`` or wss://), ``heartbeat_interval``, ``serializers``,
+    ``security=`` (a ``trioflow.Security``) gives the TLS settings for a
+    wss:// scheduler; ``security=True`` without an address starts a local
+    cluster whose processes talk TLS with a throwaway certificate.
+
+    Accepted for compatibility, without effect: ``loop``, ``heartbeat_interval``, ``serializers``,
     ``deserializers``, ``extensions``, ``direct_to_workers`` (data always moves
     directly between the client and the workers), ``connection_limit``.
     """
@@ -76,8 +79,10 @@ class Client(IntrospectionMixin):
                  scheduler_file=None, security=None, asynchronous=False, name=None,
                  heartbeat_interval=None, serializers=None, deserializers=None,
                  extensions=None, direct_to_workers=None, connection_limit=512,
-                 token=None, **kwargs):
+                 token=None, _security_role="client", **kwargs):
         self._asynchronous = bool(asynchronous)
+        self.security = None if security is True else security
+        self._security_role = _security_role
         self.id = new_client_id()
         self.name = name
         self.status = "newly-created"
@@ -99,6 +104,8 @@ class Client(IntrospectionMixin):
             if unknown:
                 raise TypeError(f"Client() got unexpected keyword argument(s): {sorted(unknown)}")
             self._cluster_kwargs = dict(kwargs)
+            if security is not None:
+                self._cluster_kwargs["security"] = security
             self.scheduler_address = None
         else:
             if kwargs:
@@ -106,7 +113,11 @@ class Client(IntrospectionMixin):
             if hasattr(address, "scheduler_address"):
                 self.cluster = address
                 address = address.scheduler_address
+                if self.security is None:
+                    self.security = getattr(self.cluster, "security", None)
             self.scheduler_address = normalize_address(address)
+            if self.security is not None:
+                self.security.check_address(self.scheduler_address, "scheduler address")
         if not self._asynchronous:
             self._start_blocking()
 
@@ -120,7 +131,8 @@ class Client(IntrospectionMixin):
 
     def _new_core(self):
         self._core = ClientCore(self.scheduler_address, client_id=self.id, name=self.name,
-                                timeout=self._timeout, token=self._token)
+                                timeout=self._timeout, token=self._token,
+                                security=self.security, security_role=self._security_role)
         self._host = BackgroundContext(lambda: self._core)
 
     def _start_blocking(self):
@@ -129,6 +141,7 @@ class Client(IntrospectionMixin):
             self.cluster = LocalCluster(**self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
+            self.security = self.cluster.security
         try:
             self._new_core()
             self._host.start_blocking()
@@ -146,6 +159,7 @@ class Client(IntrospectionMixin):
             self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
+            self.security = self.cluster.security
         try:
             self._new_core()
             await self._host.start_async()

@@ -31,12 +31,14 @@ GATHER_PATIENCE = 120.0
 
 class ClientCore:
     def __init__(self, address: str, *, client_id: str, name=None, timeout: float = 30,
-                 token: str | None = None):
+                 token: str | None = None, security=None, security_role: str = "client"):
         self.address = address
         self.id = client_id
         self.name = name
         self.timeout = timeout
         self.token = token
+        self.security = security
+        self.security_role = security_role  # whose certificate it shows (a worker's client: the worker's)
         self.futures: dict = {}  # key -> FutureState
         self.refcount: dict = {}
         self._lock = threading.Lock()
@@ -65,11 +67,13 @@ class ClientCore:
         self.nursery = await self._nursery_manager.__aenter__()
         try:
             comm = await connect(self.address, self.nursery, token=self.token,
-                                 timeout=self.timeout,
+                                 timeout=self.timeout, security=self.security,
+                                 role=self.security_role,
                                  info={"role": "client", "id": self.id, "name": self.name})
             self.scheduler = Connection(comm, self._on_message)
             self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
-                                       self.token)
+                                       self.token, security=self.security,
+                                       role=self.security_role)
             self.nursery.start_soon(self._run_scheduler_connection)
         except BaseException:
             self.nursery.cancel_scope.cancel()

@@ -203,10 +203,12 @@ class ConnectionPool:
     runs in the owner's nursery."""
 
     def __init__(self, nursery: trio.Nursery, info: dict, token: str | None = None,
-                 timeout: float = 5):
+                 timeout: float = 5, security=None, role: str = "client"):
         self.nursery = nursery
         self.info = info
         self.token = token
+        self.security = security
+        self.role = role
         self.timeout = timeout
         self._conns: dict[str, Connection] = {}
         self._locks: dict[str, trio.Lock] = {}
@@ -221,7 +223,8 @@ class ConnectionPool:
                 return conn
             from trioflow.comm.core import connect
             comm = await connect(address, self.nursery, info=self.info, token=self.token,
-                                 timeout=self.timeout, retry=False)
+                                 timeout=self.timeout, retry=False, security=self.security,
+                                 role=self.role)
             conn = Connection(comm)
             self._conns[address] = conn
             self.nursery.start_soon(conn.run)

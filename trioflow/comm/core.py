@@ -104,11 +104,20 @@ async def _client_handshake(comm: Comm, info: dict, token: str | None):
 
 
 async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = None,
-                  token: str | None = None, timeout: float = 30, retry: bool = True) -> Comm:
+                  token: str | None = None, timeout: float = 30, retry: bool = True,
+                  security=None, role: str = "client") -> Comm:
     """Open a connection and complete the handshake.  Background work of the
-    connection (the websocket reader) runs in ``nursery``."""
+    connection (the websocket reader) runs in ``nursery``.  ``security`` (a
+    ``trioflow.Security``) gives the TLS settings of a wss:// address, with
+    the certificate of ``role``."""
     scheme, host, port = parse_address(address)
     address = normalize_address(address)
+    ssl_context = None
+    if security is not None:
+        security.check_address(address, "connecting to")
+        if scheme == "wss":
+            ssl_context = security.client_context(role)
+    last_error = None
     with trio.move_on_after(timeout) as deadline:
         while True:
             try:
@@ -117,18 +126,20 @@ async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = No
                     comm = await inproc.connect(address)
                 else:
                     from trioflow.comm import ws
-                    comm = await ws.connect(nursery, host, port, scheme == "wss")
+                    comm = await ws.connect(nursery, host, port, scheme == "wss", ssl_context)
                 break
             except (OSError, CommClosedError) as exc:
                 if not retry:
                     raise CommClosedError(f"cannot connect to {address}: {exc}") from None
                 # the server may still be starting: retry until the timeout
                 logger.debug("connect to %s failed: %s; retrying", address, exc)
+                last_error = exc
                 await trio.sleep(0.05)
     if deadline.cancelled_caught:
         from trioflow.errors import TimeoutError
+        hint = f" (last error: {last_error})" if last_error is not None else ""
         raise TimeoutError(f"could not connect to {address} within {timeout} s: "
-                           "is a trioflow server running there?")
+                           f"is a trioflow server running there?{hint}")
     try:
         await _client_handshake(comm, info or {}, token)
     except BaseException:
@@ -139,7 +150,8 @@ async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = No
 
 
 async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
-                token: str | None = None, task_status=trio.TASK_STATUS_IGNORED):
+                token: str | None = None, security=None, role: str = "scheduler",
+                task_status=trio.TASK_STATUS_IGNORED):
     """Accept connections at ``address`` until cancelled; run ``handler(comm)``
     for each after a successful handshake.  ``task_status.started`` gets the
     bound address (the real port when 0 was asked).  A connection whose
@@ -165,4 +177,10 @@ async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
         await inproc.serve(address, guarded, task_status=task_status)
     else:
         from trioflow.comm import ws
-        await ws.serve(host, port, guarded, scheme == "wss", task_status=task_status)
+        ssl_context = None
+        if security is not None:
+            security.check_address(normalize_address(address), "listening on")
+            if scheme == "wss":
+                ssl_context = security.server_context(role)
+        await ws.serve(host, port, guarded, scheme == "wss", ssl_context,
+                       task_status=task_status)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import ssl
 import struct
 from functools import partial
 
@@ -41,6 +42,8 @@ MAX_HEADER_MESSAGE = 1024 * 1024 * 1024
 #: parts smaller than this are coalesced into one send
 _COALESCE = 64 * 1024
 _HANDSHAKE_LIMIT = 16 * 1024
+#: most bytes one TLS read asks for
+_TLS_CHUNK = 1024 * 1024
 
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
 _ZERO_MASK = b"\x00\x00\x00\x00"
@@ -77,7 +80,10 @@ class WSComm(Comm):
     def __init__(self, stream: trio.SocketStream, is_client: bool, local: str, peer: str,
                  leftover: bytes = b""):
         self._stream = stream
-        self._sock = stream.socket
+        # the TCP socket, for the bulk loops; None under TLS, where every byte
+        # goes through the SSLStream
+        self._sock = getattr(stream, "socket", None)
+        self._bulk = self._sock is not None and socket_io.AVAILABLE
         self._is_client = is_client
         self._buffer = bytearray(leftover)
         self._send_lock = trio.Lock()
@@ -112,7 +118,7 @@ class WSComm(Comm):
             raise CommClosedError(f"connection to {self.peer_address} closed: {exc}") from None
 
     async def _send_parts(self, parts):
-        if socket_io.AVAILABLE:
+        if self._bulk:
             await socket_io.send_all(self._sock, parts)
             return
         pending = bytearray()
@@ -150,12 +156,17 @@ class WSComm(Comm):
             view[:have] = self._buffer[:have]
             del self._buffer[:have]
         pos = have
-        if socket_io.AVAILABLE:
+        if self._bulk:
             if pos < view.nbytes and not await socket_io.recv_exactly(self._sock, view[pos:]):
                 raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
             return
         while pos < view.nbytes:
-            got = await self._sock.recv_into(view[pos:], view.nbytes - pos)
+            if self._sock is not None:
+                got = await self._sock.recv_into(view[pos:], view.nbytes - pos)
+            else:  # TLS: the stream decrypts into bytes of its own
+                chunk = await self._stream.receive_some(min(view.nbytes - pos, _TLS_CHUNK))
+                got = len(chunk)
+                view[pos:pos + got] = chunk
             if got == 0:
                 raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
             pos += got
@@ -273,7 +284,8 @@ async def _read_http_head(stream) -> tuple[bytes, bytes]:
     while b"\r\n\r\n" not in data:
         chunk = await stream.receive_some(4096)
         if not chunk:
-            raise CommClosedError("connection closed during the websocket handshake")
+            raise CommClosedError("connection closed during the websocket handshake "
+                                  "(a wss:// server asked for ws://?)")
         data += chunk
         if len(data) > _HANDSHAKE_LIMIT:
             raise ProtocolError("websocket handshake too long")
@@ -290,12 +302,32 @@ def _headers(head: bytes) -> tuple[str, dict]:
     return lines[0], fields
 
 
-async def connect(nursery: trio.Nursery, host: str, port: int, secure: bool) -> Comm:
-    if secure:
-        raise ProtocolError("wss:// is not supported yet; use ws:// on a trusted network "
-                            "or tunnel it")
+def _tcp_socket(stream):
+    return stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+
+
+async def _open_tls(stream, host: str, ssl_context) -> trio.SSLStream:
+    """TLS over ``stream``; a failed handshake is a configuration error, not a
+    server still starting, so it raises ProtocolError (not retried)."""
+    tls = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            raise ProtocolError(f"TLS handshake with {host} failed: {cause.reason or cause} "
+                                "(check the certificates and CA in security=, and that the "
+                                "server serves wss://)") from None
+        raise
+    return tls
+
+
+async def connect(nursery: trio.Nursery, host: str, port: int, secure: bool,
+                  ssl_context: ssl.SSLContext | None = None) -> Comm:
     stream = await trio.open_tcp_stream(host, port)
     try:
+        if secure:
+            stream = await _open_tls(stream, host, ssl_context or ssl.create_default_context())
         key = base64.b64encode(os.urandom(16))
         await stream.send_all(
             b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -309,19 +341,28 @@ async def connect(nursery: trio.Nursery, host: str, port: int, secure: bool) -> 
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    local = stream.socket.getsockname()
-    return WSComm(stream, True, f"ws://{_url_host(local[0])}:{local[1]}",
-                  f"ws://{_url_host(host)}:{port}", rest)
+    local = _tcp_socket(stream).getsockname()
+    scheme = "wss" if secure else "ws"
+    return WSComm(stream, True, f"{scheme}://{_url_host(local[0])}:{local[1]}",
+                  f"{scheme}://{_url_host(host)}:{port}", rest)
 
 
-async def serve(host: str, port: int, handler, secure: bool, task_status=trio.TASK_STATUS_IGNORED):
-    if secure:
-        raise ProtocolError("wss:// serving is not supported yet")
+async def serve(host: str, port: int, handler, secure: bool,
+                ssl_context: ssl.SSLContext | None = None,
+                task_status=trio.TASK_STATUS_IGNORED):
+    if secure and ssl_context is None:
+        raise ValueError("serving wss:// needs a certificate: pass security=Security(...) "
+                         "with one for this server's role")
+    scheme = "wss" if secure else "ws"
 
     async def on_connection(stream: trio.SocketStream):
         peer = stream.socket.getpeername()
         try:
             with trio.fail_after(10):
+                if secure:
+                    stream = trio.SSLStream(stream, ssl_context, server_side=True,
+                                            https_compatible=True)
+                    await stream.do_handshake()
                 head, rest = await _read_http_head(stream)
                 request, fields = _headers(head)
                 key = fields.get("sec-websocket-key")
@@ -336,15 +377,18 @@ async def serve(host: str, port: int, handler, secure: bool, task_status=trio.TA
         except (ProtocolError, CommClosedError, trio.TooSlowError, trio.BrokenResourceError,
                 OSError) as exc:
             import logging
+            cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else None
             logging.getLogger("trioflow.comm").warning(
-                "closing connection from %s: %s", peer, exc or type(exc).__name__)
+                "closing connection from %s: %s", peer,
+                f"TLS handshake failed: {cause.reason or cause}" if cause is not None
+                else exc or type(exc).__name__)
             await trio.aclose_forcefully(stream)
             return
-        await handler(WSComm(stream, False, f"ws://{_url_host(host)}:{bound_port}",
-                             f"ws://{_url_host(str(peer[0]))}:{peer[1]}", rest))
+        await handler(WSComm(stream, False, f"{scheme}://{_url_host(host)}:{bound_port}",
+                             f"{scheme}://{_url_host(str(peer[0]))}:{peer[1]}", rest))
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, on_connection, port,
                                                 host=host or None))
         bound_port = listeners[0].socket.getsockname()[1]
-        task_status.started(f"ws://{_url_host(host)}:{bound_port}")
+        task_status.started(f"{scheme}://{_url_host(host)}:{bound_port}")

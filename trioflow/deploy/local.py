@@ -55,9 +55,13 @@ class LocalCluster:
                  host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
                  resources=None, protocol=None, validate=False, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
-                 token=None, **kwargs):
+                 token=None, security=None, **kwargs):
         if kwargs:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
+        if security is True:
+            from trioflow.security import Security
+            security = Security.temporary()
+        self.security = security or None
         if nthreads is not None and threads_per_worker is None:
             threads_per_worker = nthreads
         self.n_workers, self.threads_per_worker = _defaults(n_workers, threads_per_worker,
@@ -69,9 +73,14 @@ class LocalCluster:
         self.validate = validate
         self.token = token
         if protocol in ("inproc", "inproc://") or (protocol is None and not processes):
+            # in one process nothing crosses a socket: security= has nothing to encrypt
             self._scheduler_listen = new_address()
         else:
-            self._scheduler_listen = f"ws://{host}:{scheduler_port or 0}"
+            scheme = (protocol or "").replace("://", "")
+            if not scheme:
+                scheme = "wss" if self.security is not None else "ws"
+            scheme = {"tcp": "ws", "tls": "wss"}.get(scheme, scheme)
+            self._scheduler_listen = f"{scheme}://{host}:{scheduler_port or 0}"
         self.host = host
         self.scheduler: Scheduler | None = None
         self.workers: dict = {}
@@ -100,7 +109,7 @@ class LocalCluster:
     @asynccontextmanager
     async def _running(self):
         async with Scheduler(address=self._scheduler_listen, token=self.token,
-                             validate=self.validate) as scheduler:
+                             security=self.security, validate=self.validate) as scheduler:
             self.scheduler = scheduler
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -135,11 +144,11 @@ class LocalCluster:
         if self.processes:
             server = Nanny(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                            memory_limit=self.memory_limit, resources=self.resources,
-                           host=self.host, token=self.token)
+                           host=self.host, token=self.token, security=self.security)
         else:
             server = Worker(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                             memory_limit=self.memory_limit, resources=self.resources,
-                            token=self.token, validate=self.validate)
+                            token=self.token, validate=self.validate, security=self.security)
         started = False
         try:
             async with server:

@@ -33,7 +33,7 @@ class Nanny:
                  nthreads: int = 1, name=None, memory_limit: int = 0,
                  resources: dict | None = None, host: str = "127.0.0.1",
                  token: str | None = None, env: dict | None = None,
-                 startup_timeout: float = 60, **kwargs):
+                 startup_timeout: float = 60, security=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             with open(scheduler_file) as f:
                 scheduler_ip = json.load(f)["address"]
@@ -44,6 +44,9 @@ class Nanny:
         self.resources = resources
         self.host = host
         self.token = token
+        self.security = security
+        if security is not None:
+            security.check_address(self.scheduler_address, "scheduler address")
         self.env = env
         self.startup_timeout = startup_timeout
         self.worker_address: str | None = None
@@ -137,6 +140,9 @@ class Nanny:
         env = {**os.environ, "TRIOFLOW_LAZY_IMPORTS": "1", **(self.env or {})}
         if self.token:
             env["TRIOFLOW_TOKEN"] = self.token
+        if self.security is not None:
+            from trioflow.security import ENV_VAR
+            env[ENV_VAR] = self.security.to_env()
         started = False
         failures = 0
         while not self._closing:

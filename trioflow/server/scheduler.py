@@ -39,11 +39,18 @@ class Scheduler:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, address: str | None = None,
                  scheduler_file: str | None = None, token: str | None = None,
+                 security=None, protocol: str | None = None,
                  worker_ttl: float = 300.0, validate: bool = False,
                  dashboard_address=None, **kwargs):
         self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate)
         logs.install()
-        self._listen = address or f"ws://{host}:{port}"
+        self.security = security
+        if protocol is None:
+            # with a certificate of its own the scheduler serves TLS by default
+            has_cert = security is not None and security.has_certificate("scheduler")
+            protocol = "wss" if has_cert else "ws"
+        protocol = {"tcp": "ws", "tls": "wss"}.get(protocol, protocol)
+        self._listen = address or f"{protocol}://{host}:{port}"
         self.scheduler_file = scheduler_file
         self.token = token
         self.id = f"Scheduler-{uuid.uuid4()}"
@@ -71,9 +78,10 @@ class Scheduler:
         self.nursery = await self._nursery_manager.__aenter__()
         try:
             self.address = await self.nursery.start(
-                _serve_task, self._listen, self._handle_comm, self.token)
+                _serve_task, self._listen, self._handle_comm, self.token, self.security)
             self.nursery.start_soon(self._check_heartbeats)
-            self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token)
+            self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token,
+                                        security=self.security, role="scheduler")
             from trioflow.extensions import scheduler_extensions
             self.extensions = scheduler_extensions(self)
             self._extension_handlers = {op: handler for ext in self.extensions.values()
@@ -524,8 +532,9 @@ def _takes(function, name: str) -> bool:
         return False
 
 
-async def _serve_task(address, handler, token, task_status=trio.TASK_STATUS_IGNORED):
-    await serve(address, handler, token=token, task_status=task_status)
+async def _serve_task(address, handler, token, security, task_status=trio.TASK_STATUS_IGNORED):
+    await serve(address, handler, token=token, security=security, role="scheduler",
+                task_status=task_status)
 
 
 _CLIENT_OPS = {

@@ -80,7 +80,7 @@ class Worker:
                  host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None,
                  nanny: str | None = None, heartbeat_interval: float = 1.0,
                  token: str | None = None, validate: bool = False,
-                 warm_imports: tuple[str, ...] = (), **kwargs):
+                 warm_imports: tuple[str, ...] = (), security=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             import json
             with open(scheduler_file) as f:
@@ -97,12 +97,15 @@ class Worker:
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
         self.token = token
+        self.security = security
         self.warm_imports = tuple(warm_imports)  # see trioflow.server.warm_imports
         if listen_address is None:
             if self.scheduler_address.startswith("inproc://"):
                 listen_address = new_address()
             else:
-                listen_address = f"ws://{host}:{port}"
+                # peers and clients reach a worker the way they reach its scheduler
+                scheme = self.scheduler_address.split("://", 1)[0]
+                listen_address = f"{scheme}://{host}:{port}"
         self._listen = listen_address
         self.address: str | None = None
         self.id = f"Worker-{uuid.uuid4()}"
@@ -144,13 +147,14 @@ class Worker:
             if self.name is None:
                 self.name = self.address
             self._peers = ConnectionPool(self.nursery, {"role": "peer", "address": self.address},
-                                         self.token)
+                                         self.token, security=self.security, role="worker")
             from trioflow.extensions import worker_extensions
             self.extensions = worker_extensions(self)
             self._extension_handlers = {op: handler for ext in self.extensions.values()
                                         for op, handler in ext.handlers.items()}
             self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate)
-            comm = await connect(self.scheduler_address, self.nursery, token=self.token, info={
+            comm = await connect(self.scheduler_address, self.nursery, token=self.token,
+                                 security=self.security, role="worker", info={
                 "role": "worker", "address": self.address, "nthreads": self.nthreads,
                 "name": self.name, "memory_limit": self.memory_limit,
                 "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
@@ -214,7 +218,8 @@ class Worker:
         await self._finished.wait()
 
     async def _serve_task(self, task_status=trio.TASK_STATUS_IGNORED):
-        await serve(self._listen, self._handle_comm, token=self.token, task_status=task_status)
+        await serve(self._listen, self._handle_comm, token=self.token, security=self.security,
+                    role="worker", task_status=task_status)
 
     async def _scheduler_stream(self):
         await self.scheduler.run()
@@ -308,6 +313,7 @@ class Worker:
                     from trioflow.client.client import Client
                     client = Client(self.scheduler_address, asynchronous=True,
                                     set_as_default=False, token=self.token,
+                                    security=self.security, _security_role="worker",
                                     name=f"worker-client-{self.name}")
                     await client
                     self.client = client

@@ -17,6 +17,7 @@ import trio
 
 from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER
 from trioflow.server.warm_imports import warm_import_names
+from trioflow.security import Security
 from trioflow.server.worker import Worker
 
 
@@ -42,7 +43,7 @@ async def _main(args) -> int:
                     resources=json.loads(args.resources) if args.resources else None,
                     nanny=str(args.nanny_pid) if args.nanny_pid else None,
                     token=os.environ.get("TRIOFLOW_TOKEN"),
-                    warm_imports=warm_import_names())
+                    warm_imports=warm_import_names(), security=Security.from_env())
     async with worker:
         print(ADDRESS_LINE + worker.address, flush=True)
         async with trio.open_nursery() as nursery:
