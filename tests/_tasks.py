@@ -119,3 +119,28 @@ def loaded_modules(names):
     import sys
 
     return sorted(name for name in names if name in sys.modules)
+
+
+def spin_for(seconds):
+    """Hold the CPU (and the GIL) for ``seconds``: a task a profiler sees running."""
+    deadline = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < deadline:
+        count += 1
+    return count
+
+
+def spin_until_profiled(samples=5, timeout=30.0):
+    """Hold the CPU until this worker's profiler has counted ``samples``
+    samples of tasks named like this one; return how many it counted."""
+    from trioflow import get_worker
+
+    profiler = get_worker().profiler
+    deadline = time.monotonic() + timeout
+    while True:
+        spin_for(0.01)
+        seen = profiler.get(key="spin_until_profiled")["count"]
+        if seen >= samples:
+            return seen
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the profiler counted {seen} of {samples} samples in {timeout} s")

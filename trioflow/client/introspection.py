@@ -47,6 +47,14 @@ def _task_stream(dask_worker=None):
     return list(dask_worker.task_stream)
 
 
+def _worker_profile(start, stop, key, server, dask_worker=None):
+    return dask_worker.get_profile(start, stop, key, server)
+
+
+def _scheduler_profile(start, stop, dask_scheduler=None):
+    return dask_scheduler.profiler.get(start, stop, server=True)
+
+
 def _call_stacks(keys=None, dask_worker=None):
     return dask_worker.call_stacks(keys)
 
@@ -222,9 +230,24 @@ class IntrospectionMixin:
 
     def profile(self, key=None, start=None, stop=None, workers=None, merge_workers=True,
                 plot=False, filename=None, server=False, scheduler=False):
-        """Not available: trioflow has no statistical profiler yet."""
-        raise NotImplementedError("trioflow has no statistical profiler; use py-spy on a "
-                                  "worker process, or get_task_stream() for task timings")
+        """Statistical profile of recent work: the call stacks each worker's
+        sync tasks were in, sampled every 10 ms, counted into a tree (dask's
+        format).  ``key``: only tasks whose key prefix is this (a function
+        name such as ``"inc"``); ``start``/``stop``: epoch seconds;
+        ``workers``: only these; ``merge_workers=False``: one tree per
+        worker address; ``server=True``: the workers' own event-loop threads
+        instead of their tasks; ``scheduler=True``: the scheduler's.  trioflow
+        draws no plots: ``plot`` and ``filename`` raise ValueError."""
+        if plot or filename is not None:
+            raise ValueError("trioflow draws no plots (there is no bokeh dashboard): call "
+                             "profile() without plot= and filename= for the tree as a dict")
+        if scheduler:
+            return self.run_on_scheduler(_scheduler_profile, start, stop)
+        trees = self.run(_worker_profile, start, stop, key, server, workers=workers)
+        if not merge_workers:
+            return trees
+        from trioflow.profiling import merge
+        return merge(*trees.values())
 
     def start_ipython_workers(self, workers=None, magic_names=False, qtconsole=False,
                               qtconsole_args=None):

@@ -21,7 +21,9 @@ from trioflow.comm.connection import Connection, ConnectionPool, reply_error, re
 from trioflow.core import events as ev
 from trioflow.core.scheduler_state import SchedulerState
 from trioflow.protocol.serialize import deserialize, serialize
+from trioflow.profiling import Profiler
 from trioflow.server import logs
+from trioflow.server.sampler import sample, sampling_interval
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -67,6 +69,8 @@ class Scheduler:
         self.status = "created"
         self._closed = trio.Event()
         self._terminate_requested = trio.Event()
+        self.profiler = Profiler()  # the event loop's sampled stacks, for Client.profile
+        self._profile_interval = sampling_interval()
 
     def __repr__(self):
         return f"<Scheduler {self.address!r} workers={len(self.state.workers)}>"
@@ -80,6 +84,7 @@ class Scheduler:
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token, self.security)
             self.nursery.start_soon(self._check_heartbeats)
+            self.nursery.start_soon(sample, self.profiler, lambda: (), self._profile_interval)
             self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token,
                                         security=self.security, role="scheduler")
             from trioflow.extensions import scheduler_extensions

@@ -28,15 +28,18 @@ from trioflow.comm.addressing import normalize_address
 from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
 from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
+from trioflow.core.keys import key_prefix
 from trioflow.core.worker_state import WorkerState
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.errors import TimeoutError as TaskTimeoutError
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
+from trioflow.profiling import Profiler
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.threads import TaskThreads
+from trioflow.server.sampler import sample, sampling_interval
 from trioflow.server.warm_imports import warm_imports
 
 logger = logging.getLogger("trioflow.worker")
@@ -119,6 +122,8 @@ class Worker:
         self._rejoin_waiters: dict = {}
         self._deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
         self.task_stream: deque = deque(maxlen=10_000)  # recent runs, for get_task_stream
+        self.profiler = Profiler()  # sampled stacks, for Client.profile
+        self._profile_interval = sampling_interval()
         logs.install()
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
@@ -162,6 +167,8 @@ class Worker:
             self.scheduler = Connection(comm, self._scheduler_msg)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
+            self.nursery.start_soon(sample, self.profiler, self._task_threads,
+                                    self._profile_interval)
             if self.warm_imports:
                 self.nursery.start_soon(warm_imports, self.warm_imports)
         except BaseException:
@@ -292,6 +299,16 @@ class Worker:
                 logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
 
     # ------------------------------------------------------------ tasks' view of the worker
+
+    def _task_threads(self):
+        """(thread id, key prefix, boundary) of the sync tasks running now;
+        called from the profiler's sampling thread."""
+        return [(execution.thread_id, key_prefix(key), _run_in_thread.__code__)
+                for key, execution in list(self.executing.items())
+                if execution.thread_id and not execution.thread_done]
+
+    def get_profile(self, start=None, stop=None, key=None, server=False) -> dict:
+        return self.profiler.get(start, stop, key, server)
 
     def call_stacks(self, keys=None) -> dict:
         """The current stack of each running task (sync tasks: their thread's)."""

@@ -1,0 +1,67 @@
+"""The sampling thread behind a server's statistical profile.
+
+Every ``interval`` seconds it takes the stacks of the server's event-loop
+thread and of the threads running sync tasks, and counts them into the
+server's ``Profiler`` (see ``trioflow.profiling``).  It is a thread, not a
+trio task, because a task cannot see the loop's stack from inside it; it is
+owned by the server's nursery and stops within one interval of the server
+closing.
+
+``TRIOFLOW_PROFILE_INTERVAL`` sets the interval in seconds (default 0.01, as
+dask's); 0 turns sampling off.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from functools import partial
+
+import trio
+
+from trioflow.profiling import INTERVAL, Profiler, stack
+
+ENV_VAR = "TRIOFLOW_PROFILE_INTERVAL"
+
+
+def sampling_interval(environ=os.environ) -> float:
+    text = environ.get(ENV_VAR, "")
+    try:
+        return max(0.0, float(text)) if text.strip() else INTERVAL
+    except ValueError:
+        raise ValueError(f"{ENV_VAR}={text!r}: give the seconds between samples, "
+                         "or 0 to turn sampling off") from None
+
+
+async def sample(profiler: Profiler, task_threads=lambda: (), interval: float | None = None):
+    """Sample until cancelled.  ``task_threads()`` (called in the sampling
+    thread) lists ``(thread id, key prefix, boundary code)`` for the sync
+    tasks running now; frames from ``boundary`` outwards are the worker's,
+    not the task's, and are left out."""
+    interval = sampling_interval() if interval is None else interval
+    if interval <= 0:
+        await trio.sleep_forever()
+    loop_thread = threading.get_ident()
+    stop = threading.Event()
+
+    def sample_until_stopped():
+        while not stop.wait(interval):
+            frames = sys._current_frames()
+            try:
+                loop_frame = frames.get(loop_thread)
+                if loop_frame is not None:
+                    profiler.record(None, stack(loop_frame))
+                for thread_id, prefix, boundary in task_threads():
+                    frame = frames.get(thread_id)
+                    task_stack = stack(frame, boundary) if frame is not None else None
+                    if task_stack is not None:
+                        profiler.record(prefix, task_stack)
+            finally:
+                del frames  # the frames hold their locals alive
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(trio.to_thread.run_sync, sample_until_stopped))
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
