@@ -109,12 +109,24 @@ def _check_profiles(client):
         client.profile(filename="profile.html")
 
 
-def test_profile_of_tasks_and_servers_in_process(inproc_client):
-    _check_profiles(inproc_client)
+@pytest.mark.parametrize("processes", [False, True])
+def test_profile_of_tasks_and_servers(check_leaks, monkeypatch, processes):
+    monkeypatch.setenv("TRIOFLOW_PROFILE_SERVERS", "1")
+    with Client(processes=processes, n_workers=2, threads_per_worker=1,
+                dashboard_address=None) as client:
+        client.wait_for_workers(2, timeout=30)
+        _check_profiles(client)
 
 
-def test_profile_of_tasks_and_servers_in_worker_processes(proc_client):
-    _check_profiles(proc_client)
+def test_server_profiles_are_off_unless_asked_for(inproc_client):
+    # sampling the event loops costs latency: tasks are profiled, loops not
+    futures = inproc_client.map(spin_until_profiled, [3] * 2, pure=False)
+    assert all(seen >= 3 for seen in inproc_client.gather(futures))
+    assert "spin_for" in _names(inproc_client.profile())
+    with pytest.raises(RuntimeError, match="TRIOFLOW_PROFILE_SERVERS=1"):
+        inproc_client.profile(server=True)
+    with pytest.raises(RuntimeError, match="TRIOFLOW_PROFILE_SERVERS=1"):
+        inproc_client.profile(scheduler=True)
 
 
 def test_sampling_can_be_turned_off_and_refuses_a_bad_interval(check_leaks, monkeypatch):
@@ -123,7 +135,6 @@ def test_sampling_can_be_turned_off_and_refuses_a_bad_interval(check_leaks, monk
                 dashboard_address=None) as client:
         client.gather(client.map(spin_for, [0.2] * 2, pure=False))
         assert client.profile()["count"] == 0
-        assert client.profile(scheduler=True)["count"] == 0
         assert client.submit(inc, 1).result(timeout=10) == 2
     monkeypatch.setenv("TRIOFLOW_PROFILE_INTERVAL", "often")
     with pytest.raises(ValueError, match="TRIOFLOW_PROFILE_INTERVAL"):

@@ -52,6 +52,8 @@ def _worker_profile(start, stop, key, server, dask_worker=None):
 
 
 def _scheduler_profile(start, stop, dask_scheduler=None):
+    from trioflow.server.sampler import require_server_profiles
+    require_server_profiles()
     return dask_scheduler.profiler.get(start, stop, server=True)
 
 
@@ -236,8 +238,9 @@ class IntrospectionMixin:
         name such as ``"inc"``); ``start``/``stop``: epoch seconds;
         ``workers``: only these; ``merge_workers=False``: one tree per
         worker address; ``server=True``: the workers' own event-loop threads
-        instead of their tasks; ``scheduler=True``: the scheduler's.  trioflow
-        draws no plots: ``plot`` and ``filename`` raise ValueError."""
+        instead of their tasks; ``scheduler=True``: the scheduler's (these two
+        only when the servers were started with TRIOFLOW_PROFILE_SERVERS=1).
+        trioflow draws no plots: ``plot`` and ``filename`` raise ValueError."""
         if plot or filename is not None:
             raise ValueError("trioflow draws no plots (there is no bokeh dashboard): call "
                              "profile() without plot= and filename= for the tree as a dict")

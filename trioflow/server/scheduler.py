@@ -23,7 +23,7 @@ from trioflow.core.scheduler_state import SchedulerState
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
 from trioflow.server import logs
-from trioflow.server.sampler import sample, sampling_interval
+from trioflow.server.sampler import profile_servers, sample, sampling_interval
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -84,7 +84,9 @@ class Scheduler:
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token, self.security)
             self.nursery.start_soon(self._check_heartbeats)
-            self.nursery.start_soon(sample, self.profiler, lambda: (), self._profile_interval)
+            if profile_servers():
+                self.nursery.start_soon(sample, self.profiler, lambda: (),
+                                        self._profile_interval)
             self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token,
                                         security=self.security, role="scheduler")
             from trioflow.extensions import scheduler_extensions

@@ -39,7 +39,8 @@ from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.threads import TaskThreads
-from trioflow.server.sampler import sample, sampling_interval
+from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
+                                     sampling_interval)
 from trioflow.server.warm_imports import warm_imports
 
 logger = logging.getLogger("trioflow.worker")
@@ -124,6 +125,8 @@ class Worker:
         self.task_stream: deque = deque(maxlen=10_000)  # recent runs, for get_task_stream
         self.profiler = Profiler()  # sampled stacks, for Client.profile
         self._profile_interval = sampling_interval()
+        self._sync_running = 0
+        self._tasks_running = threading.Event()  # set while any sync task runs
         logs.install()
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
@@ -167,8 +170,9 @@ class Worker:
             self.scheduler = Connection(comm, self._scheduler_msg)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
-            self.nursery.start_soon(sample, self.profiler, self._task_threads,
-                                    self._profile_interval)
+            self.nursery.start_soon(partial(
+                sample, self.profiler, self._task_threads, self._profile_interval,
+                tasks_running=self._tasks_running, sample_loop=profile_servers()))
             if self.warm_imports:
                 self.nursery.start_soon(warm_imports, self.warm_imports)
         except BaseException:
@@ -308,6 +312,8 @@ class Worker:
                 if execution.thread_id and not execution.thread_done]
 
     def get_profile(self, start=None, stop=None, key=None, server=False) -> dict:
+        if server:
+            require_server_profiles()
         return self.profiler.get(start, stop, key, server)
 
     def call_stacks(self, keys=None) -> dict:
@@ -412,8 +418,15 @@ class Worker:
             if is_async:
                 outcome = await self._run_async(execution, context, func, args, kwargs)
             else:
-                outcome = await self._threads.run(
-                    partial(_run_in_thread, execution, context, func, args, kwargs))
+                self._sync_running += 1
+                self._tasks_running.set()  # wakes the profiler's sampling thread
+                try:
+                    outcome = await self._threads.run(
+                        partial(_run_in_thread, execution, context, func, args, kwargs))
+                finally:
+                    self._sync_running -= 1
+                    if not self._sync_running:
+                        self._tasks_running.clear()
         finally:
             if timer is not None:
                 timer.cancel()
