@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import trio
 
-from trioflow import Client, LocalCluster, ProtocolError
+from trioflow import Client, CommClosedError, LocalCluster, ProtocolError
 from trioflow.comm import connect, serve
 from trioflow.comm import ws as ws_module
 from trioflow.comm.connection import Connection, reply_ok
@@ -172,3 +172,31 @@ def test_tls_example_runs(check_leaks, tmp_path, temporary_security, with_files)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "wss://" in done.stdout and "is refused" in done.stdout
     assert "499999500000" in done.stdout
+
+
+@pytest.mark.anyio
+async def test_a_client_certificate_of_another_ca_is_refused(tmp_path, monkeypatch,
+                                                               temporary_security):
+    # even when the system's store trusts that other CA: with tls_ca_file
+    # the cluster's servers trust that CA only
+    from trioflow.security import _self_signed_certificate
+
+    stranger_cert, stranger_key = _self_signed_certificate("stranger")
+    system_ca = tmp_path / "system-ca.pem"
+    system_ca.write_text(stranger_cert)
+    monkeypatch.setenv("SSL_CERT_FILE", str(system_ca))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    intruder = Security(tls_ca_file=temporary_security.tls_ca_file,
+                        tls_client_cert=stranger_cert, tls_client_key=stranger_key)
+
+    async def handler(comm):
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(lambda task_status: serve(
+            "wss://127.0.0.1:0", handler, security=temporary_security, task_status=task_status))
+        with pytest.raises((ProtocolError, CommClosedError)):
+            await connect(address, nursery, security=intruder, retry=False, timeout=10)
+        comm = await connect(address, nursery, security=temporary_security)  # the right one
+        await comm.aclose()
+        nursery.cancel_scope.cancel()

@@ -96,7 +96,9 @@ class Security:
             raise ValueError(f"serving wss:// as the {role} needs a certificate: "
                              f"Security(tls_{role}_cert=..., tls_{role}_key=...), "
                              "or --tls-cert/--tls-key on the command line")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # no system CAs: with tls_ca_file, clients must show a certificate of
+        # that CA and no other
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._configure(context)
         _load_chain(context, cert, key)
         if self.tls_ca_file is not None:
@@ -188,7 +190,7 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
         context.load_cert_chain(paths[0], paths[1])
 
 
-def _self_signed_certificate() -> tuple[str, str]:
+def _self_signed_certificate(common_name: str = "trioflow") -> tuple[str, str]:
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -200,7 +202,7 @@ def _self_signed_certificate() -> tuple[str, str]:
     import datetime
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trioflow")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder()
             .subject_name(name).issuer_name(name)
