@@ -130,17 +130,33 @@ def spin_for(seconds):
     return count
 
 
-def spin_until_profiled(samples=5, timeout=30.0):
+def spin_until_profiled(samples=5, timeout=30.0, prefix="spin_until_profiled"):
     """Hold the CPU until this worker's profiler has counted ``samples``
-    samples of tasks named like this one; return how many it counted."""
+    samples of tasks whose key prefix is ``prefix``; return how many."""
     from trioflow import get_worker
 
     profiler = get_worker().profiler
     deadline = time.monotonic() + timeout
     while True:
         spin_for(0.01)
-        seen = profiler.get(key="spin_until_profiled")["count"]
+        seen = profiler.get(key=prefix)["count"]
         if seen >= samples:
             return seen
         if time.monotonic() > deadline:
             raise TimeoutError(f"the profiler counted {seen} of {samples} samples in {timeout} s")
+
+
+class Marker:
+    """A weakly referenceable object a task can hold in a local."""
+
+
+#: weak references to the Markers tasks made (in-process workers only)
+MARKERS: list = []
+
+
+def hold_marker_until_profiled():
+    import weakref
+
+    marker = Marker()
+    MARKERS.append(weakref.ref(marker))
+    return spin_until_profiled(3, prefix="hold_marker_until_profiled") and marker is not None

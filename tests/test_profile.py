@@ -2,13 +2,15 @@
 tree format."""
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
 
 from trioflow import Client
 from trioflow.profiling import Profiler, add, merge, new_tree, stack
-from _tasks import inc, slow_inc, spin_for, spin_until_profiled
+import _tasks
+from _tasks import hold_marker_until_profiled, inc, slow_inc, spin_for, spin_until_profiled
 from _util import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -139,3 +141,17 @@ def test_sampling_can_be_turned_off_and_refuses_a_bad_interval(check_leaks, monk
     monkeypatch.setenv("TRIOFLOW_PROFILE_INTERVAL", "often")
     with pytest.raises(ValueError, match="TRIOFLOW_PROFILE_INTERVAL"):
         Client(processes=False, n_workers=1, dashboard_address=None)
+
+
+def test_sampling_keeps_no_task_frame_alive(inproc_client):
+    # a frame kept by the sampler past its sample would keep the task's
+    # locals alive: here a Marker, in real use a Sub, a lock, a large array
+    _tasks.MARKERS.clear()
+    assert inproc_client.submit(hold_marker_until_profiled, pure=False).result(timeout=60)
+    assert len(_tasks.MARKERS) == 1
+
+    def gone():
+        gc.collect()
+        return _tasks.MARKERS[0]() is None
+
+    wait_until(gone, timeout=10, message="the task's locals were freed")

@@ -67,24 +67,29 @@ async def sample(profiler: Profiler, task_threads=lambda: (), interval: float | 
     loop_thread = threading.get_ident()
     stop = threading.Event()
 
+    def sample_once():
+        # every frame reference stays local to this call: a frame kept past
+        # the sample would keep its task's locals (and what they hold) alive
+        frames = sys._current_frames()
+        try:
+            loop_frame = frames.get(loop_thread) if sample_loop else None
+            if loop_frame is not None:
+                profiler.record(None, stack(loop_frame))
+            for thread_id, prefix, boundary in task_threads():
+                frame = frames.get(thread_id)
+                task_stack = stack(frame, boundary) if frame is not None else None
+                if task_stack is not None:
+                    profiler.record(prefix, task_stack)
+        finally:
+            frames.clear()
+
     def sample_until_stopped():
         while True:
             if not sample_loop:
                 tasks_running.wait()
             if stop.wait(interval):
                 return
-            frames = sys._current_frames()
-            try:
-                loop_frame = frames.get(loop_thread) if sample_loop else None
-                if loop_frame is not None:
-                    profiler.record(None, stack(loop_frame))
-                for thread_id, prefix, boundary in task_threads():
-                    frame = frames.get(thread_id)
-                    task_stack = stack(frame, boundary) if frame is not None else None
-                    if task_stack is not None:
-                        profiler.record(prefix, task_stack)
-            finally:
-                del frames  # the frames hold their locals alive
+            sample_once()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(partial(trio.to_thread.run_sync, sample_until_stopped))
