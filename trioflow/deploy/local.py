@@ -76,10 +76,9 @@ class LocalCluster:
             # in one process nothing crosses a socket: security= has nothing to encrypt
             self._scheduler_listen = new_address()
         else:
-            scheme = (protocol or "").replace("://", "")
-            if not scheme:
-                scheme = "wss" if self.security is not None else "ws"
-            scheme = {"tcp": "ws", "tls": "wss"}.get(scheme, scheme)
+            scheme = (protocol or "").replace("://", "") or (
+                "wss" if self.security is not None else "ws")
+            # "tcp"/"tls" are spellings of ws/wss: the address parser maps them
             self._scheduler_listen = f"{scheme}://{host}:{scheduler_port or 0}"
         self.host = host
         self.scheduler: Scheduler | None = None

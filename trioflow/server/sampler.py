@@ -54,16 +54,16 @@ def sampling_interval(environ=os.environ) -> float:
                          "or 0 to turn sampling off") from None
 
 
-async def sample(profiler: Profiler, task_threads=lambda: (), interval: float | None = None,
+async def sample(profiler: Profiler, task_threads=None, interval: float | None = None,
                  *, tasks_running: threading.Event | None = None, sample_loop: bool = True):
-    """Sample until cancelled.  ``task_threads()`` (called in the sampling
-    thread) lists ``(thread id, key prefix, boundary code)`` for the sync
+    """Sample until cancelled.  ``task_threads()`` (if given; called in the
+    sampling thread) lists ``(thread id, key prefix, boundary code)`` for the sync
     tasks running now; frames from ``boundary`` outwards are the worker's,
     not the task's, and are left out.  Without ``sample_loop`` the thread
     sleeps while ``tasks_running`` is clear."""
     interval = sampling_interval() if interval is None else interval
     if interval <= 0 or (not sample_loop and tasks_running is None):
-        await trio.sleep_forever()
+        return  # nothing to sample
     loop_thread = threading.get_ident()
     stop = threading.Event()
 
@@ -75,7 +75,7 @@ async def sample(profiler: Profiler, task_threads=lambda: (), interval: float | 
             loop_frame = frames.get(loop_thread) if sample_loop else None
             if loop_frame is not None:
                 profiler.record(None, stack(loop_frame))
-            for thread_id, prefix, boundary in task_threads():
+            for thread_id, prefix, boundary in task_threads() if task_threads else ():
                 frame = frames.get(thread_id)
                 task_stack = stack(frame, boundary) if frame is not None else None
                 if task_stack is not None:

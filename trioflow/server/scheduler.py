@@ -51,7 +51,7 @@ class Scheduler:
             # with a certificate of its own the scheduler serves TLS by default
             has_cert = security is not None and security.has_certificate("scheduler")
             protocol = "wss" if has_cert else "ws"
-        protocol = {"tcp": "ws", "tls": "wss"}.get(protocol, protocol)
+        # "tcp"/"tls" are spellings of ws/wss: the address parser maps them
         self._listen = address or f"{protocol}://{host}:{port}"
         self.scheduler_file = scheduler_file
         self.token = token
@@ -85,8 +85,7 @@ class Scheduler:
                 _serve_task, self._listen, self._handle_comm, self.token, self.security)
             self.nursery.start_soon(self._check_heartbeats)
             if profile_servers():
-                self.nursery.start_soon(sample, self.profiler, lambda: (),
-                                        self._profile_interval)
+                self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
             self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token,
                                         security=self.security, role="scheduler")
             from trioflow.extensions import scheduler_extensions

@@ -41,7 +41,7 @@ from trioflow.server import logs
 from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
                                      sampling_interval)
-from trioflow.server.warm_imports import warm_imports
+from trioflow.server.warm_imports import warm_imports as import_in_background
 
 logger = logging.getLogger("trioflow.worker")
 
@@ -174,7 +174,7 @@ class Worker:
                 sample, self.profiler, self._task_threads, self._profile_interval,
                 tasks_running=self._tasks_running, sample_loop=profile_servers()))
             if self.warm_imports:
-                self.nursery.start_soon(warm_imports, self.warm_imports)
+                self.nursery.start_soon(import_in_background, self.warm_imports)
         except BaseException:
             self.nursery.cancel_scope.cancel()
             await self._nursery_manager.__aexit__(None, None, None)
