@@ -3,6 +3,7 @@ tree format."""
 from __future__ import annotations
 
 import gc
+import sys
 import time
 
 import pytest
@@ -35,7 +36,7 @@ def test_a_profile_counts_stacks_into_a_tree_by_cycle_and_prefix():
     profiler = Profiler(cycle=1.0, history=3, clock=lambda: now[0])
 
     def here():
-        return stack(__import__("sys")._getframe())
+        return stack(sys._getframe())
 
     profiler.record("inc", here())
     profiler.record("inc", here())
@@ -63,8 +64,6 @@ def test_a_profile_counts_stacks_into_a_tree_by_cycle_and_prefix():
 
 
 def test_stack_leaves_out_the_frames_from_the_boundary_outwards():
-    import sys
-
     def inner():
         return stack(sys._getframe(), boundary=outer.__code__)
 

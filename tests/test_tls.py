@@ -6,7 +6,6 @@ import logging
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -114,10 +113,9 @@ def test_clients_without_the_right_certificate_are_refused_and_the_cluster_carri
         address = cluster.scheduler_address
         with caplog.at_level(logging.WARNING, logger="trioflow.comm"):
             for security in (None, Security.temporary()):  # no CA / another CA
-                started = time.monotonic()
+                # ProtocolError, not the TimeoutError a retried refusal ends in
                 with pytest.raises(ProtocolError, match="TLS handshake .* failed"):
                     Client(address, security=security, timeout=20)
-                assert time.monotonic() - started < 10, "a TLS refusal must not be retried"
             wait_until(lambda: "TLS handshake failed" in caplog.text, timeout=10,
                        message="the scheduler logged the refused handshakes")
         # cleartext to a TLS port: refused, with the likely cause in the error
