@@ -217,6 +217,18 @@ def test_unused_subscriptions_are_forgotten(inproc_client):
                message="the scheduler forgot the topic once nobody subscribed")
 
 
+async def subscribe_and_drop(topic):
+    Sub(topic)  # made and finalized in the worker's event loop
+    return True
+
+
+def test_a_sub_dropped_in_the_workers_loop_is_forgotten(inproc_client):
+    client = inproc_client
+    assert client.submit(subscribe_and_drop, "dropped", pure=False).result(10)
+    wait_until(lambda: "dropped" not in _scheduler_pubsub(client)["topics"],
+               message="the scheduler forgot the topic of a Sub dropped in the loop")
+
+
 def wait_forever(topic):
     Sub(topic).get()
 

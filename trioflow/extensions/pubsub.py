@@ -247,11 +247,15 @@ class PubSubSchedulerExtension(SchedulerExtension):
 
 
 class _WorkerTopic:
-    __slots__ = ("subscribers", "subscribed", "publishers", "registration", "known",
+    __slots__ = ("subscribers", "live", "subscribed", "publishers", "registration", "known",
                  "remote", "clients", "backlog", "leaving")
 
     def __init__(self):
         self.subscribers: weakref.WeakSet = weakref.WeakSet()  # Subs on this worker
+        # Subs added and not yet finalized.  Not len(subscribers): a Sub's
+        # finalizer runs before the WeakSet drops it, so a count taken there
+        # (or in the loop before the dying thread got to it) still sees it.
+        self.live = 0
         self.subscribed = False  # what the scheduler was told
         self.publishers = 0  # live Pubs on this worker
         self.registration = 0  # number of the current publisher registration (0: none)
@@ -262,7 +266,7 @@ class _WorkerTopic:
         self.leaving = False  # unregister once the backlog is out
 
     def idle(self) -> bool:
-        return not (len(self.subscribers) or self.subscribed or self.publishers
+        return not (self.live or self.subscribed or self.publishers
                     or self.registration)
 
 
@@ -322,8 +326,17 @@ class PubSubWorkerExtension(WorkerExtension):
     # ------------------------------------------------------------ subscribing
 
     def add_subscriber(self, sub) -> None:
-        self._topic(sub.name).subscribers.add(sub)
+        topic = self._topic(sub.name)
+        topic.subscribers.add(sub)
+        topic.live += 1
         self.reconcile(sub.name)
+
+    def remove_subscriber(self, name) -> None:
+        """A Sub on this worker was finalized."""
+        topic = self.topics.get(name)
+        if topic is not None:
+            topic.live -= 1
+            self.reconcile(name)
 
     async def subscribe_confirmed(self, sub) -> None:
         self.add_subscriber(sub)
@@ -338,7 +351,7 @@ class PubSubWorkerExtension(WorkerExtension):
         topic = self.topics.get(name)
         if topic is None:
             return
-        wanted = len(topic.subscribers) > 0
+        wanted = topic.live > 0
         if wanted != topic.subscribed:
             topic.subscribed = wanted
             op = "pubsub-add-subscriber" if wanted else "pubsub-remove-subscriber"
@@ -578,7 +591,7 @@ class Pub:
         if topic is None:
             return {}
         found = {address: {} for address in topic.remote}
-        if len(topic.subscribers):
+        if topic.live:
             found[self.worker.address] = {}
         return found
 
@@ -623,7 +636,8 @@ class Sub:
             else:
                 trio.from_thread.run(ext.subscribe_confirmed, self,
                                      trio_token=self.worker.trio_token)
-            self._finalizer = weakref.finalize(self, _soon, self.worker, ext.reconcile, name)
+            self._finalizer = weakref.finalize(self, _soon, self.worker, ext.remove_subscriber,
+                                               name)
         else:
             core = self.client._core
             core.send({"op": "pubsub-add-subscriber", "name": name, "sub": self._id})
