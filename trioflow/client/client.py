@@ -22,7 +22,8 @@ from trioflow.client.introspection import IntrospectionMixin, current_client
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
-from trioflow.client.graphs import as_dict, flatten, graph_tasks, is_dask_collection, key_refs
+from trioflow.client.graphs import (
+    as_dict, collections_graph, flatten, graph_tasks, is_dask_collection)
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
 from trioflow.utils import parse_timedelta
 
@@ -442,34 +443,24 @@ class Client(IntrospectionMixin):
                 fifo_timeout="60s", actors=None, traverse=True, **kwargs):
         """Start computing dask collections; return a Future for each (a single
         one for a single collection).  ``sync=True`` returns the results.
-        With ``traverse`` (the default) a list, tuple, set or dict among
-        ``collections`` is computed as one task, with the dask collections
-        inside it replaced by their values; anything else that is not a dask
-        collection is returned unchanged."""
-        singleton = not isinstance(collections, (list, tuple, set))
+        With ``traverse`` (the default) a list, tuple, set, dict or iterator
+        among ``collections`` is computed as one task, with the dask
+        collections inside it replaced by their values; anything else that is
+        not a dask collection is returned unchanged."""
+        singleton = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if singleton else list(collections)
         if traverse:
             items = [_dask().delayed(item) if isinstance(item, (list, tuple, set, dict, Iterator))
                      else item for item in items]
-        options = _options(workers, resources, retries, priority, allow_other_workers)
-        results = []
-        for item in items:
-            if not is_dask_collection(item):
-                results.append(item)
-                continue
-            if optimize_graph:
-                (item,) = _dask().optimize(item)
-            finalize, extra = item.__dask_postcompute__()
-            keys = item.__dask_keys__()
-            dsk = as_dict(item.__dask_graph__())
-            final_key = f"finalize-{_dask().base.tokenize(item)}"
-            tasks = graph_tasks(self, dsk, options)
-            args_payload, deps = dumps_args((key_refs(keys), *extra), {})
-            tasks.append({"key": final_key,
-                          "run_spec": (self._function_payload(finalize), args_payload),
-                          "deps": list(deps), **options})
-            results.append(Future(final_key, self, inform=False))
-            self._core.send({"op": "update-graph", "tasks": tasks, "wanted": [final_key]})
+        variables = [item for item in items if is_dask_collection(item)]
+        computed = iter(())
+        if variables:
+            dsk, keys = collections_graph(variables, optimize_graph, finalize=True)
+            # one key per collection, in their order
+            computed = iter(self._submit_graph(dsk, list(flatten(keys)), workers,
+                                               allow_other_workers, resources, retries,
+                                               priority))
+        results = [next(computed) if is_dask_collection(item) else item for item in items]
         if sync:
             results = self.gather(results)
         return results[0] if singleton else results
@@ -478,21 +469,23 @@ class Client(IntrospectionMixin):
                 allow_other_workers=None, resources=None, retries=None, priority=0,
                 fifo_timeout="60s", actors=None, **kwargs):
         """Start computing dask collections and return them rebuilt on futures:
-        computing the result later reuses the cluster's copies."""
-        singleton = not isinstance(collections, (list, tuple, set))
+        computing the result later reuses the cluster's copies.  Objects that
+        are not dask collections are returned unchanged."""
+        singleton = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if singleton else list(collections)
-        out = []
-        for item in items:
-            if not is_dask_collection(item):
-                out.append(item)
-                continue
-            if optimize_graph:
-                (item,) = _dask().optimize(item)
-            keys = list(flatten(item.__dask_keys__()))
-            futures = self._submit_graph(item.__dask_graph__(), keys, workers,
-                                         allow_other_workers, resources, retries, priority)
-            rebuild, extra = item.__dask_postpersist__()
-            out.append(rebuild({f.key: f for f in futures}, *extra))
+        variables = [item for item in items if is_dask_collection(item)]
+        rebuilt = iter(())
+        if variables:
+            dsk, keys = collections_graph(variables, optimize_graph, finalize=False)
+            names = list(flatten(keys))
+            futures = self._submit_graph(dsk, names, workers, allow_other_workers, resources,
+                                         retries, priority)
+            by_key = dict(zip(names, futures))
+            rebuilt = iter([
+                rebuild({k: by_key[k] for k in flatten(item_keys)}, *extra)
+                for (rebuild, extra), item_keys in zip(
+                    (v.__dask_postpersist__() for v in variables), keys, strict=True)])
+        out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
         return out[0] if singleton else out
 
     # ---------------------------------------------------------------- results

@@ -90,6 +90,22 @@ def _replace_keys(task, graph_keys):
     return task
 
 
+def collections_graph(collections: list, optimize_graph: bool, finalize: bool):
+    """The graph of dask collections and each one's (nested) keys, built as
+    dask.distributed builds it: one expression for all of them
+    (``collections_to_expr``), with a finalizing step per collection for
+    ``compute``, optimized by the expression itself.  (``dask.optimize`` is
+    not the same thing: it materializes and re-wraps the collections, which
+    dask.distributed never does.)"""
+    from dask.base import collections_to_expr
+    expr = collections_to_expr(list(collections), optimize_graph)
+    if finalize:
+        from dask._expr import FinalizeCompute
+        expr = FinalizeCompute(expr)
+    expr = expr.optimize()
+    return as_dict(expr.__dask_graph__()), expr.__dask_keys__()
+
+
 def is_dask_collection(obj) -> bool:
     if "dask" not in sys.modules:
         return False  # nothing can be a dask collection before dask is imported
@@ -104,9 +120,3 @@ def flatten(keys):
     else:
         yield keys
 
-
-def key_refs(keys):
-    """The nested list of keys with each key replaced by a KeyRef."""
-    if isinstance(keys, list):
-        return [key_refs(k) for k in keys]
-    return KeyRef(keys)
