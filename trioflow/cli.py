@@ -23,6 +23,10 @@ def _scheduler_parser(sub):
     p.add_argument("--token", default=None, help="require clients and workers to prove this token")
     p.add_argument("--protocol", default=None, choices=("ws", "wss", "tcp", "tls"),
                    help="ws (default), or wss (TLS; the default with --tls-cert)")
+    p.add_argument("--allowed-failures", type=int, default=None, metavar="N",
+                   help="a task may be executing on N workers that die before it errs with "
+                        "KilledWorker (default: dask config "
+                        "distributed.scheduler.allowed-failures, else 3)")
     _tls_arguments(p, "scheduler")
     p.set_defaults(run=_run_scheduler)
 
@@ -86,7 +90,8 @@ def _run_scheduler(args) -> int:
     async def main():
         async with Scheduler(host=args.host, port=args.port, scheduler_file=args.scheduler_file,
                              token=args.token, protocol=args.protocol,
-                             security=_security(args, "scheduler")) as scheduler:
+                             security=_security(args, "scheduler"),
+                             allowed_failures=args.allowed_failures) as scheduler:
             print(f"trioflow scheduler at {scheduler.address}", flush=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_interrupted, nursery.cancel_scope)

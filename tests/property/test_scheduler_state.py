@@ -13,7 +13,10 @@ against it after every step:
 * clients hear about a key only while they hold a future for it;
 * messages go only to live workers and connected clients;
 * a worker is only sent ``compute-task`` with dependencies on live holders,
-  and the scheduler only thinks a worker holds data the worker really holds.
+  and the scheduler only thinks a worker holds data the worker really holds;
+* a worker's death counts against a task only if that worker had reported
+  starting it (dask's ``suspicious``), and the task errs with KilledWorker
+  exactly when its count passes ``allowed_failures``.
 
 The ``drain`` rule (also run at teardown) runs the cluster to quiescence and
 checks that every wanted key reached memory or erred, or is stuck for the one
@@ -49,6 +52,8 @@ DRAIN_RESOURCES = {"GPU": 2}
 PREFIXES = ("inc", "add", "sum")
 DURATIONS = (0.0, 1e-4, 0.003, 0.5)
 WORKER_TTL = 30.0
+# low, so that runs reach KilledWorker and the retries after it
+ALLOWED_FAILURES = 1
 
 CLIENT_KEY_OPS = ("key-in-memory", "task-erred", "cancelled-key", "task-retried", "lost-data")
 
@@ -60,7 +65,7 @@ def _host(address: str) -> str:
 class SchedulerMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.state = SchedulerState(worker_ttl=WORKER_TTL)
+        self.state = SchedulerState(worker_ttl=WORKER_TTL, allowed_failures=ALLOWED_FAILURES)
         self.now = 0.0
         self.connected: set[str] = set()
         # client -> keys it holds futures for (the client's view)
@@ -70,6 +75,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         # worker -> keys the worker really holds / was told to compute
         self.held: dict[str, set] = {}
         self.running: dict[str, set] = {}
+        # worker -> keys it reported starting (its current run of them)
+        self.started: dict[str, set] = {}
+        # key -> deaths of workers that were executing it, for the key's
+        # current task (a key forgotten and submitted again starts afresh)
+        self.deaths: dict = {}
         self.ever_sent: set[tuple[str, object]] = set()  # (worker, key) compute-tasks
         self.specs: dict = {}  # key -> TaskSpec, for every computed key ever submitted
         self.known_keys: list = []  # every key ever submitted or scattered, in order
@@ -104,6 +114,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         if isinstance(event, ev.WorkerJoined) and event.address not in self.state.workers:
             self.held[event.address] = set()
             self.running[event.address] = set()
+            self.started[event.address] = set()
+        executing = {address: {k for k in keys if self._processing_on(k) == address}
+                     for address, keys in self.started.items()}
         msgs = self.state.handle(event, self.now)
         for kind, address, msg in msgs:
             if kind == "worker":
@@ -115,11 +128,37 @@ class SchedulerMachine(RuleBasedStateMachine):
         # at once; the client holds nothing the scheduler will track
         if isinstance(event, ev.KeysWanted):
             self.wants[event.client] -= {k for k in event.keys if k not in self.state.tasks}
+        self._count_deaths(executing)
         for address in list(self.held):
             if address not in self.state.workers:
                 del self.held[address]
                 del self.running[address]
+                del self.started[address]
         return msgs
+
+    def _processing_on(self, key):
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.processing_on is None:
+            return None
+        return ts.processing_on.address
+
+    def _count_deaths(self, executing_before):
+        """The model's count: one death per worker gone while running a key."""
+        newly_killed = set()
+        for address, keys in executing_before.items():
+            if address in self.state.workers:
+                continue
+            for key in keys:
+                self.deaths[key] = self.deaths.get(key, 0) + 1
+                if self.deaths[key] > ALLOWED_FAILURES:
+                    newly_killed.add(key)
+        for key in list(self.deaths):
+            if key not in self.state.tasks:
+                del self.deaths[key]  # forgotten: a new submission is a new task
+        for key, ts in self.state.tasks.items():
+            assert ts.suspicious == self.deaths.get(key, 0), (ts, ts.suspicious, self.deaths)
+            if key in newly_killed:
+                assert ts.state == "erred" and ts.kind == "KilledWorker", ts
 
     def _worker_msg(self, address, msg):
         assert address in self.state.workers, f"message to a worker that left: {address} {msg}"
@@ -131,10 +170,12 @@ class SchedulerMachine(RuleBasedStateMachine):
                     assert h in self.state.workers, (msg["key"], dep, h)
             assert set(msg["nbytes"]) == set(msg["who_has"]), msg
             self.running[address].add(msg["key"])
+            self.started[address].discard(msg["key"])  # a new run, not started yet
             self.ever_sent.add((address, msg["key"]))
         elif op == "free-keys":
             self.held[address] -= set(msg["keys"])
             self.running[address] -= set(msg["keys"])
+            self.started[address] -= set(msg["keys"])
         else:
             raise AssertionError(f"unknown worker op {msg!r}")
 
@@ -169,6 +210,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def _finish(self, worker, key, nbytes=8, duration=0.01):
         self.held[worker].add(key)
         self.running[worker].discard(key)
+        self.started[worker].discard(key)
         self.handle(ev.TaskFinished(worker, key, nbytes, "int", duration, "task-finished"))
 
     # ------------------------------------------------------------ clients
@@ -337,7 +379,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def remove_worker(self, data):
         address = data.draw(st.sampled_from(self._live()))
-        self.handle(ev.WorkerLeft(address, "worker-connection-closed"))
+        cause = data.draw(st.sampled_from(["", "exit code 3", "signal SIGKILL"]))
+        self.handle(ev.WorkerLeft(address, "worker-connection-closed", cause))
         assert address not in self.state.workers
 
     @precondition(lambda self: self.state.workers)
@@ -375,8 +418,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     def task_erred(self, data, kind):
         worker, key = self._draw_processing(data)
         self.running[worker].discard(key)
+        self.started[worker].discard(key)
         self.handle(ev.TaskErred(worker, key, b"exc", b"tb", "ZeroDivisionError", kind,
                                  "task-erred"))
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data())
+    def task_started(self, data):
+        worker, key = self._draw_processing(data)
+        self.started[worker].add(key)
+        self.handle(ev.TaskStarted(worker, key, "task-started"))
+        assert self.state.tasks[key].executing_on is self.state.workers[worker]
 
     @precondition(lambda self: self._tasks_in("processing"))
     @rule(data=st.data())
@@ -389,6 +441,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def task_cancelled_on_worker(self, data):
         worker, key = self._draw_processing(data)
         self.running[worker].discard(key)
+        self.started[worker].discard(key)
         self.handle(ev.TaskCancelledOnWorker(worker, key, "task-cancelled"))
 
     def _stale_pairs(self):
@@ -402,7 +455,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         return sorted(out, key=repr)
 
     @precondition(lambda self: self._stale_pairs())
-    @rule(data=st.data(), report=st.sampled_from(["finished", "erred", "cancelled", "seceded"]))
+    @rule(data=st.data(),
+          report=st.sampled_from(["finished", "erred", "cancelled", "seceded", "started"]))
     def stale_report(self, data, report):
         """A report that crossed a free-keys (or a reschedule) on the wire."""
         worker, key = data.draw(st.sampled_from(self._stale_pairs()))
@@ -412,6 +466,9 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.handle(ev.TaskErred(worker, key, b"exc", b"tb", "boom", "", "task-erred"))
         elif report == "cancelled":
             self.handle(ev.TaskCancelledOnWorker(worker, key, "task-cancelled"))
+        elif report == "started":
+            # the run it started is not the scheduler's current one: no count
+            self.handle(ev.TaskStarted(worker, key, "task-started"))
         else:
             self.handle(ev.TaskSeceded(worker, key, "secede"))
 
@@ -625,3 +682,52 @@ SchedulerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestSchedulerState = SchedulerMachine.TestCase
+
+
+# ---------------------------------------------------------------- death counting
+
+
+def _one_task_cluster(allowed_failures=3):
+    state = SchedulerState(allowed_failures=allowed_failures)
+    state.handle(ev.ClientConnected("c", "client-connected"))
+    spec = ev.TaskSpec("f-1", b"run-spec")
+    state.handle(ev.GraphSubmitted("c", (spec,), ("f-1",), stimulus_id="update-graph"))
+    return state
+
+
+def _join_and_assign(state, address):
+    out = state.handle(ev.WorkerJoined(address, 1, stimulus_id="worker-joined"))
+    assert [m["op"] for _, _, m in out] == ["compute-task"], out
+    return state.tasks["f-1"]
+
+
+def test_death_of_a_worker_that_never_started_the_task_is_not_counted():
+    state = _one_task_cluster()
+    for i in range(10):
+        ts = _join_and_assign(state, f"ws://w{i}:1")
+        state.handle(ev.WorkerLeft(f"ws://w{i}:1", "worker-connection-closed", "signal SIGKILL"))
+    assert ts.state == "no-worker" and ts.suspicious == 0, ts
+
+
+def test_killed_worker_only_after_more_than_allowed_failures_with_each_death_named():
+    state = _one_task_cluster(allowed_failures=3)
+    causes = ["exit code 3", "signal SIGSEGV", "", "signal SIGKILL"]
+    for i, cause in enumerate(causes):
+        ts = _join_and_assign(state, f"ws://w{i}:1")
+        state.handle(ev.TaskStarted(f"ws://w{i}:1", "f-1", "task-started"))
+        out = state.handle(ev.WorkerLeft(f"ws://w{i}:1", "worker-connection-closed", cause))
+        if i < 3:
+            assert ts.state == "no-worker" and ts.suspicious == i + 1, ts
+            assert not out, out
+    assert ts.state == "erred" and ts.kind == "KilledWorker", ts
+    [(kind, client, msg)] = out
+    assert (kind, client, msg["op"], msg["kind"]) == ("client", "c", "task-erred", "KilledWorker")
+    for fragment in ("allowed_failures=3", "ws://w0:1 (exit code 3)",
+                     "ws://w1:1 (signal SIGSEGV)", "ws://w2:1,", "ws://w3:1 (signal SIGKILL)"):
+        assert fragment in msg["text"], (fragment, msg["text"])
+
+
+def test_allowed_failures_must_be_a_non_negative_int():
+    for bad in (-1, 2.5, "3", True):
+        with pytest.raises(ValueError, match="allowed_failures"):
+            SchedulerState(allowed_failures=bad)

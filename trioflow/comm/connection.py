@@ -32,6 +32,10 @@ class Connection:
         self._closed = False
         self._done = trio.Event()
         self.close_reason = ""
+        # messages queued / handed to the comm so far, for flush()
+        self._queued = 0
+        self._handed_over = 0
+        self._progress = trio.Event()
 
     @property
     def peer_address(self) -> str:
@@ -45,7 +49,16 @@ class Connection:
         if self._closed:
             return
         self._buffer.append(msg)
+        self._queued += 1
         self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once every message sent so far has been handed to the
+        transport (for a socket: is in the kernel, so it is delivered even if
+        this process dies right after), or the connection has closed."""
+        target = self._queued
+        while self._handed_over < target and not self._done.is_set():
+            await self._progress.wait()
 
     async def request(self, msg: dict, on_abandoned: Callable[[dict], None] | None = None):
         """Send ``msg`` and return the ``result`` of its reply.  A reply with an
@@ -120,6 +133,7 @@ class Connection:
         for slot in list(self._pending.values()):  # reply callbacks remove their slot
             slot[0].set()
         self._done.set()
+        self._progress.set()
 
     async def wait_closed(self):
         await self._done.wait()
@@ -132,6 +146,9 @@ class Connection:
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
                     await self.comm.send(batch)
+                    self._handed_over += len(batch)
+                    self._progress.set()
+                    self._progress = trio.Event()
                     # not kept while idle: a sent reply may hold 200 MB of data
                     del batch
                 if self._closed and not self._buffer:

@@ -113,6 +113,9 @@ class WorkerJoined:
 class WorkerLeft:
     address: str
     stimulus_id: str = ""
+    #: how its process ended, when known ("exit code 3", "signal SIGKILL");
+    #: named in the KilledWorker error of the tasks it was running
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,16 @@ class TaskErred:
 class TaskCancelledOnWorker:
     """A worker stopped a task it was told to run (its deadline passed or the
     worker closes) and the task was still wanted: rerun or err it."""
+
+    worker: str
+    key: Key
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted:
+    """A worker began running a task it was sent: from now until the task
+    ends there, the worker's death counts against the task."""
 
     worker: str
     key: Key

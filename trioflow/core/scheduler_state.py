@@ -22,7 +22,8 @@ from trioflow.core.keys import key_prefix
 _ACTIVE = ("waiting", "queued", "processing", "no-worker")
 STATES = ("released", "waiting", "queued", "processing", "memory", "erred", "no-worker")
 
-#: a task that was running on this many workers that died is blamed (KilledWorker)
+#: dask's ``distributed.scheduler.allowed-failures``: a task may be executing on
+#: this many workers that die; one more death makes it KilledWorker
 ALLOWED_FAILURES = 3
 
 
@@ -32,8 +33,8 @@ class TaskState:
         "waiting_on", "waiters", "who_wants", "who_has", "processing_on",
         "priority", "nbytes", "type_name", "exception", "traceback", "text",
         "kind", "exception_blame", "retries", "worker_restrictions",
-        "allow_other_workers", "resources", "suspicious", "actor", "timeout",
-        "long_running", "is_async",
+        "allow_other_workers", "resources", "suspicious", "deaths", "executing_on",
+        "actor", "timeout", "long_running", "is_async",
     )
 
     def __init__(self, key, run_spec=None):
@@ -60,7 +61,13 @@ class TaskState:
         self.worker_restrictions: set | None = None
         self.allow_other_workers = False
         self.resources: dict | None = None
+        # dask's rule: a worker's death counts against a task only if the
+        # worker had started running it, not if it was only assigned there
         self.suspicious = 0
+        self.deaths: list[str] = []  # "address (how it died)" of each counted death
+        # the worker that reported starting the current run; meaningful only
+        # while processing_on is that same worker
+        self.executing_on: WorkerState | None = None
         self.actor = False
         self.timeout = None
         self.long_running = False
@@ -111,7 +118,12 @@ class SchedulerState:
     """All of the scheduler's bookkeeping.  Every public method is an event
     handler: it never blocks and returns the messages to send."""
 
-    def __init__(self, worker_ttl: float = 30.0, validate: bool = False):
+    def __init__(self, worker_ttl: float = 30.0, validate: bool = False,
+                 allowed_failures: int = ALLOWED_FAILURES):
+        if isinstance(allowed_failures, bool) or not isinstance(allowed_failures, int) \
+                or allowed_failures < 0:
+            raise ValueError(f"allowed_failures must be an int >= 0, not {allowed_failures!r}")
+        self.allowed_failures = allowed_failures
         self.tasks: dict[Any, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.clients: set[str] = set()
@@ -141,6 +153,7 @@ class SchedulerState:
             ev.TaskFinished: self._task_finished,
             ev.TaskErred: self._task_erred,
             ev.TaskCancelledOnWorker: self._task_cancelled_on_worker,
+            ev.TaskStarted: self._task_started,
             ev.TaskSeceded: self._task_seceded,
             ev.ReplicaAdded: self._replica_added,
             ev.DataMissing: self._data_missing,
@@ -395,14 +408,14 @@ class SchedulerState:
     def _check_heartbeats(self, e: ev.CheckHeartbeats):
         for ws in list(self.workers.values()):
             if self.now - ws.last_seen > self.worker_ttl:
-                self._remove_worker(ws)
+                self._remove_worker(ws, "missed its heartbeats")
 
     def _worker_left(self, e: ev.WorkerLeft):
         ws = self.workers.get(e.address)
         if ws is not None:
-            self._remove_worker(ws)
+            self._remove_worker(ws, e.cause)
 
-    def _remove_worker(self, ws: WorkerState):
+    def _remove_worker(self, ws: WorkerState, cause: str = ""):
         del self.workers[ws.address]
         self._worker_batches.pop(ws.address, None)
         # data first, so that rescheduled tasks never name the dead worker as a
@@ -425,10 +438,13 @@ class SchedulerState:
             ws.processing.discard(ts)
             ts.processing_on = None
             ts.long_running = False
-            ts.suspicious += 1
-            if ts.suspicious >= ALLOWED_FAILURES:
-                self._set_erred(ts, text=f"task {ts.key!r} was running on {ts.suspicious} "
-                                         f"workers that died, the last one {ws.address}",
+            counted = ts.executing_on is ws
+            ts.executing_on = None
+            if counted:
+                ts.suspicious += 1
+                ts.deaths.append(f"{ws.address} ({cause})" if cause else ws.address)
+            if counted and ts.suspicious > self.allowed_failures:
+                self._set_erred(ts, text=_killed_worker_text(ts, self.allowed_failures),
                                 kind="KilledWorker", blame=ts)
             else:
                 ts.state = "waiting"
@@ -523,6 +539,12 @@ class SchedulerState:
         ts.waiting_on = set()
         self._schedule(ts)
         self._fill_from_queue(ws)
+
+    def _task_started(self, e: ev.TaskStarted):
+        ws = self.workers.get(e.worker)
+        ts = self.tasks.get(e.key)
+        if ws is not None and ts is not None and ts.processing_on is ws:
+            ts.executing_on = ws
 
     def _task_seceded(self, e: ev.TaskSeceded):
         ws = self.workers.get(e.worker)
@@ -747,6 +769,7 @@ class SchedulerState:
     def _send_to(self, ts: TaskState, ws: WorkerState):
         ts.state = "processing"
         ts.processing_on = ws
+        ts.executing_on = None  # until this worker says it started this run
         ws.processing.add(ts)
         if ts.is_async:
             # async tasks use no thread: like seceded ones they do not occupy the worker
@@ -931,6 +954,7 @@ class SchedulerState:
                 assert ts in ts.processing_on.processing, ts
                 assert not ts.waiting_on, ts
                 assert all(d.state == "memory" for d in ts.dependencies), ts
+                assert ts.executing_on in (None, ts.processing_on), ts
             else:
                 assert ts.processing_on is None, ts
                 assert not ts.long_running, ts
@@ -996,6 +1020,13 @@ def _dependencies_first(tasks) -> list:
             stack.append((ts, True))
             stack.extend((dep, False) for dep in ts.dependencies)
     return order
+
+
+def _killed_worker_text(ts: TaskState, allowed_failures: int) -> str:
+    return (f"task {ts.key!r} was executing on {ts.suspicious} workers that died, more "
+            f"than allowed_failures={allowed_failures}, so it is suspected of killing them: "
+            + ", ".join(ts.deaths)
+            + ". Look at those workers' logs; an exit code or signal says how each ended")
 
 
 def _host(address: str) -> str:

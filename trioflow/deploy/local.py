@@ -55,7 +55,7 @@ class LocalCluster:
                  host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
                  resources=None, protocol=None, validate=False, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
-                 token=None, security=None, **kwargs):
+                 token=None, security=None, allowed_failures=None, **kwargs):
         if kwargs:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
         if security is True:
@@ -71,6 +71,7 @@ class LocalCluster:
         self.name = name
         self.resources = resources
         self.validate = validate
+        self.allowed_failures = allowed_failures  # None: dask config, else 3
         self.token = token
         if protocol in ("inproc", "inproc://") or (protocol is None and not processes):
             # in one process nothing crosses a socket: security= has nothing to encrypt
@@ -108,7 +109,8 @@ class LocalCluster:
     @asynccontextmanager
     async def _running(self):
         async with Scheduler(address=self._scheduler_listen, token=self.token,
-                             security=self.security, validate=self.validate) as scheduler:
+                             security=self.security, validate=self.validate,
+                             allowed_failures=self.allowed_failures) as scheduler:
             self.scheduler = scheduler
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -19,13 +19,16 @@ import trio
 from trioflow.comm import serve
 from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
 from trioflow.core import events as ev
-from trioflow.core.scheduler_state import SchedulerState
+from trioflow.config import config_value, env_name
+from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
 from trioflow.server import logs
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 
 logger = logging.getLogger("trioflow.scheduler")
+
+_ALLOWED_FAILURES_NAME = "distributed.scheduler.allowed-failures"
 
 #: the pseudo-client that holds fire_and_forget keys until they are done
 FIRE_AND_FORGET = "fire-and-forget"
@@ -43,8 +46,16 @@ class Scheduler:
                  scheduler_file: str | None = None, token: str | None = None,
                  security=None, protocol: str | None = None,
                  worker_ttl: float = 300.0, validate: bool = False,
-                 dashboard_address=None, **kwargs):
-        self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate)
+                 dashboard_address=None, allowed_failures: int | None = None, **kwargs):
+        if allowed_failures is None:
+            allowed_failures = config_value(_ALLOWED_FAILURES_NAME, ALLOWED_FAILURES)
+            if isinstance(allowed_failures, bool) or not isinstance(allowed_failures, int) \
+                    or allowed_failures < 0:
+                raise ValueError(
+                    f"{_ALLOWED_FAILURES_NAME} (dask config, or ${env_name(_ALLOWED_FAILURES_NAME)})"
+                    f" must be an int >= 0, not {allowed_failures!r}")
+        self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate,
+                                    allowed_failures=allowed_failures)
         logs.install()
         self.security = security
         if protocol is None:
@@ -512,6 +523,8 @@ class Scheduler:
             self.stimulus(ev.ReplicaAdded(address, dict(msg["nbytes"]), "add-keys"))
         elif op == "missing-data":
             self.stimulus(ev.DataMissing(address, msg["key"], msg["holder"], "missing-data"))
+        elif op == "task-started":
+            self.stimulus(ev.TaskStarted(address, msg["key"], "task-started"))
         elif op == "long-running":
             self.stimulus(ev.TaskSeceded(address, msg["key"], "secede"))
         elif op == "task-cancelled":

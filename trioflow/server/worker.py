@@ -408,6 +408,13 @@ class Worker:
         if is_async and self.client is None:
             # get_client() is synchronous: an async task must find the client made
             await self.get_client_async()
+        # the scheduler counts this worker's death against the task only once
+        # it knows the task started, and a task may end the process at once
+        self.scheduler.send({"op": "task-started", "key": key})
+        await self.scheduler.flush()
+        if ts.state != "executing":
+            self._handle(ev.ExecuteCancelled(key, "cancelled-before-start"))
+            return
         execution = Execution(key, is_async)
         self.executing[key] = execution
         context = TaskContext(self, key, execution)
