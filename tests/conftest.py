@@ -23,6 +23,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     )
 )
 
+# The suite starts hundreds of clusters: none serves a dashboard unless its
+# test asks for one (a user's default Client() serves it on :8787).
+os.environ["TRIOFLOW_DASHBOARD_ADDRESS"] = "none"
+
 from _util import (  # noqa: E402
     CliCluster,
     cli_scheduler,

@@ -18,8 +18,9 @@ def _scheduler_parser(sub):
     p.add_argument("--port", type=int, default=8786, help="port (default 8786; 0 picks one)")
     p.add_argument("--scheduler-file", default=None,
                    help="write the scheduler's address here as JSON")
-    p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
-    p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
+    p.add_argument("--dashboard-address", default=None,
+                   help="where the dashboard listens (default :8787, a free port if taken)")
+    p.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
     p.add_argument("--token", default=None, help="require clients and workers to prove this token")
     p.add_argument("--protocol", default=None, choices=("ws", "wss", "tcp", "tls"),
                    help="ws (default), or wss (TLS; the default with --tls-cert)")
@@ -65,8 +66,9 @@ def _worker_parser(sub):
     p.add_argument("--no-nanny", dest="nanny", action="store_false",
                    help="run workers in this process, without nannies")
     p.add_argument("--nanny", dest="nanny", action="store_true", help="run under nannies (default)")
-    p.add_argument("--dashboard-address", default=None, help="accepted; there is no dashboard")
-    p.add_argument("--no-dashboard", action="store_true", help="accepted; there is no dashboard")
+    p.add_argument("--dashboard-address", default=None,
+                   help="serve each worker's /metrics here (e.g. :0; off by default)")
+    p.add_argument("--no-dashboard", action="store_true", help="serve no /metrics endpoint")
     p.add_argument("--token", default=None, help="token the scheduler requires")
     _tls_arguments(p, "worker")
     p.set_defaults(run=_run_worker, nanny=True)
@@ -91,8 +93,13 @@ def _run_scheduler(args) -> int:
         async with Scheduler(host=args.host, port=args.port, scheduler_file=args.scheduler_file,
                              token=args.token, protocol=args.protocol,
                              security=_security(args, "scheduler"),
-                             allowed_failures=args.allowed_failures) as scheduler:
+                             allowed_failures=args.allowed_failures,
+                             dashboard_address=_scheduler_dashboard(args)) as scheduler:
             print(f"trioflow scheduler at {scheduler.address}", flush=True)
+            if "dashboard" in scheduler.services:
+                from trioflow.utils import dashboard_link
+                link = dashboard_link(scheduler.dashboard_host, scheduler.services["dashboard"])
+                print(f"trioflow dashboard at {link}", flush=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_interrupted, nursery.cancel_scope)
                 await scheduler.terminated()  # a client called shutdown()
@@ -100,6 +107,15 @@ def _run_scheduler(args) -> int:
         return 0
 
     return trio.run(main)
+
+
+def _scheduler_dashboard(args):
+    if args.no_dashboard:
+        return None
+    if args.dashboard_address is not None:
+        return args.dashboard_address
+    from trioflow.utils import default_dashboard_address
+    return default_dashboard_address()
 
 
 def _parse_resources(text):
@@ -140,7 +156,8 @@ def _run_worker(args) -> int:
     async def run_one(i):
         kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
                       resources=resources, host=args.host, token=args.token,
-                      security=security)
+                      security=security,
+                      dashboard_address=None if args.no_dashboard else args.dashboard_address)
         if args.nanny:
             server = Nanny(address, **kwargs)
         else:

@@ -23,6 +23,8 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from trioflow.utils import default_dashboard_address
+
 #: tasks in the first phase's map at --size 1
 LEAVES = 2_000
 #: float64 elements scattered in the second phase at --size 1 (80 MB)
@@ -77,6 +79,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"scale of the job: {LEAVES:,} leaf tasks and {ELEMENTS * 8 // 10**6} MB "
         "scattered at 1.0 (default)",
     )
+    parser.add_argument(
+        "--dashboard-address", default=default_dashboard_address(), metavar="ADDRESS",
+        help="where the dashboard listens (default :8787, a free port if taken)",
+    )
+    parser.add_argument("--no-dashboard", dest="dashboard_address", action="store_const",
+                        const=None, help="serve no dashboard")
     args = parser.parse_args(argv)
     if args.n_workers < 1 or args.threads_per_worker < 1:
         parser.error("--n-workers and --threads-per-worker must be at least 1")
@@ -178,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         n_workers=args.n_workers,
         threads_per_worker=args.threads_per_worker,
         processes=args.processes,
-        dashboard_address=None,
+        dashboard_address=args.dashboard_address,
     ) as cluster, Client(cluster) as client:
         print(f"cluster up in {time.perf_counter() - started:.2f} s, scheduler at "
               f"{cluster.scheduler_address}")
+        if client.dashboard_link:
+            print(f"dashboard at {client.dashboard_link}")
         results.append(_phase("task graph", lambda: tree_phase(client, leaves)))
         results.append(_phase("scatter and reduce", lambda: scatter_phase(client, elements)))
         print("\nshutting down")

@@ -1,6 +1,7 @@
 """Small parsing helpers for user-facing arguments."""
 from __future__ import annotations
 
+import os
 import re
 
 import psutil
@@ -48,3 +49,34 @@ def parse_timedelta(value) -> float | None:
     if not match or match.group(2) not in _TIME_UNITS:
         raise ValueError(f"cannot read {value!r} as a duration (try '100ms' or '2s')")
     return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+
+
+#: dask's default dashboard address; TRIOFLOW_DASHBOARD_ADDRESS overrides it
+#: ("none" turns the default off, e.g. in a test suite that starts many clusters)
+DEFAULT_DASHBOARD_ADDRESS = ":8787"
+_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
+
+
+def default_dashboard_address(environ=os.environ):
+    value = environ.get("TRIOFLOW_DASHBOARD_ADDRESS")
+    if value is None:
+        return DEFAULT_DASHBOARD_ADDRESS
+    return None if value.strip().lower() in ("", "none", "off", "false", "0") else value
+
+
+def dashboard_link(host: str, port: int, scheme: str = "http", environ=os.environ) -> str:
+    """The dashboard's URL from ``TRIOFLOW_DASHBOARD_LINK`` (or dask's
+    ``DASK_DISTRIBUTED__DASHBOARD__LINK``), a template with ``{scheme}``,
+    ``{host}``, ``{port}`` and any environment variable, e.g.
+    ``{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status`` behind a proxy."""
+    template = (environ.get("TRIOFLOW_DASHBOARD_LINK")
+                or environ.get("DASK_DISTRIBUTED__DASHBOARD__LINK") or _DEFAULT_LINK)
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        return template.format(**{**environ, "scheme": scheme, "host": host, "port": port})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"dashboard link template {template!r} names {exc} which is "
+                         f"neither scheme, host, port nor an environment variable") from None

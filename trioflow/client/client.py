@@ -25,7 +25,7 @@ from trioflow.errors import TrioflowError
 from trioflow.client.graphs import (
     as_dict, collections_graph, flatten, graph_tasks, is_dask_collection)
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
-from trioflow.utils import parse_timedelta
+from trioflow.utils import dashboard_link, parse_timedelta
 
 logger = logging.getLogger("trioflow.client")
 
@@ -96,6 +96,7 @@ class Client(IntrospectionMixin):
         self._core: ClientCore | None = None
         self._host: BackgroundContext | None = None
         self._cluster_kwargs: dict = {}
+        self._dashboard: tuple | None = None  # (host, port) the scheduler reported
 
         if scheduler_file is not None and address is None:
             with open(scheduler_file) as f:
@@ -169,6 +170,8 @@ class Client(IntrospectionMixin):
                 await self.cluster.close()
             raise
         self._started()
+        if self.cluster is None:  # the dashboard_link property cannot await
+            self._learn_dashboard(await self._request({"op": "identity"}))
         return self
 
     def _started(self):
@@ -225,8 +228,20 @@ class Client(IntrospectionMixin):
 
     @property
     def dashboard_link(self):
-        """There is no dashboard yet: always None."""
-        return None
+        """The URL of the scheduler's dashboard, or None if it serves none.
+        ``TRIOFLOW_DASHBOARD_LINK`` (or dask's ``DASK_DISTRIBUTED__DASHBOARD__LINK``)
+        is its template, e.g. for a proxy."""
+        if self.cluster is not None and hasattr(self.cluster, "dashboard_link"):
+            return self.cluster.dashboard_link
+        if self._dashboard is None:
+            if self._asynchronous:  # it learnt the address when it started
+                return None
+            self._learn_dashboard(self.scheduler_info())
+        host, port = self._dashboard
+        return None if port is None else dashboard_link(host, port)
+
+    def _learn_dashboard(self, info: dict):
+        self._dashboard = _dashboard_of(info, self.scheduler_address)
 
     # ---------------------------------------------------------------- lifetime
 
@@ -707,6 +722,18 @@ _CLUSTER_KWARGS = frozenset({
     "protocol", "local_directory", "nthreads", "interface", "worker_dashboard_address",
     "validate",
 })
+
+
+def _dashboard_of(info: dict, scheduler_address: str) -> tuple:
+    port = (info.get("services") or {}).get("dashboard")
+    host = info.get("dashboard_host")
+    if host in (None, "", "0.0.0.0", "::"):
+        host = _host_of(scheduler_address)
+    return host, port
+
+
+def _host_of(address: str) -> str:
+    return address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
 
 
 def _funcname(func) -> str:

@@ -135,6 +135,7 @@ class SchedulerState:
         self.now = 0.0
         self._generation = count()
         self._prefix_duration: dict[str, float] = {}
+        self.n_forgotten = 0  # tasks ever forgotten (a Prometheus counter)
         self._out: list[tuple[str, str, dict]] = []
         self._worker_batches: dict[str, list] = defaultdict(list)
         self._handlers = {
@@ -909,6 +910,7 @@ class SchedulerState:
             if ts.dependents:
                 continue
             del self.tasks[ts.key]
+            self.n_forgotten += 1
             self._abandon(ts)
             for dep in ts.dependencies:
                 dep.dependents.discard(ts)

@@ -20,12 +20,14 @@ from trioflow.comm.inproc import new_address
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
-from trioflow.utils import memory_limit_bytes
+from trioflow.utils import dashboard_link, default_dashboard_address, memory_limit_bytes
 
 # paid at import, as the rest of the cluster's code is, not in LocalCluster()
 extensions.preload()
 
 logger = logging.getLogger("trioflow.deploy")
+
+_DEFAULT = object()  # dashboard_address not given: see default_dashboard_address
 
 
 def _defaults(n_workers, threads_per_worker, processes):
@@ -45,13 +47,15 @@ def _defaults(n_workers, threads_per_worker, processes):
 
 class LocalCluster:
     """Start a scheduler and ``n_workers`` workers with ``threads_per_worker``
-    threads each.  Accepts dask's keyword arguments; ``dashboard_address``,
-    ``silence_logs``, ``worker_dashboard_address`` and ``interface`` are
-    accepted and unused (there is no dashboard).  Use as a context manager or
-    call ``close()``."""
+    threads each.  Accepts dask's keyword arguments.  The scheduler serves the
+    dashboard on ``dashboard_address`` (``":8787"`` by default, a free port
+    if that one is taken; None or False: none); ``worker_dashboard_address``
+    gives each worker a /metrics endpoint (``":0"``: any free port).
+    ``silence_logs`` and ``interface`` are accepted and unused.  Use as a
+    context manager or call ``close()``."""
 
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
-                 memory_limit="auto", dashboard_address=None, scheduler_port=0,
+                 memory_limit="auto", dashboard_address=_DEFAULT, scheduler_port=0,
                  host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
                  resources=None, protocol=None, validate=False, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
@@ -73,6 +77,9 @@ class LocalCluster:
         self.validate = validate
         self.allowed_failures = allowed_failures  # None: dask config, else 3
         self.token = token
+        self.dashboard_address = (default_dashboard_address() if dashboard_address is _DEFAULT
+                                  else dashboard_address)
+        self.worker_dashboard_address = worker_dashboard_address
         if protocol in ("inproc", "inproc://") or (protocol is None and not processes):
             # in one process nothing crosses a socket: security= has nothing to encrypt
             self._scheduler_listen = new_address()
@@ -110,7 +117,8 @@ class LocalCluster:
     async def _running(self):
         async with Scheduler(address=self._scheduler_listen, token=self.token,
                              security=self.security, validate=self.validate,
-                             allowed_failures=self.allowed_failures) as scheduler:
+                             allowed_failures=self.allowed_failures,
+                             dashboard_address=self.dashboard_address) as scheduler:
             self.scheduler = scheduler
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -145,11 +153,13 @@ class LocalCluster:
         if self.processes:
             server = Nanny(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                            memory_limit=self.memory_limit, resources=self.resources,
-                           host=self.host, token=self.token, security=self.security)
+                           host=self.host, token=self.token, security=self.security,
+                           dashboard_address=self.worker_dashboard_address)
         else:
             server = Worker(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                             memory_limit=self.memory_limit, resources=self.resources,
-                            token=self.token, validate=self.validate, security=self.security)
+                            token=self.token, validate=self.validate, security=self.security,
+                            dashboard_address=self.worker_dashboard_address)
         started = False
         try:
             async with server:
@@ -172,7 +182,12 @@ class LocalCluster:
 
     @property
     def dashboard_link(self):
-        return None
+        """The URL of the scheduler's dashboard (``TRIOFLOW_DASHBOARD_LINK``
+        templates it), or None when it serves none."""
+        port = self.scheduler.services.get("dashboard") if self.scheduler else None
+        if port is None:
+            return None
+        return dashboard_link(self.scheduler.dashboard_host, port)
 
     def __repr__(self):
         return (f"LocalCluster({self.scheduler_address!r}, workers={len(self.workers)}, "

@@ -33,7 +33,8 @@ class Nanny:
                  nthreads: int = 1, name=None, memory_limit: int = 0,
                  resources: dict | None = None, host: str = "127.0.0.1",
                  token: str | None = None, env: dict | None = None,
-                 startup_timeout: float = 60, security=None, **kwargs):
+                 startup_timeout: float = 60, security=None, dashboard_address=None,
+                 **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             with open(scheduler_file) as f:
                 scheduler_ip = json.load(f)["address"]
@@ -48,6 +49,7 @@ class Nanny:
         if security is not None:
             security.check_address(self.scheduler_address, "scheduler address")
         self.env = env
+        self.dashboard_address = dashboard_address  # the worker's /metrics endpoint
         self.startup_timeout = startup_timeout
         self.worker_address: str | None = None
         self.process: trio.Process | None = None
@@ -133,6 +135,8 @@ class Nanny:
             cmd += ["--name", str(self.name)]
         if self.resources:
             cmd += ["--resources", json.dumps(self.resources)]
+        if self.dashboard_address not in (None, False):
+            cmd += ["--dashboard-address", str(self.dashboard_address)]
         return cmd
 
     async def _supervise(self, task_status=trio.TASK_STATUS_IGNORED):

@@ -25,6 +25,7 @@ from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
 from trioflow.server import logs
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
+from trioflow.server.services import dashboard_wanted, start_dashboard
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -46,7 +47,8 @@ class Scheduler:
                  scheduler_file: str | None = None, token: str | None = None,
                  security=None, protocol: str | None = None,
                  worker_ttl: float = 300.0, validate: bool = False,
-                 dashboard_address=None, allowed_failures: int | None = None, **kwargs):
+                 dashboard_address=None, dashboard=None, allowed_failures: int | None = None,
+                 **kwargs):
         if allowed_failures is None:
             allowed_failures = config_value(_ALLOWED_FAILURES_NAME, ALLOWED_FAILURES)
             if isinstance(allowed_failures, bool) or not isinstance(allowed_failures, int) \
@@ -82,6 +84,13 @@ class Scheduler:
         self._terminate_requested = trio.Event()
         self.profiler = Profiler()  # the event loop's sampled stacks, for Client.profile
         self._profile_interval = sampling_interval()
+        self._dashboard_address = dashboard_address
+        self._dashboard_factory = dashboard if callable(dashboard) else None
+        if dashboard is False:
+            self._dashboard_address = None
+        #: what dask's scheduler_info() calls services: {"dashboard": port}
+        self.services: dict[str, int] = {}
+        self.dashboard_host: str | None = None
 
     def __repr__(self):
         return f"<Scheduler {self.address!r} workers={len(self.state.workers)}>"
@@ -104,6 +113,8 @@ class Scheduler:
             self._extension_handlers = {op: handler for ext in self.extensions.values()
                                         for op, handler in ext.handlers.items()}
             self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, "scheduler-start"))
+            if dashboard_wanted(self._dashboard_address):
+                await self._start_dashboard()
             if self.scheduler_file:
                 self.write_scheduler_file(self.scheduler_file)
         except BaseException:
@@ -116,6 +127,12 @@ class Scheduler:
 
     async def __aexit__(self, *exc_info):
         await self.close()
+
+    async def _start_dashboard(self):
+        bound = await start_dashboard(self.nursery, self, "scheduler", self._dashboard_address,
+                                      self._dashboard_factory)
+        if bound is not None:
+            self.dashboard_host, self.services["dashboard"] = bound
 
     async def close(self):
         if self.status == "closed" or self._nursery_manager is None:
@@ -389,7 +406,8 @@ class Scheduler:
             extra["id"] = wi.get("name")
         return {"type": "Scheduler", "id": self.id, "address": self.address,
                 "workers": info["workers"], "n_tasks": info["n_tasks"],
-                "clients": len(self.clients)}
+                "clients": len(self.clients), "services": dict(self.services),
+                "dashboard_host": self.dashboard_host}
 
     def _identity(self, client_id, msg):
         return self.identity()

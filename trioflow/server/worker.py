@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict
 from functools import partial
 
 import psutil
@@ -38,6 +38,8 @@ from trioflow.profiling import Profiler
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
+from trioflow.server.services import dashboard_wanted, start_dashboard
+from trioflow.server.task_stream import TaskStream
 from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
                                      sampling_interval)
@@ -84,7 +86,8 @@ class Worker:
                  host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None,
                  nanny: str | None = None, heartbeat_interval: float = 1.0,
                  token: str | None = None, validate: bool = False,
-                 warm_imports: tuple[str, ...] = (), security=None, **kwargs):
+                 warm_imports: tuple[str, ...] = (), security=None,
+                 dashboard_address=None, dashboard=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             import json
             with open(scheduler_file) as f:
@@ -122,7 +125,7 @@ class Worker:
         self._threads = TaskThreads(f"trioflow-task-{name}" if name is not None else "trioflow-task")
         self._rejoin_waiters: dict = {}
         self._deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
-        self.task_stream: deque = deque(maxlen=10_000)  # recent runs, for get_task_stream
+        self.task_stream = TaskStream()  # recent runs and fetches: get_task_stream, dashboard
         self.profiler = Profiler()  # sampled stacks, for Client.profile
         self._profile_interval = sampling_interval()
         self._sync_running = 0
@@ -140,6 +143,10 @@ class Worker:
         self._extension_handlers: dict = {}
         self.client = None  # the client tasks get from get_client(), made on first use
         self._client_lock = trio.Lock()
+        # a worker serves /metrics only when asked (dask's worker dashboard)
+        self._dashboard_address = None if dashboard is False else dashboard_address
+        self._dashboard_factory = dashboard if callable(dashboard) else None
+        self.services: dict[str, int] = {}
 
     def __repr__(self):
         return f"<Worker {self.address!r} name={self.name!r} threads={self.nthreads}>"
@@ -161,11 +168,17 @@ class Worker:
             self._extension_handlers = {op: handler for ext in self.extensions.values()
                                         for op, handler in ext.handlers.items()}
             self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate)
+            if dashboard_wanted(self._dashboard_address):
+                bound = await start_dashboard(self.nursery, self, "worker",
+                                              self._dashboard_address, self._dashboard_factory)
+                if bound is not None:
+                    self.services["dashboard"] = bound[1]
             comm = await connect(self.scheduler_address, self.nursery, token=self.token,
                                  security=self.security, role="worker", info={
                 "role": "worker", "address": self.address, "nthreads": self.nthreads,
                 "name": self.name, "memory_limit": self.memory_limit,
                 "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
+                "dashboard_port": self.services.get("dashboard"),
                 "host": self.address.split("://", 1)[-1].rsplit(":", 1)[0]})
             self.scheduler = Connection(comm, self._scheduler_msg)
             self.nursery.start_soon(self._scheduler_stream)
@@ -441,9 +454,9 @@ class Worker:
                 del self.executing[key]
         status, value, duration = outcome
         self._deadlines.pop(key, None)
-        self.task_stream.append({"key": key, "worker": self.address, "start": execution.started,
-                                 "stop": time.time(), "duration": duration, "status": status,
-                                 "async": is_async})
+        self.task_stream.add_run({"key": key, "worker": self.address, "start": execution.started,
+                                  "stop": time.time(), "duration": duration, "status": status,
+                                  "async": is_async, "thread": execution.thread_id})
         if execution.timed_out and status != "error":
             # past its deadline: whatever it produced (or whether it stopped at a
             # checkpoint) the future errs, and retries= may run it again
@@ -502,6 +515,7 @@ class Worker:
     # ------------------------------------------------------------ fetching
 
     async def _fetch(self, peer: str, keys: tuple):
+        started = time.time()
         try:
             conn = await self._peers.get(peer)
             result = await conn.request({"op": "get-data", "keys": list(keys)})
@@ -516,6 +530,9 @@ class Worker:
             self.data[key] = value
             nbytes[key] = sizeof(value)
         missing = tuple(k for k in keys if k not in nbytes)
+        self.task_stream.add_transfer({"peer": peer, "worker": self.address,
+                                       "keys": list(nbytes), "start": started,
+                                       "stop": time.time(), "nbytes": sum(nbytes.values())})
         self._handle(ev.GatherDone(peer, nbytes, missing, False, "gather-done"))
 
     # ------------------------------------------------------------ serving peers and clients
@@ -626,6 +643,24 @@ class Worker:
             self.scheduler.send({"op": "add-keys", "nbytes": nbytes})
         return nbytes
 
+    def _task_stream_since(self, msg, inproc):
+        """What the dashboard polls: runs and transfers since ``cursor``, and
+        this worker's counts now."""
+        found = self.task_stream.since(int(msg.get("cursor") or 0))
+        found["metrics"] = self.metrics()
+        return found
+
+    def metrics(self) -> dict:
+        """Counts for the dashboard and /metrics (one pass over this worker's tasks)."""
+        counts = Counter(ts.state for ts in list(self.state.tasks.values())) if self.state else {}
+        stream = self.task_stream
+        return {"executing": len(self.executing), "in_memory": len(self.data),
+                "tasks": dict(counts), "nthreads": self.nthreads,
+                "memory_limit": self.memory_limit, "memory": _rss(),
+                "cpu": _cpu_percent(), "transfer_count": stream.transfer_count,
+                "transfer_bytes": stream.transfer_bytes,
+                "transfer_seconds": stream.transfer_seconds}
+
     def _identity(self, msg, inproc):
         return {"type": "Worker", "address": self.address, "name": self.name,
                 "nthreads": self.nthreads, "memory_limit": self.memory_limit,
@@ -672,4 +707,30 @@ _REQUESTS = {
     "run": Worker._run_function,
     "identity": Worker._identity,
     "replicate": Worker._replicate,
+    "task-stream-since": Worker._task_stream_since,
 }
+
+
+_processes: dict = {}  # pid -> psutil.Process: cpu_percent() measures since the last call
+
+
+def _this_process():
+    pid = os.getpid()
+    if pid not in _processes:
+        _processes.clear()
+        _processes[pid] = psutil.Process(pid)
+    return _processes[pid]
+
+
+def _rss() -> int:
+    try:
+        return _this_process().memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def _cpu_percent() -> float:
+    try:
+        return _this_process().cpu_percent(None)
+    except psutil.Error:
+        return 0.0

@@ -43,7 +43,8 @@ async def _main(args) -> int:
                     resources=json.loads(args.resources) if args.resources else None,
                     nanny=str(args.nanny_pid) if args.nanny_pid else None,
                     token=os.environ.get("TRIOFLOW_TOKEN"),
-                    warm_imports=warm_import_names(), security=Security.from_env())
+                    warm_imports=warm_import_names(), security=Security.from_env(),
+                    dashboard_address=args.dashboard_address)
     async with worker:
         print(ADDRESS_LINE + worker.address, flush=True)
         async with trio.open_nursery() as nursery:
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--resources", default=None)
     parser.add_argument("--nanny-pid", type=int, default=None)
+    parser.add_argument("--dashboard-address", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
