@@ -104,10 +104,9 @@ def _check_profiles(client):
                message="worker event loops sampled")
     wait_until(lambda: client.profile(scheduler=True)["count"] > 0, timeout=30,
                message="scheduler event loop sampled")
-    with pytest.raises(ValueError, match="no plots"):
-        client.profile(plot=True)
-    with pytest.raises(ValueError, match="no plots"):
-        client.profile(filename="profile.html")
+    plotted, document = client.profile(plot=True)
+    assert plotted["count"] > 0 and document.startswith("<!doctype html>")
+    assert '<canvas id="profile">' in document and "spin_until_profiled" in document
 
 
 @pytest.mark.parametrize("processes", [False, True])

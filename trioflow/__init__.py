@@ -27,6 +27,7 @@ _PUBLIC = {
     "Worker": "trioflow.server.worker",
     "Nanny": "trioflow.server.nanny",
     "progress": "trioflow.diagnostics",
+    "performance_report": "trioflow.diagnostics.performance_report",
     "get_worker": "trioflow.task_context",
     "get_client": "trioflow.task_context",
     "secede": "trioflow.task_context",

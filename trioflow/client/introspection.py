@@ -168,9 +168,13 @@ class IntrospectionMixin:
 
     def get_task_stream(self, start=None, stop=None, count=None, plot=False,
                         filename="task-stream.html", bokeh_resources=None):
-        """Records of recently run tasks: key, worker, start/stop times (epoch
-        seconds), status.  ``plot``, ``filename`` and ``bokeh_resources`` are
-        accepted and ignored: trioflow draws no plots."""
+        """Records of recently run tasks: key, worker, thread, start/stop
+        times (epoch seconds), status.  ``plot=True`` returns ``(records,
+        html)``, a self-contained HTML page drawing them; ``plot="save"``
+        also writes it to ``filename``.  ``bokeh_resources`` is accepted and
+        unused (trioflow's plots need no bokeh)."""
+        if plot not in (False, True, "save"):
+            raise ValueError(f"plot must be False, True or 'save', not {plot!r}")
         records = [r for per_worker in self.run(_task_stream).values() for r in per_worker]
         records.sort(key=lambda r: r["start"])
         if start is not None:
@@ -179,7 +183,13 @@ class IntrospectionMixin:
             records = [r for r in records if r["stop"] <= stop]
         if count is not None:
             records = records[-count:]
-        return records
+        if not plot:
+            return records
+        from trioflow.diagnostics import report
+        document = report.task_stream_html(records)
+        if plot == "save":
+            report.write(filename, document)
+        return records, document
 
     def get_scheduler_logs(self, n=None):
         """The scheduler process's recent log records as (level, message)."""
@@ -240,17 +250,29 @@ class IntrospectionMixin:
         worker address; ``server=True``: the workers' own event-loop threads
         instead of their tasks; ``scheduler=True``: the scheduler's (these two
         only when the servers were started with TRIOFLOW_PROFILE_SERVERS=1).
-        trioflow draws no plots: ``plot`` and ``filename`` raise ValueError."""
-        if plot or filename is not None:
-            raise ValueError("trioflow draws no plots (there is no bokeh dashboard): call "
-                             "profile() without plot= and filename= for the tree as a dict")
+        ``plot=True`` returns ``(tree, html)``, a self-contained HTML page
+        drawing it; ``filename=`` (or ``plot="save"``, to
+        ``dask-profile.html``) also writes that page there."""
+        if filename is not None or plot == "save":
+            filename = filename or "dask-profile.html"
+            plot = True
+        if plot and not merge_workers:
+            raise ValueError("profile(plot=...) draws one merged tree: drop merge_workers=False")
         if scheduler:
-            return self.run_on_scheduler(_scheduler_profile, start, stop)
-        trees = self.run(_worker_profile, start, stop, key, server, workers=workers)
-        if not merge_workers:
-            return trees
-        from trioflow.profiling import merge
-        return merge(*trees.values())
+            tree = self.run_on_scheduler(_scheduler_profile, start, stop)
+        else:
+            trees = self.run(_worker_profile, start, stop, key, server, workers=workers)
+            if not merge_workers:
+                return trees
+            from trioflow.profiling import merge
+            tree = merge(*trees.values())
+        if not plot:
+            return tree
+        from trioflow.diagnostics import report
+        document = report.profile_html(tree)
+        if filename is not None:
+            report.write(filename, document)
+        return tree, document
 
     def start_ipython_workers(self, workers=None, magic_names=False, qtconsole=False,
                               qtconsole_args=None):
