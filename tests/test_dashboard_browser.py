@@ -131,7 +131,8 @@ def test_status_page_shows_the_running_job_live(browser, cluster_client, tmp_pat
 
 def test_workers_page_lists_every_worker(browser, cluster_client, tmp_path):
     client = cluster_client
-    client.gather(client.map(slow_inc, range(8)))
+    held = client.map(slow_inc, range(8))  # held: the table shows them in memory
+    client.gather(held)
     browser.get(client.dashboard_link.replace("/status", "/workers"))
     expected = set(client.scheduler_info()["workers"])
 

@@ -193,3 +193,15 @@ def test_cli_no_dashboard(check_leaks, tmp_path):
     with cli_scheduler(tmp_path, "--no-dashboard") as (proc, address, _):
         with Client(address) as client:
             assert client.dashboard_link is None
+
+
+def test_task_stream_rows_stay_one_per_thread_slot(dash_client):
+    # trio's thread cache replaces idle threads: new thread ids must take over
+    # lanes, not add rows for as long as the cluster runs
+    from trioflow.dashboard.feed import SchedulerFeed
+    scheduler = dash_client.cluster.scheduler
+    feed = SchedulerFeed(scheduler)
+    worker = next(iter(scheduler.state.workers))
+    rows = {feed._row(worker, thread_id) for thread_id in range(100, 120)}
+    assert len(rows) == scheduler.state.workers[worker].nthreads == 2
+    assert feed._row(worker, "transfer") not in rows

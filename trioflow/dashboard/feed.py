@@ -9,9 +9,10 @@ open it costs nothing.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import trio
 
@@ -27,6 +28,8 @@ STREAM_LENGTH = 20_000
 MAX_PREFIXES = 60
 #: messages queued per page; a page that falls further behind misses some
 PAGE_BACKLOG = 4
+#: new bars one message carries at most (the newest), so encoding it stays cheap
+MAX_NEW_BARS = 5_000
 #: how the page's four progress colours group the scheduler's states
 PROGRESS_STATES = {"released": 0, "waiting": 0, "queued": 0, "no-worker": 0,
                    "processing": 1, "memory": 2, "erred": 3}
@@ -62,6 +65,11 @@ def progress_rows(counts: dict) -> dict:
     return rows
 
 
+def encode(message: dict) -> bytes:
+    """One server-sent event carrying ``message`` as JSON."""
+    return b"data: " + json.dumps(message, default=str, separators=(",", ":")).encode() + b"\n\n"
+
+
 class SchedulerFeed:
     """The live data of one scheduler's dashboard."""
 
@@ -72,7 +80,10 @@ class SchedulerFeed:
         self._page_opened = trio.Event()
         self.stream: deque = deque(maxlen=STREAM_LENGTH)  # [row, start, stop, prefix, ok]
         self.transfers: deque = deque(maxlen=STREAM_LENGTH)  # [row, start, stop, nbytes]
-        self.rows: dict = {}  # (worker, thread or "async" or "transfer") -> row number
+        self.rows: dict = {}  # (worker, lane) -> row number; see _row
+        self._threads: dict = {}  # worker -> OrderedDict of thread id -> lane, oldest first
+        self._next_row = 0
+        self._rows_changed = False
         self._cursors: dict = {}  # worker -> the task stream cursor to ask for next
         self.worker_metrics: dict = {}  # worker -> what its last poll reported
         self.last: dict | None = None  # the latest message, for pages that open
@@ -91,14 +102,14 @@ class SchedulerFeed:
         self.pages.discard(send)
         send.close()
 
-    def first_message(self) -> dict:
+    def first_message(self) -> bytes:
         """Everything the feed holds, for a page that has just opened."""
         message = dict(self.last or self._message({}, [], []))
         message["reset"] = True
         message["tasks"] = list(self.stream)
         message["transfers"] = list(self.transfers)
         message["rows"] = self._row_list()
-        return message
+        return encode(message)
 
     # ---------------------------------------------------------------- the loop
 
@@ -114,9 +125,10 @@ class SchedulerFeed:
             except Exception:
                 logger.exception("the dashboard feed failed to gather an update")
             else:
+                encoded = encode(message)  # once, however many pages listen
                 for page in list(self.pages):
                     try:
-                        page.send_nowait(message)
+                        page.send_nowait(encoded)
                     except trio.WouldBlock:
                         pass  # a slow page skips an update rather than slowing us
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -125,11 +137,12 @@ class SchedulerFeed:
 
     async def tick(self) -> dict:
         """Poll the workers, count the tasks; the message for the pages."""
-        rows_before = len(self.rows)
         new_tasks, new_transfers = await self._poll_workers()
+        new_tasks, new_transfers = new_tasks[-MAX_NEW_BARS:], new_transfers[-MAX_NEW_BARS:]
         counts = await count_tasks(self.scheduler.state.tasks)
         message = self._message(counts, new_tasks, new_transfers)
-        if len(self.rows) != rows_before:
+        if self._rows_changed:
+            self._rows_changed = False
             message["rows"] = self._row_list()
         self.last = {k: v for k, v in message.items() if k not in ("tasks", "transfers", "rows")}
         return message
@@ -137,9 +150,13 @@ class SchedulerFeed:
     async def _poll_workers(self):
         new_tasks, new_transfers = [], []
         workers = list(self.scheduler.state.workers)
-        for gone in set(self._cursors) - set(workers):
+        for gone in (set(self._cursors) | set(self._threads)) - set(workers):
             self._cursors.pop(gone, None)
             self.worker_metrics.pop(gone, None)
+            self._threads.pop(gone, None)
+            for lane in [lane for lane in self.rows if lane[0] == gone]:
+                del self.rows[lane]  # its old bars are no longer drawn
+            self._rows_changed = True
         async with trio.open_nursery() as nursery:
             for address in workers:
                 nursery.start_soon(self._poll_one, address, new_tasks, new_transfers)
@@ -170,9 +187,27 @@ class SchedulerFeed:
                 new_transfers.append(bar)
 
     def _row(self, worker, thread) -> int:
+        """The row of a worker's thread: one lane per thread slot (trio's thread
+        cache replaces idle threads, so a new thread id takes over the lane of
+        the one used longest ago once the worker has ``nthreads`` lanes), one
+        for its async tasks, one for its transfers."""
+        if isinstance(thread, int):
+            threads = self._threads.setdefault(worker, OrderedDict())
+            lane = threads.get(thread)
+            if lane is None:
+                ws = self.scheduler.state.workers.get(worker)
+                if ws is not None and len(threads) >= ws.nthreads:
+                    _, lane = threads.popitem(last=False)
+                else:
+                    lane = f"thread-{len(threads)}"
+            threads[thread] = lane
+            threads.move_to_end(thread)
+            thread = lane
         row = self.rows.get((worker, thread))
         if row is None:
-            row = self.rows[(worker, thread)] = len(self.rows)
+            row = self.rows[(worker, thread)] = self._next_row
+            self._next_row += 1
+            self._rows_changed = True
         return row
 
     def _row_list(self) -> list:

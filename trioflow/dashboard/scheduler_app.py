@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-from importlib import resources
 
 import trio
 
@@ -123,9 +122,8 @@ async def _until_disconnect(receive, scope):
     scope.cancel()
 
 
-def _event(message: dict) -> dict:
-    body = "data: " + json.dumps(message, default=str, separators=(",", ":")) + "\n\n"
-    return {"type": "http.response.body", "body": body.encode(), "more_body": True}
+def _event(encoded: bytes) -> dict:
+    return {"type": "http.response.body", "body": encoded, "more_body": True}
 
 
 def worker_dashboards(scheduler) -> dict:

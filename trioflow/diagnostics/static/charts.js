@@ -5,9 +5,9 @@
   "use strict";
 
   function hue(text) {
-    var h = 0;
-    for (var i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) >>> 0;
-    return h % 360;
+    var h = 2166136261;  // FNV-1a, then golden-angle steps: near names get far hues
+    for (var i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619) >>> 0;
+    return (h % 1000) * 137.508 % 360;
   }
   function prefixColor(prefix, light) {
     return "hsl(" + hue(prefix) + ",62%," + (light ? "78%" : "52%") + ")";
@@ -51,8 +51,8 @@
     for (var i = 0; i < n; i += 2) ctx.fillRect(0, i * rowHeight, width, rowHeight);
     var seen = {};
     bars.forEach(function (b) {
-      if (b[2] < t0 || b[1] > t1) return;
-      var y = (order[b[0]] || 0) * rowHeight;
+      if (b[2] < t0 || b[1] > t1 || !(b[0] in order)) return;  // a departed worker's
+      var y = order[b[0]] * rowHeight;
       var x = (b[1] - t0) * scale, w = Math.max(1, (b[2] - b[1]) * scale);
       ctx.fillStyle = b[4] ? prefixColor(b[3]) : "#000";
       ctx.fillRect(x, y + 1, w, rowHeight - 2);
@@ -60,8 +60,8 @@
     });
     ctx.fillStyle = "rgba(214,39,40,0.75)";
     transfers.forEach(function (t) {
-      if (t[2] < t0 || t[1] > t1) return;
-      var y = (order[t[0]] || 0) * rowHeight;
+      if (t[2] < t0 || t[1] > t1 || !(t[0] in order)) return;
+      var y = order[t[0]] * rowHeight;
       ctx.fillRect((t[1] - t0) * scale, y + 1, Math.max(1, (t[2] - t[1]) * scale),
                    rowHeight - 2);
     });
