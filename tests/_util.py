@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -233,3 +234,17 @@ def async_client(**kwargs):
                    dashboard_address=None)
     options.update(kwargs)
     return Client(**options)
+
+
+def raw_ws_connect(port: int) -> socket.socket:
+    """A plain socket past the websocket upgrade of a server at 127.0.0.1:port."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "the server closed during the websocket upgrade"
+        head += chunk
+    assert b" 101 " in head
+    return sock

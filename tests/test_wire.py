@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trio
 
+from _util import raw_ws_connect
 from trioflow.comm import buffers, connect, serve
 from trioflow.comm import ws as ws_module
 from trioflow.comm.connection import Connection, reply_ok
@@ -136,7 +137,8 @@ class _Payload:
 async def test_idle_connections_keep_no_sent_or_received_data_alive(scheme):
     """Once a request and its reply have been handled, neither end's
     connection holds on to them: a worker must free a gathered array when its
-    key is released, not when the next message happens to come by."""
+    key is released, not when the next message happens to come by.  With a
+    token: only a peer that proved it gets large frames received in place."""
     import gc
     import weakref
     kept = []  # weak references to what the server received
@@ -152,8 +154,8 @@ async def test_idle_connections_keep_no_sent_or_received_data_alive(scheme):
 
         address = await nursery.start(lambda task_status: serve(
             "ws://127.0.0.1:0" if scheme == "ws" else "inproc://idle-test", handler,
-            task_status=task_status))
-        conn = Connection(await connect(address, nursery))
+            token="idle-test", task_status=task_status))
+        conn = Connection(await connect(address, nursery, token="idle-test"))
         nursery.start_soon(conn.run)
         payload = np.ones(2 * buffers.MMAP_MIN // 8) if scheme == "ws" else _Payload()
         sent = weakref.ref(payload)
@@ -171,17 +173,6 @@ async def test_idle_connections_keep_no_sent_or_received_data_alive(scheme):
         nursery.cancel_scope.cancel()
 
 
-def _raw_ws_connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head
-    return sock
-
-
 @pytest.mark.parametrize("garbage", [
     b"\x82\x85\x00\x00\x00\x00hello",      # a well-formed frame holding no batch header
     b"\x81\x80\x00\x00\x00\x00",            # a text frame
@@ -194,7 +185,7 @@ async def test_malformed_frame_closes_only_that_connection(garbage, caplog):
         port = int(address.rsplit(":", 1)[1])
 
         def send_garbage():
-            sock = _raw_ws_connect(port)
+            sock = raw_ws_connect(port)
             try:
                 sock.recv(65536)  # the server's hello
                 sock.sendall(garbage)

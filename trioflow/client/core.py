@@ -21,6 +21,7 @@ from trioflow.comm import connect
 from trioflow.comm.connection import Connection, ConnectionPool
 from trioflow.errors import CancelledError, CommClosedError, SerializationError, TimeoutError
 from trioflow.client.future import FutureState
+from trioflow.protocol.exceptions import exception_from_reply
 from trioflow.protocol.serialize import deserialize, serialize, dumps
 
 logger = logging.getLogger("trioflow.client")
@@ -414,29 +415,28 @@ class ClientCore:
                 have.append(w)
                 load[w] += 1
 
-        async def copy_to(address, who):
-            conn = await self.pool.get(address)
-            await conn.request({"op": "replicate", "who_has": who})
-
-        await run_all([partial(copy_to, address, who) for address, who in plan.items()])
+        # through the scheduler: a worker's own port takes no replicate requests
+        if plan:
+            await self.request({"op": "replicate", "plan": plan})
 
     # ---------------------------------------------------------------- run on workers
 
     async def run_on_workers(self, function, args, kwargs, workers, on_error="raise"):
-        payload = {"op": "run", "function": serialize(function), "args": serialize(tuple(args)),
-                   "kwargs": serialize(dict(kwargs))}
+        """``client.run``: the scheduler passes the function to each worker
+        over that worker's own connection (a worker's port takes no ``run``)."""
+        replies = await self.request({
+            "op": "broadcast", "workers": list(workers), "function": serialize(function),
+            "args": serialize(tuple(args)), "kwargs": serialize(dict(kwargs))})
         results: dict = {}
-
-        async def run_one(address):
-            try:
-                conn = await self.pool.get(address)
-                results[address] = deserialize(await conn.request(payload))
-            except Exception as exc:
+        for address in workers:
+            reply = replies[address]
+            if "error" in reply:
+                exc = exception_from_reply(reply)
                 if on_error == "raise":
-                    raise
+                    raise exc
                 results[address] = exc
-
-        await run_all([partial(run_one, address) for address in workers])
+            else:
+                results[address] = deserialize(reply.get("result"))
         return results
 
 

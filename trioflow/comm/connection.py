@@ -4,7 +4,9 @@
 single batch whenever the comm is free, so batching costs nothing when idle
 and grows under load.  ``request`` sends a message with a request id and
 waits for the matching ``{"op": "reply"}``.  Every other incoming message is
-passed, in order, to ``handler``.
+passed, in order, to ``handler``, after it was checked against ``accepts``
+(a ``protocol.messages.Accepts``): a message that does not fit closes the
+connection with one log line, and the handler never sees it.
 """
 from __future__ import annotations
 
@@ -16,14 +18,20 @@ import trio
 
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.protocol.messages import CONNECTION_OPS, Accepts, BadMessage
 
 logger = logging.getLogger("trioflow.comm")
 
 
 class Connection:
-    def __init__(self, comm: Comm, handler: Callable[[dict], None] | None = None):
+    def __init__(self, comm: Comm, handler: Callable[[dict], None] | None = None,
+                 accepts: Accepts | None = None):
         self.comm = comm
         self.handler = handler
+        # without a schema of its own (a client's end), replies are still checked
+        self.accepts = accepts if accepts is not None else _REPLIES_ONLY
+        self._any_op = accepts is None
+        self._inproc = comm.peer_address.startswith("inproc://")
         self._buffer: list = []
         self._wake = trio.Event()
         self._rids = count(1)
@@ -167,11 +175,18 @@ class Connection:
         except CommClosedError as exc:
             self.close_reason = self.close_reason or str(exc)
         except ProtocolError as exc:
+            # a malformed frame (recv) or a message that fits no schema
+            # (_dispatch); any other exception is trioflow's own and goes up
             self.close_reason = str(exc)
             logger.warning("closing connection to %s: %s", self.peer_address, exc)
 
     def _dispatch(self, msgs: list) -> None:
+        accepts, inproc = self.accepts, self._inproc
         for msg in msgs:
+            if not self._any_op or msg.get("op") in _OWN_OPS:
+                accepts.check(msg, inproc)
+            elif type(msg.get("op")) is not str:
+                raise BadMessage(f"a message without a valid op: {msg.get('op')!r:.40}")
             if msg.get("op") == "reply":
                 slot = self._pending.get(msg.get("rid"))
                 if slot is not None:
@@ -183,6 +198,10 @@ class Connection:
                         undo(msg.get("result"))
             elif self.handler is not None:
                 self.handler(msg)
+
+
+_REPLIES_ONLY = Accepts("this end", CONNECTION_OPS)
+_OWN_OPS = frozenset(CONNECTION_OPS)
 
 
 class _ReplyCallback:

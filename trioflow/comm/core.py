@@ -11,6 +11,7 @@ import trio
 
 from trioflow.comm.addressing import normalize_address, parse_address
 from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.protocol.messages import HELLO, BadMessage
 
 logger = logging.getLogger("trioflow.comm")
 
@@ -38,6 +39,11 @@ class Comm:
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    def handshake_done(self, trusted: bool) -> None:
+        """The handshake succeeded: lift the small limit on what the peer may
+        send until then.  ``trusted``: the peer proved the shared token (or
+        is the server this process chose to connect to)."""
+
     @property
     def closed(self) -> bool:
         raise NotImplementedError
@@ -56,6 +62,9 @@ async def _server_handshake(comm: Comm, token: str | None) -> dict:
     msg = batch[0] if batch else {}
     if msg.get("op") != "hello":
         raise ProtocolError("the peer did not start with a trioflow handshake")
+    error = HELLO.error(msg)
+    if error is not None:
+        raise BadMessage(f"bad hello: {error}")
     if msg.get("version") != PROTOCOL_VERSION:
         error = (f"protocol version mismatch: this server speaks {PROTOCOL_VERSION}, "
                  f"the peer {msg.get('version')!r}; install the same trioflow version everywhere")
@@ -67,9 +76,9 @@ async def _server_handshake(comm: Comm, token: str | None) -> dict:
             error = "wrong or missing token: the peer's proof of the shared token does not match"
             await _refuse(comm, error)
             raise ProtocolError(error)
+    comm.handshake_done(trusted=token is not None)
     await comm.send([{"op": "welcome"}])
-    info = msg.get("info") or {}
-    return dict(info)
+    return dict(msg.get("info") or {})
 
 
 async def _refuse(comm: Comm, error: str):
@@ -101,6 +110,7 @@ async def _client_handshake(comm: Comm, info: dict, token: str | None):
         raise ProtocolError(f"{comm.peer_address} refused the connection: {msg.get('text')}")
     if msg.get("op") != "welcome":
         raise ProtocolError(f"{comm.peer_address} broke the handshake")
+    comm.handshake_done(trusted=True)  # the server this process chose to connect to
 
 
 async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = None,
@@ -151,15 +161,20 @@ async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = No
 
 async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
                 token: str | None = None, security=None, role: str = "scheduler",
+                check_info: Callable[[dict], None] | None = None,
                 task_status=trio.TASK_STATUS_IGNORED):
     """Accept connections at ``address`` until cancelled; run ``handler(comm)``
     for each after a successful handshake.  ``task_status.started`` gets the
-    bound address (the real port when 0 was asked).  A connection whose
-    handshake fails is closed with one log line; the server goes on."""
+    bound address (the real port when 0 was asked).  ``check_info(info)``
+    raises ProtocolError for what a peer said about itself that this server
+    does not take.  A connection whose handshake fails is closed with one
+    log line; the server goes on."""
 
     async def guarded(comm: Comm):
         try:
             comm.peer_info = await _server_handshake(comm, token)
+            if check_info is not None:
+                check_info(comm.peer_info)
         except (ProtocolError, CommClosedError, trio.TooSlowError) as exc:
             logger.warning("closing connection from %s: %s", comm.peer_address or "?", exc)
             with trio.CancelScope(shield=True):

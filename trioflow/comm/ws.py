@@ -7,7 +7,11 @@ This module speaks the same wire format with the copies taken out:
 - a message is sent as frame headers plus views of the data, gathered by
   ``writev`` (numpy buffers go to the socket without being copied);
 - a payload is received straight into one buffer of the announced size,
-  allocated without being zero-filled (see ``buffers``);
+  allocated without being zero-filled (see ``buffers``), once the handshake
+  is done and the peer proved the token; before that, and from peers of a
+  server without a token, a large payload grows as its bytes arrive;
+- every length a peer declares is checked against the limits of
+  ``limits`` before anything is allocated;
 - both loop on the system call until the kernel would block, and only then
   wait through trio (see ``socket_io``);
 - messages larger than ``MAX_FRAME`` are fragmented into continuation frames
@@ -29,7 +33,7 @@ from functools import partial
 
 import trio
 
-from trioflow.comm import buffers, socket_io
+from trioflow.comm import buffers, limits, socket_io
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol.framing import decode_body, decode_header, encode_batch
@@ -37,8 +41,8 @@ from trioflow.protocol.framing import decode_body, decode_header, encode_batch
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: payloads larger than this are split into continuation frames
 MAX_FRAME = 64 * 1024 * 1024
-#: a control/header message larger than this is refused as malformed
-MAX_HEADER_MESSAGE = 1024 * 1024 * 1024
+#: most bytes an untrusted peer's payload grows by per read
+_GROW_CHUNK = 1024 * 1024
 #: parts smaller than this are coalesced into one send
 _COALESCE = 64 * 1024
 _HANDSHAKE_LIMIT = 16 * 1024
@@ -46,6 +50,7 @@ _HANDSHAKE_LIMIT = 16 * 1024
 _TLS_CHUNK = 1024 * 1024
 
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
+_OPCODES = frozenset((_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG))
 _ZERO_MASK = b"\x00\x00\x00\x00"
 
 
@@ -88,8 +93,16 @@ class WSComm(Comm):
         self._buffer = bytearray(leftover)
         self._send_lock = trio.Lock()
         self._closed = False
+        # most bytes one batch may declare: small until the handshake is done
+        self._limit = limits.HANDSHAKE_MESSAGE_SIZE
+        # whether large payloads may be allocated at their announced size at once
+        self._trusted = False
         self.local_address = local
         self.peer_address = peer
+
+    def handshake_done(self, trusted: bool) -> None:
+        self._limit = limits.MAX_MESSAGE_SIZE
+        self._trusted = trusted
 
     # ---------------------------------------------------------------- sending
 
@@ -176,11 +189,19 @@ class WSComm(Comm):
         fin, opcode = bool(first & 0x80), first & 0x0F
         if first & 0x70:
             raise ProtocolError("malformed frame: reserved websocket bits set")
+        if opcode not in _OPCODES:
+            raise ProtocolError(f"malformed frame: unknown websocket opcode {opcode}")
         masked, length = bool(second & 0x80), second & 0x7F
         if length == 126:
             (length,) = struct.unpack("!H", await self._take(2))
         elif length == 127:
             (length,) = struct.unpack("!Q", await self._take(8))
+            if length >> 63:
+                raise ProtocolError("malformed frame: a 64-bit length with its top bit set")
+        if opcode >= 8 and (length > limits.MAX_CONTROL_PAYLOAD or not fin):
+            raise ProtocolError(f"malformed frame: a control frame of {length} bytes"
+                                f"{'' if fin else ', fragmented'} (at most "
+                                f"{limits.MAX_CONTROL_PAYLOAD}, unfragmented)")
         key = await self._take(4) if masked else None
         if masked == self._is_client:
             raise ProtocolError("malformed frame: wrong websocket masking direction")
@@ -198,18 +219,38 @@ class WSComm(Comm):
             self._closed = True
             raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
 
-    async def _message(self, expected: int | None, as_bytes: bool = False):
+    async def _append(self, out: bytearray, length: int, key, offset: int) -> None:
+        """Append ``length`` bytes of payload to ``out`` as they arrive, so that
+        memory follows what the peer really sent, not what it announced."""
+        start = len(out)
+        have = min(len(self._buffer), length)
+        if have:
+            out += self._buffer[:have]
+            del self._buffer[:have]
+        while len(out) - start < length:
+            chunk = await self._stream.receive_some(min(length - (len(out) - start), _GROW_CHUNK))
+            if not chunk:
+                raise CommClosedError(f"connection to {self.peer_address} closed by the peer")
+            out += chunk
+        if key is not None and key != _ZERO_MASK:
+            with memoryview(out) as whole, whole[start:] as part:
+                _unmask(part, key, offset)
+
+    async def _message(self, expected: int | None, as_bytes: bool = False, limit: int = 0):
         """Read one websocket message.  With ``expected`` the payload goes into a
         buffer of that size: a ``bytes`` object if ``as_bytes``, else a writable
-        one; without, the (small) message is returned as bytes."""
+        one; without, the message (at most ``limit`` bytes) is returned as bytes."""
+        grow = expected is None or (not self._trusted and expected >= buffers.MMAP_MIN)
         finish = None
-        if expected is None:
-            out = None
+        if grow:
+            out = bytearray()
+            if expected is None or as_bytes:
+                finish = partial(bytes, out)
         elif as_bytes:
             out, finish = buffers.bytes_target(expected)
         else:
             out = buffers.writable(expected)
-        pieces: list = []
+        bound = limit if expected is None else expected
         received = 0
         started = False
         while True:
@@ -222,40 +263,50 @@ class WSComm(Comm):
             if (opcode == _OP_CONT) != started:
                 raise ProtocolError("malformed frame: bad websocket fragmentation")
             started = True
-            if out is not None:
-                if received + length > expected:
-                    raise ProtocolError(f"malformed frame: data frame longer than the "
-                                        f"announced {expected} bytes")
-                target = memoryview(out)[received:received + length]
+            if received + length > bound:
+                if expected is None:
+                    raise ProtocolError(f"message too large: a frame header of more than "
+                                        f"{limit} bytes (the limit is {self._limit} bytes "
+                                        f"{self._limit_name()})")
+                raise ProtocolError(f"malformed frame: data frame longer than the "
+                                    f"announced {expected} bytes")
+            if grow:
+                await self._append(out, length, key, received)
             else:
-                if received + length > MAX_HEADER_MESSAGE:
-                    raise ProtocolError("malformed frame: header message too large")
-                piece = bytearray(length)
-                pieces.append(piece)
-                target = memoryview(piece)
-            with target:
-                await self._read_into(target)
-                if key is not None and key != _ZERO_MASK:
-                    _unmask(target, key, received)
+                with memoryview(out)[received:received + length] as target:
+                    await self._read_into(target)
+                    if key is not None and key != _ZERO_MASK:
+                        _unmask(target, key, received)
             received += length
             if fin:
                 break
-        if out is None:
-            return b"".join(pieces)
-        if received != expected:
+        if expected is not None and received != expected:
             raise ProtocolError(f"malformed frame: {received} bytes where {expected} were announced")
         return finish() if finish is not None else out
+
+    def _limit_name(self) -> str:
+        if self._limit == limits.HANDSHAKE_MESSAGE_SIZE:
+            return "before the handshake"
+        return f"per message, {limits.ENV_VAR}"
 
     async def recv(self) -> list:
         if self._closed:
             raise CommClosedError(f"connection to {self.peer_address} is closed")
+        limit = self._limit
         try:
-            specs = decode_header(await self._message(None))
+            header = await self._message(None, limit=limit)
+            specs = decode_header(header, limit - len(header), self._limit_name())
             frames = [await self._message(n, as_bytes) for n, as_bytes in specs]
+            return decode_body(frames[0], frames[1:])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise CommClosedError(f"connection to {self.peer_address} closed: {exc}") from None
-        return decode_body(frames[0], frames[1:])
+        except (CommClosedError, ProtocolError):
+            raise
+        except Exception as exc:
+            # the boundary of parsing a peer's bytes: whatever else they make
+            # the parser raise (a failed allocation, say) ends this connection only
+            raise ProtocolError(f"malformed message: {type(exc).__name__}: {exc}") from None
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -356,8 +407,9 @@ async def serve(host: str, port: int, handler, secure: bool,
     scheme = "wss" if secure else "ws"
 
     async def on_connection(stream: trio.SocketStream):
-        peer = stream.socket.getpeername()
+        peer = "?"
         try:
+            peer = stream.socket.getpeername()
             with trio.fail_after(10):
                 if secure:
                     stream = trio.SSLStream(stream, ssl_context, server_side=True,

@@ -48,8 +48,11 @@ def encode_batch(msgs: list) -> list:
     return [msgpack.packb(lengths), body, *data_frames]
 
 
-def decode_header(frame) -> list[tuple[int, bool]]:
-    """``(nbytes, as_bytes)`` of each frame that follows, body first."""
+def decode_header(frame, max_bytes: int | None = None,
+                  limit_name: str = "") -> list[tuple[int, bool]]:
+    """``(nbytes, as_bytes)`` of each frame that follows, body first.  With
+    ``max_bytes``, frames declaring more than that together are refused
+    before anything is allocated for them."""
     try:
         lengths = msgpack.unpackb(frame, use_list=True)
         if not isinstance(lengths, list) or not lengths or not all(
@@ -57,7 +60,14 @@ def decode_header(frame) -> list[tuple[int, bool]]:
             raise ValueError("not a list of frame lengths")
     except Exception as exc:
         raise ProtocolError(f"malformed frame header: {exc}") from None
-    return [(abs(n), n < 0) for n in lengths]
+    specs = [(abs(n), n < 0) for n in lengths]
+    if max_bytes is not None:
+        total = sum(n for n, _ in specs)
+        if total > max_bytes:
+            where = f" ({limit_name})" if limit_name else ""
+            raise ProtocolError(f"message too large: its frames declare {total} bytes, "
+                                f"more than the {max_bytes} allowed{where}")
+    return specs
 
 
 def decode_body(body, data_frames: list) -> list:

@@ -13,14 +13,17 @@ import logging
 import os
 import time
 import uuid
+from functools import partial
 
 import trio
 
 from trioflow.comm import serve
-from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
+from trioflow.comm.connection import Connection, reply_error, reply_ok
 from trioflow.core import events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
+from trioflow.errors import CommClosedError
+from trioflow.protocol import messages
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
 from trioflow.server import logs
@@ -106,8 +109,6 @@ class Scheduler:
             self.nursery.start_soon(self._check_heartbeats)
             if profile_servers():
                 self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
-            self.peers = ConnectionPool(self.nursery, {"role": "scheduler"}, self.token,
-                                        security=self.security, role="scheduler")
             from trioflow.extensions import scheduler_extensions
             self.extensions = scheduler_extensions(self)
             self._extension_handlers = {op: handler for ext in self.extensions.values()
@@ -208,7 +209,8 @@ class Scheduler:
     async def _client_stream(self, comm):
         client_id = str(comm.peer_info.get("id") or uuid.uuid4())
         async with trio.open_nursery() as requests:
-            conn = Connection(comm, lambda msg: self._client_msg(client_id, conn, msg, requests))
+            conn = Connection(comm, lambda msg: self._client_msg(client_id, conn, msg, requests),
+                              messages.FROM_CLIENT)
             self.clients[client_id] = conn
             self.stimulus(ev.ClientConnected(client_id, "client-connected"))
             try:
@@ -225,7 +227,8 @@ class Scheduler:
         info = dict(comm.peer_info)
         address = info["address"]
         async with trio.open_nursery() as requests:
-            conn = Connection(comm, lambda msg: self._worker_msg(address, conn, msg, requests))
+            conn = Connection(comm, lambda msg: self._worker_msg(address, conn, msg, requests),
+                              messages.FROM_WORKER)
             old = self.workers.get(address)
             if old is not None:
                 old.close("replaced by a new connection from the same address")
@@ -458,13 +461,59 @@ class Scheduler:
             by_pair.setdefault((sender, recipient), []).append(key)
         moved = 0
         for (sender, recipient), keys in by_pair.items():
-            conn = await self.peers.get(recipient)
-            got = await conn.request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
+            got = await self._worker_connection(recipient).request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
             self.stimulus(ev.ReplicaAdded(recipient, dict(got), "rebalance"))
             for key in got:
                 self.stimulus(ev.ReplicaDropped(sender, key, "rebalance"))
                 moved += 1
         return moved
+
+    def _worker_connection(self, address: str) -> Connection:
+        # requests for a worker go over its own connection: its listening
+        # port takes only what peers may ask (data, actors), never these
+        conn = self.workers.get(address)
+        if conn is None:
+            raise CommClosedError(f"{address} is not a worker of this scheduler (any more)")
+        return conn
+
+    async def _broadcast(self, client_id, msg):
+        """Run a function on workers (``client.run``); the reply holds, per
+        worker, the ``result`` or the error as the worker sent it (never
+        unpickled here)."""
+        run = {"op": "run", "function": msg["function"], "args": msg.get("args"),
+               "kwargs": msg.get("kwargs")}
+        replies: dict = {}
+        done = trio.Event()
+        addresses = list(dict.fromkeys(msg["workers"]))
+
+        def on_reply(address, reply):
+            if reply is None:
+                reply = {"error": f"CommClosedError: the connection to {address} closed",
+                         "exception": serialize(CommClosedError(
+                             f"the connection to worker {address} closed during run"))}
+            replies[address] = {k: reply.get(k) for k in
+                                ("result", "error", "exception", "traceback") if k in reply}
+            if len(replies) == len(addresses):
+                done.set()
+
+        for address in addresses:
+            try:
+                conn = self._worker_connection(address)
+            except CommClosedError as exc:
+                on_reply(address, reply_error({}, exc))
+                continue
+            conn.send_request(run, partial(on_reply, address))
+        if addresses:
+            await done.wait()
+        return replies
+
+    async def _replicate(self, client_id, msg):
+        """Copy keys to workers: ``plan`` is worker -> {key: holders}."""
+        async with trio.open_nursery() as nursery:
+            for address, who_has in msg["plan"].items():
+                nursery.start_soon(self._worker_connection(address).request,
+                                   {"op": "replicate", "who_has": who_has})
+        return True
 
     def _nbytes(self, client_id, msg):
         keys = msg.get("keys")
@@ -492,8 +541,7 @@ class Scheduler:
             only_here = [ts.key for ts in ws.has_what if ts.who_has == {ws}]
             if only_here:
                 target = min(staying, key=lambda a: self.state.workers[a].nbytes)
-                conn = await self.peers.get(target)
-                got = await conn.request({"op": "replicate",
+                got = await self._worker_connection(target).request({"op": "replicate",
                                           "who_has": {k: [address] for k in only_here}})
                 self.stimulus(ev.ReplicaAdded(target, dict(got), "retire"))
             if msg.get("close", True):
@@ -571,7 +619,11 @@ def _takes(function, name: str) -> bool:
 
 async def _serve_task(address, handler, token, security, task_status=trio.TASK_STATUS_IGNORED):
     await serve(address, handler, token=token, security=security, role="scheduler",
-                task_status=task_status)
+                check_info=_check_peer_info, task_status=task_status)
+
+
+def _check_peer_info(info: dict) -> None:
+    messages.check_peer_info(info, ("client", "worker"))
 
 
 _CLIENT_OPS = {
@@ -600,4 +652,6 @@ _CLIENT_REQUESTS = {
     "processing": Scheduler._processing,
     "retire": Scheduler._retire,
     "rebalance": Scheduler._rebalance,
+    "broadcast": Scheduler._broadcast,
+    "replicate": Scheduler._replicate,
 }

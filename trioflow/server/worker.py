@@ -32,6 +32,7 @@ from trioflow.core.keys import key_prefix
 from trioflow.core.worker_state import WorkerState
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.errors import TimeoutError as TaskTimeoutError
+from trioflow.protocol import messages
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.profiling import Profiler
@@ -180,7 +181,7 @@ class Worker:
                 "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
                 "dashboard_port": self.services.get("dashboard"),
                 "host": self.address.split("://", 1)[-1].rsplit(":", 1)[0]})
-            self.scheduler = Connection(comm, self._scheduler_msg)
+            self.scheduler = Connection(comm, self._scheduler_msg, messages.FROM_SCHEDULER)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
             self.nursery.start_soon(partial(
@@ -243,7 +244,7 @@ class Worker:
 
     async def _serve_task(self, task_status=trio.TASK_STATUS_IGNORED):
         await serve(self._listen, self._handle_comm, token=self.token, security=self.security,
-                    role="worker", task_status=task_status)
+                    role="worker", check_info=_check_peer_info, task_status=task_status)
 
     async def _scheduler_stream(self):
         await self.scheduler.run()
@@ -308,7 +309,9 @@ class Worker:
             self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
                                     bool(msg.get("restart")))
         else:
-            handler = self._extension_handlers.get(op)
+            builtin = _SCHEDULER_REQUESTS.get(op)
+            handler = (partial(builtin, self) if builtin is not None
+                       else self._extension_handlers.get(op))
             if handler is not None:
                 self._dispatch(self.scheduler, msg, handler,
                                self.scheduler_address.startswith("inproc://"), self.nursery)
@@ -540,7 +543,8 @@ class Worker:
     async def _handle_comm(self, comm):
         inproc = comm.peer_address.startswith("inproc://")
         async with trio.open_nursery() as requests:
-            conn = Connection(comm, lambda msg: self._serve_request(conn, msg, inproc, requests))
+            conn = Connection(comm, lambda msg: self._serve_request(conn, msg, inproc, requests),
+                              messages.FROM_PEER)
             await conn.run()
             requests.cancel_scope.cancel()
 
@@ -701,11 +705,20 @@ def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwarg
         set_thread_task(None)
 
 
+def _check_peer_info(info: dict) -> None:
+    messages.check_peer_info(info, ("client", "peer", "scheduler"))
+
+
+#: what a worker's listening port answers (see messages.PEER_TO_WORKER)
 _REQUESTS = {
     "get-data": Worker._get_data,
     "update-data": Worker._update_data,
-    "run": Worker._run_function,
     "identity": Worker._identity,
+}
+
+#: requests only the worker's scheduler may send, over the worker's own connection
+_SCHEDULER_REQUESTS = {
+    "run": Worker._run_function,
     "replicate": Worker._replicate,
     "task-stream-since": Worker._task_stream_since,
 }
