@@ -319,7 +319,8 @@ EXTENSION_REQUESTS = {
     "unregister-worker-plugin": _NAMED,
     "pubsub-add-publisher": {"name": NAME, "registration": INT},
     "pubsub-remove-publisher": {"name": NAME, "registration": INT},
-    "pubsub-add-subscriber": {"name": NAME, "sub": NAME},
+    # a worker subscribes as itself; a client names which of its Subs
+    "pubsub-add-subscriber": {"name": NAME, "sub": opt(NAME)},
     "pubsub-remove-subscriber": {"name": NAME, "sub": opt(NAME)},
     "pubsub-confirm": _NAMED,
     "pubsub-msg": {"name": NAME, "msg": PAYLOAD, "clients_only": opt(BOOL)},
@@ -373,8 +374,9 @@ SCHEDULER_TO_WORKER = {
 
 # the scheduler answers an op it does not know with an error reply; a
 # worker's port refuses it: what it takes is exactly the list above
+_CLIENT_ONLY_FIELDS = {"pubsub-add-subscriber": {"name": NAME, "sub": NAME}}
 FROM_CLIENT = Accepts("the scheduler (from a client)", CONNECTION_OPS, CLIENT_TO_SCHEDULER,
-                      SCHEDULER_REQUESTS, EXTENSION_REQUESTS, strict=False)
+                      SCHEDULER_REQUESTS, EXTENSION_REQUESTS, _CLIENT_ONLY_FIELDS, strict=False)
 FROM_WORKER = Accepts("the scheduler (from a worker)", CONNECTION_OPS, WORKER_TO_SCHEDULER,
                       SCHEDULER_REQUESTS, EXTENSION_REQUESTS, strict=False)
 FROM_PEER = Accepts("a worker's listening port", CONNECTION_OPS, PEER_TO_WORKER)
