@@ -165,7 +165,7 @@ class SchedulerFeed:
     async def _poll_one(self, address, new_tasks, new_transfers):
         with trio.move_on_after(max(2 * self.interval, 1.0)):
             try:
-                conn = await self.scheduler.peers.get(address)
+                conn = self.scheduler.worker_connection(address)
                 found = await conn.request({"op": "task-stream-since",
                                             "cursor": self._cursors.get(address, 0)})
             except Exception as exc:  # a worker that is leaving; the next poll retries

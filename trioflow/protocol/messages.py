@@ -370,6 +370,7 @@ SCHEDULER_TO_WORKER = {
                       "clients": BOOL},
     "pubsub-ping": {},
     "pubsub-msg": {"name": NAME, "msg": PAYLOAD},
+    "task-stream-since": {"cursor": opt(INT)},
 }
 
 # the scheduler answers an op it does not know with an error reply; a

@@ -461,14 +461,14 @@ class Scheduler:
             by_pair.setdefault((sender, recipient), []).append(key)
         moved = 0
         for (sender, recipient), keys in by_pair.items():
-            got = await self._worker_connection(recipient).request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
+            got = await self.worker_connection(recipient).request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
             self.stimulus(ev.ReplicaAdded(recipient, dict(got), "rebalance"))
             for key in got:
                 self.stimulus(ev.ReplicaDropped(sender, key, "rebalance"))
                 moved += 1
         return moved
 
-    def _worker_connection(self, address: str) -> Connection:
+    def worker_connection(self, address: str) -> Connection:
         # requests for a worker go over its own connection: its listening
         # port takes only what peers may ask (data, actors), never these
         conn = self.workers.get(address)
@@ -498,7 +498,7 @@ class Scheduler:
 
         for address in addresses:
             try:
-                conn = self._worker_connection(address)
+                conn = self.worker_connection(address)
             except CommClosedError as exc:
                 on_reply(address, reply_error({}, exc))
                 continue
@@ -511,7 +511,7 @@ class Scheduler:
         """Copy keys to workers: ``plan`` is worker -> {key: holders}."""
         async with trio.open_nursery() as nursery:
             for address, who_has in msg["plan"].items():
-                nursery.start_soon(self._worker_connection(address).request,
+                nursery.start_soon(self.worker_connection(address).request,
                                    {"op": "replicate", "who_has": who_has})
         return True
 
@@ -541,7 +541,7 @@ class Scheduler:
             only_here = [ts.key for ts in ws.has_what if ts.who_has == {ws}]
             if only_here:
                 target = min(staying, key=lambda a: self.state.workers[a].nbytes)
-                got = await self._worker_connection(target).request({"op": "replicate",
+                got = await self.worker_connection(target).request({"op": "replicate",
                                           "who_has": {k: [address] for k in only_here}})
                 self.stimulus(ev.ReplicaAdded(target, dict(got), "retire"))
             if msg.get("close", True):

@@ -717,6 +717,7 @@ _REQUESTS = {
 }
 
 #: requests only the worker's scheduler may send, over the worker's own connection
+#: (the dashboard's polls included)
 _SCHEDULER_REQUESTS = {
     "run": Worker._run_function,
     "replicate": Worker._replicate,
