@@ -22,6 +22,7 @@ _PUBLIC = {
     "wait": "trioflow.client.waiting",
     "as_completed": "trioflow.client.as_completed",
     "fire_and_forget": "trioflow.client.fire_and_forget",
+    "futures_of": "trioflow.client.containers",
     "LocalCluster": "trioflow.deploy.local",
     "Scheduler": "trioflow.server.scheduler",
     "Worker": "trioflow.server.worker",

@@ -11,6 +11,8 @@ from collections import deque
 
 import trio
 
+from trioflow.client.future import Future
+
 _END = object()
 
 
@@ -43,12 +45,17 @@ class as_completed:
 
     def add(self, future):
         """Track one more future."""
+        if not isinstance(future, Future):
+            raise TypeError(f"as_completed tracks futures, got {future!r}: pass an "
+                            "iterable of futures (use trioflow.futures_of to find those "
+                            "inside containers or collections)")
         if self.client is None:
             self.client = future.client
         self._added += 1
         self.client._core._in_loop(lambda: self._watch(future))
 
     def update(self, futures):
+        """Track each future of an iterable (a list, set, iterator...)."""
         for future in futures:
             self.add(future)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from trioflow.client import dask_default
 from trioflow.client.background import BackgroundContext
+from trioflow.client.containers import futures_of, lists_for_iterators, pack
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
 from trioflow.client.introspection import IntrospectionMixin, current_client
@@ -506,42 +507,67 @@ class Client(IntrospectionMixin):
     # ---------------------------------------------------------------- results
 
     def gather(self, futures, errors="raise", direct=None, asynchronous=None):
-        """Results of futures; lists, tuples, sets and dicts of futures come back
-        with the same shape.  ``errors="skip"`` leaves erred futures out.
-        ``direct`` is accepted: data always comes straight from the workers."""
+        """Results of futures; lists, tuples, sets and dicts of futures (nested
+        too) come back with the same shape.  An iterator gives an iterator
+        of the results in its order, gathered one by one as it is read, as
+        dask does (with an asynchronous client: of awaitables).
+        ``errors="skip"`` leaves erred futures out.  ``direct`` is accepted:
+        data always comes straight from the workers."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        return self._sync(self._gather, futures, errors, asynchronous=asynchronous)
+        if isinstance(futures, Iterator):
+            return self._gather_each(futures, errors, asynchronous)
+        return self._sync(self._gather, lists_for_iterators(futures), errors,
+                          asynchronous=asynchronous)
+
+    def _gather_each(self, futures, errors, asynchronous):
+        if asynchronous or self.asynchronous:
+            for item in futures:
+                yield self.gather(item, errors=errors, asynchronous=asynchronous)
+            return
+        for item in futures:
+            found = self.gather([item], errors=errors)
+            if found:  # empty when the item erred and errors="skip"
+                yield found[0]
 
     async def _gather(self, futures, errors):
-        found = list(_futures_in(futures))
+        found = futures_of(futures)
         values = await self._core.gather(found, errors) if found else {}
-        return _pack(futures, values)
+        return pack(futures, values)
 
     def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True,
                 timeout=_no_default, asynchronous=None):
-        """Move data to workers; return futures of the same shape (a Future for
-        a single object, a list for a list, a dict for a dict).  ``broadcast``
-        puts a copy on every worker (or every one of ``workers=``)."""
-        if isinstance(data, Future) or any(isinstance(x, Future) for x in _iter_values(data)):
-            raise TypeError("scatter got futures: they already live on the cluster")
-        if isinstance(data, dict):
-            items = dict(data)
-            order = list(items)
+        """Move data to workers; return futures of the same shape: a Future
+        for a single object, and for a list, tuple (named too), set,
+        frozenset or dict (exactly those types, as dask) the same container
+        of futures; a ``range`` gives a list, an iterator an iterator.  A
+        subclass of them (a dict subclass, say) is one object.
+        ``broadcast`` puts a copy on every worker (or every one of ``workers=``)."""
+        if isinstance(data, range):
+            data = list(data)
+        shape = type(data)
+        if isinstance(data, Iterator):
+            data = list(data)
+        named = isinstance(data, tuple) and hasattr(data, "_fields")
+        if type(data) is dict:
+            items, order = dict(data), list(data)
         else:
-            values = list(data) if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            values = (list(data) if type(data) in (list, tuple, set, frozenset) or named
+                      else [data])
             items, order = {}, []
             for value in values:
                 name = key_prefix(type(value).__name__)
                 k = f"{name}-{data_token(value) if hash else uuid.uuid4().hex}"
                 items[k] = value
                 order.append(k)
+        if any(isinstance(value, Future) for value in items.values()):
+            raise TypeError("scatter got futures: they already live on the cluster")
         futures = {k: Future(k, self, inform=False) for k in items}
         seconds = self._timeout if timeout == _no_default else parse_timedelta(timeout)
-        return self._sync(self._scatter, data, items, order, futures, workers, broadcast, seconds,
-                          asynchronous=asynchronous)
+        return self._sync(self._scatter, shape, items, order, futures, workers, broadcast,
+                          seconds, asynchronous=asynchronous)
 
-    async def _scatter(self, data, items, order, futures, workers, broadcast, seconds):
+    async def _scatter(self, shape, items, order, futures, workers, broadcast, seconds):
         if items:
             nthreads = await self._core.request({"op": "nthreads", "workers": None})
             if not nthreads:
@@ -560,19 +586,26 @@ class Client(IntrospectionMixin):
                 targets = {k: [addresses[i % len(addresses)]] for i, k in enumerate(items)}
             types = {k: type(v).__name__ for k, v in items.items()}
             await self._core.scatter(items, targets, types)
-        if isinstance(data, dict):
+        if shape is dict:
             return futures
         result = [futures[k] for k in order]
-        if isinstance(data, (list, tuple)):
-            return type(data)(result)
-        if isinstance(data, (set, frozenset)):
-            return result
+        if issubclass(shape, Iterator):
+            return iter(result)
+        if shape in (list, tuple, set, frozenset):
+            return shape(result)
+        if issubclass(shape, tuple) and hasattr(shape, "_fields"):
+            return shape._make(result)
         return result[0]
+
+    def futures_of(self, futures):
+        """The futures in ``futures`` (nested containers, iterators, dask
+        collections), each once: ``trioflow.futures_of``."""
+        return futures_of(futures)
 
     def cancel(self, futures, asynchronous=None, force=False):
         """Cancel futures (and what depends on them); their ``result()`` raises
         ``CancelledError``.  ``force`` cancels for every client that wants them."""
-        return self._sync(self._cancel, list(_futures_in(futures)), force,
+        return self._sync(self._cancel, futures_of(futures), force,
                           asynchronous=asynchronous)
 
     async def _cancel(self, futures, force):
@@ -590,7 +623,7 @@ class Client(IntrospectionMixin):
 
     def retry(self, futures, asynchronous=None):
         """Run erred futures (and what failed because of them) again."""
-        return self._sync(self._retry, list(_futures_in(futures)), asynchronous=asynchronous)
+        return self._sync(self._retry, futures_of(futures), asynchronous=asynchronous)
 
     async def _retry(self, futures):
         for f in futures:
@@ -599,19 +632,29 @@ class Client(IntrospectionMixin):
 
     def replicate(self, futures, n=None, workers=None, branching_factor=2, asynchronous=None):
         """Copy the futures' data until each is on ``n`` workers (default: all
-        of ``workers`` or of the cluster).  ``branching_factor`` is accepted;
-        copies are fetched directly from a current holder."""
-        keys = [f.key for f in _futures_in(futures)]
+        of ``workers`` or of the cluster), once they are done (as dask).
+        ``branching_factor`` is accepted; copies are fetched directly from a
+        current holder."""
         workers = [workers] if isinstance(workers, str) else workers
-        return self._sync(self._core.replicate, keys, n, workers, asynchronous=asynchronous)
+        return self._sync(self._replicate, futures_of(futures), n, workers,
+                          asynchronous=asynchronous)
+
+    async def _replicate(self, futures, n, workers):
+        await _all_done(futures)
+        await self._core.replicate([f.key for f in futures], n, workers)
 
     def rebalance(self, futures=None, workers=None, asynchronous=None):
         """Move data so that the bytes of ``futures`` (default: everything in
-        memory) are spread evenly over ``workers`` (default: all)."""
-        keys = None if futures is None else [f.key for f in _futures_in(futures)]
+        memory) are spread evenly over ``workers`` (default: all), once the
+        futures are done."""
+        futures = None if futures is None else futures_of(futures)
         workers = [workers] if isinstance(workers, str) else workers
-        return self._request({"op": "rebalance", "keys": keys, "workers": workers},
-                             asynchronous=asynchronous)
+        return self._sync(self._rebalance, futures, workers, asynchronous=asynchronous)
+
+    async def _rebalance(self, futures, workers):
+        await _all_done(futures or [])
+        keys = None if futures is None else [f.key for f in futures]
+        return await self._core.request({"op": "rebalance", "keys": keys, "workers": workers})
 
     def restart(self, timeout=_no_default, wait_for_workers=True, asynchronous=None):
         """Forget every task and restart the workers (those under nannies get
@@ -647,7 +690,7 @@ class Client(IntrospectionMixin):
 
     def who_has(self, futures=None, **kwargs):
         """Which workers hold each key: ``{key: [address, ...]}``."""
-        keys = None if futures is None else [f.key for f in _futures_in(futures)]
+        keys = None if futures is None else [f.key for f in futures_of(futures)]
         return self._request({"op": "who-has", "keys": keys})
 
     def has_what(self, workers=None, **kwargs):
@@ -759,41 +802,9 @@ def _options(workers, resources, retries, priority, allow_other_workers, timeout
     return options
 
 
-def _iter_values(data) -> Iterator:
-    if isinstance(data, dict):
-        yield from data.values()
-    elif isinstance(data, (list, tuple, set, frozenset)):
-        yield from data
-
-
-def _futures_in(obj) -> Iterator[Future]:
-    if isinstance(obj, Future):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _futures_in(v)
-    elif isinstance(obj, (list, tuple, set, frozenset, Iterator)):
-        for v in obj:
-            yield from _futures_in(v)
-
-
-def _pack(obj, values: dict):
-    """``obj`` with each future replaced by its value; erred ones (absent
-    from ``values``) are dropped from containers."""
-    if isinstance(obj, Future):
-        if obj.key not in values:
-            raise obj._state.error_to_raise()
-        return values[obj.key]
-    if isinstance(obj, dict):
-        return {k: _pack(v, values) for k, v in obj.items()
-                if not (isinstance(v, Future) and v.key not in values)}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [_pack(v, values) for v in obj
-                 if not (isinstance(v, Future) and v.key not in values)]
-        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
-    if isinstance(obj, Iterator):
-        return [_pack(v, values) for v in obj]
-    return obj
+async def _all_done(futures):
+    for future in futures:
+        await future._state.wait()
 
 
 def _flatten_keys(keys):

@@ -6,8 +6,8 @@ def fire_and_forget(obj) -> None:
     """Have the scheduler keep these futures' tasks (and what they depend on)
     until they finish, whether or not any client still holds them or is
     still connected."""
-    from trioflow.client.client import _futures_in
-    futures = list(_futures_in(obj))
+    from trioflow.client.containers import futures_of
+    futures = futures_of(obj)
     by_client: dict = {}
     for future in futures:
         by_client.setdefault(id(future.client), (future.client, []))[1].append(future.key)

@@ -161,8 +161,8 @@ class IntrospectionMixin:
         on every worker: ``{address: {key: [frame lines]}}``."""
         wanted = None
         if futures is not None or keys is not None:
-            from trioflow.client.client import _futures_in
-            wanted = [f.key for f in _futures_in(futures or [])] + list(keys or [])
+            from trioflow.client.containers import futures_of
+            wanted = [f.key for f in futures_of(futures or [])] + list(keys or [])
         stacks = self.run(_call_stacks, wanted)
         return {address: found for address, found in stacks.items() if found}
 

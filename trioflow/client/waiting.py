@@ -18,12 +18,12 @@ class DoneAndNotDoneFutures(NamedTuple):
 
 def wait(fs, timeout=None, return_when="ALL_COMPLETED"):
     """Wait until the futures are done; returns the named tuple ``(done, not_done)`` of sets.
+    ``fs`` is a future or anything holding futures: nested lists, tuples,
+    sets, dicts, iterators, a persisted dask collection.
     ``return_when`` is ``"ALL_COMPLETED"``, ``"FIRST_COMPLETED"`` or
     ``"FIRST_EXCEPTION"``; past ``timeout`` seconds raises ``TimeoutError``."""
-    from trioflow.client.future import Future
-    if isinstance(fs, Future):
-        fs = [fs]
-    fs = list(fs)
+    from trioflow.client.containers import futures_of
+    fs = futures_of(fs)
     if return_when not in _RETURN_WHEN:
         raise ValueError(f"return_when must be one of {_RETURN_WHEN}, not {return_when!r}")
     if not fs:
