@@ -31,7 +31,7 @@ from trioflow.protocol.serialize import serialize
 TOKEN = "fuzz-token"
 #: how much a server's memory may grow over the whole module
 RSS_GROWTH_BOUND = 300 * 1024 * 1024
-FUZZ = settings(max_examples=12, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
