@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import json
 import socket
 import struct
 
@@ -82,7 +82,9 @@ def target(request, tmp_path_factory):
     token = TOKEN if request.param == "token" else None
     directory = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     extra = ("--token", token) if token else ()
-    with cli_scheduler(directory, *extra) as (sched_proc, address, _):
+    with cli_scheduler(directory, *extra) as (sched_proc, address, scheduler_file):
+        # a scheduler that makes a token of its own unless told one passes it on here
+        token = json.loads(scheduler_file.read_text()).get("token", token)
         with cli_worker(directory, address, "--no-nanny", "--nthreads", "1", *extra) as wproc:
             async def worker_address():
                 async with trio.open_nursery() as nursery:
@@ -350,7 +352,7 @@ def test_bad_hellos_are_refused(target, server):
         hello = _recv_batch(sock)[0]
         reply = {"op": "hello", "version": hello["version"], "info": info}
         if target.token is not None:
-            reply["proof"] = hmac.new(TOKEN.encode(), hello["nonce"], hashlib.sha256).digest()
+            reply["proof"] = hmac.new(target.token.encode(), hello["nonce"], hashlib.sha256).digest()
         _send_batch(sock, [reply])
         try:
             sock.settimeout(10)
@@ -401,7 +403,7 @@ def test_a_bad_message_of_issue_13_closes_only_its_connection(target, case):
         reply = {"op": "hello", "version": hello["version"],
                  "info": {**worker_info, "nthreads": "lots"}}
         if target.token is not None:
-            reply["proof"] = hmac.new(TOKEN.encode(), hello["nonce"], hashlib.sha256).digest()
+            reply["proof"] = hmac.new(target.token.encode(), hello["nonce"], hashlib.sha256).digest()
         data = b"".join(_frame(bytes(memoryview(f).cast("B"))) for f in encode_batch([reply]))
     else:
         msg = {"op-as-map": {"op": {"a": 1}, "rid": 1},

@@ -102,7 +102,10 @@ async def _client_handshake(comm: Comm, info: dict, token: str | None):
         if msg.get("auth"):
             if token is None:
                 raise ProtocolError(f"{comm.peer_address} requires a token and none was given")
-            reply["proof"] = _proof(token, msg["nonce"])
+            nonce = msg.get("nonce")
+            if not isinstance(nonce, bytes):
+                raise ProtocolError(f"{comm.peer_address} asked for a token without a nonce")
+            reply["proof"] = _proof(token, nonce)
         await comm.send([reply])
         batch = await comm.recv()
     msg = batch[0] if batch else {}
