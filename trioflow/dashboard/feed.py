@@ -20,16 +20,17 @@ from trioflow.core.keys import key_prefix
 
 logger = logging.getLogger("trioflow.dashboard")
 
-#: tasks counted between two checkpoints: a slice takes well under a millisecond
-COUNT_SLICE = 2_000
+#: tasks counted between two checkpoints: a slice takes about a millisecond
+COUNT_SLICE = 1_000
 #: task-stream bars the feed keeps for a page that opens now
-STREAM_LENGTH = 20_000
+STREAM_LENGTH = 10_000
 #: prefixes shown in the progress panel (the ones with most tasks)
 MAX_PREFIXES = 60
 #: messages queued per page; a page that falls further behind misses some
 PAGE_BACKLOG = 4
-#: new bars one message carries at most (the newest), so encoding it stays cheap
-MAX_NEW_BARS = 5_000
+#: new bars one message carries at most (the newest): 2,000 a second is more
+#: than a screen-wide task stream can show, and keeps each message small
+MAX_NEW_BARS = 1_000
 #: how the page's four progress colours group the scheduler's states
 PROGRESS_STATES = {"released": 0, "waiting": 0, "queued": 0, "no-worker": 0,
                    "processing": 1, "memory": 2, "erred": 3}
@@ -102,14 +103,14 @@ class SchedulerFeed:
         self.pages.discard(send)
         send.close()
 
-    def first_message(self) -> bytes:
+    async def first_message(self) -> bytes:
         """Everything the feed holds, for a page that has just opened."""
         message = dict(self.last or self._message({}, [], []))
         message["reset"] = True
         message["tasks"] = list(self.stream)
         message["transfers"] = list(self.transfers)
         message["rows"] = self._row_list()
-        return encode(message)
+        return await trio.to_thread.run_sync(encode, message)
 
     # ---------------------------------------------------------------- the loop
 
@@ -125,7 +126,8 @@ class SchedulerFeed:
             except Exception:
                 logger.exception("the dashboard feed failed to gather an update")
             else:
-                encoded = encode(message)  # once, however many pages listen
+                # once, however many pages listen, and off the event loop
+                encoded = await trio.to_thread.run_sync(encode, message)
                 for page in list(self.pages):
                     try:
                         page.send_nowait(encoded)
@@ -166,8 +168,9 @@ class SchedulerFeed:
         with trio.move_on_after(max(2 * self.interval, 1.0)):
             try:
                 conn = self.scheduler.worker_connection(address)
-                found = await conn.request({"op": "task-stream-since",
-                                            "cursor": self._cursors.get(address, 0)})
+                found = await conn.request({
+                    "op": "task-stream-since", "cursor": self._cursors.get(address, 0),
+                    "limit": max(50, MAX_NEW_BARS // max(1, len(self.scheduler.state.workers)))})
             except Exception as exc:  # a worker that is leaving; the next poll retries
                 logger.debug("dashboard could not poll %s: %r", address, exc)
                 return

@@ -108,7 +108,7 @@ class FeedStream:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                await send(_event(self.feed.first_message()))
+                await send(_event(await self.feed.first_message()))
                 async with messages:
                     async for message in messages:
                         await send(_event(message))

@@ -650,7 +650,8 @@ class Worker:
     def _task_stream_since(self, msg, inproc):
         """What the dashboard polls: runs and transfers since ``cursor``, and
         this worker's counts now."""
-        found = self.task_stream.since(int(msg.get("cursor") or 0))
+        found = self.task_stream.since(int(msg.get("cursor") or 0),
+                                       min(int(msg.get("limit") or 2_000), 10_000))
         found["metrics"] = self.metrics()
         return found
 

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var C = window.TrioflowCharts;
-  var WINDOW = 20, KEEP = 20000;
+  var WINDOW = 20, KEEP = 10000;
   var state = {rows: [], tasks: [], transfers: [], last: null, skew: 0};
 
   function merge(m) {
@@ -63,7 +63,12 @@
       if (document.body.dataset.page === "workers") drawWorkers(); else drawStatus();
     };
   }
-  // the task stream slides between messages too
-  setInterval(function () { if (document.body.dataset.page === "status") drawStatus(); }, 250);
+  // the task stream slides between messages too (only the canvas: cheap for the browser)
+  setInterval(function () {
+    if (document.body.dataset.page !== "status" || !state.last) return;
+    var now = Date.now() / 1000 - state.skew;
+    C.drawTaskStream(byId("task-stream"), state.rows, state.tasks, state.transfers,
+                     [now - WINDOW, now], null);
+  }, 500);
   connect();
 })();
