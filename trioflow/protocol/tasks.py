@@ -25,13 +25,23 @@ class KeyRef:
         return f"KeyRef({self.key!r})"
 
 
-def _persistent_id(deps: dict, obj):
+# type -> whether its objects are dependencies (Futures, KeyRefs).  The
+# pickler asks about every object it writes (~150 per dask task), so the
+# answer is looked up per type once instead of with getattr each time.
+_is_dep_type: dict = {KeyRef: True}
+
+
+def _persistent_id(pickler, obj):
+    """The pickler's ``persistent_id``: one Python call per object pickled."""
     cls = type(obj)
-    if getattr(cls, "_trioflow_is_future", False):
-        deps[obj.key] = obj
-        return ("dep", obj.key)
-    if cls is KeyRef:
-        deps[obj.key] = obj
+    is_dep = _is_dep_type.get(cls)
+    if is_dep is None:
+        if len(_is_dep_type) > 10_000:  # classes made on the fly must not pile up
+            _is_dep_type.clear()
+            _is_dep_type[KeyRef] = True
+        is_dep = _is_dep_type[cls] = bool(getattr(cls, "_trioflow_is_future", False))
+    if is_dep:
+        pickler.deps[obj.key] = obj
         return ("dep", obj.key)
     return None
 
@@ -41,8 +51,7 @@ class _ArgPickler(pickle.Pickler):
         super().__init__(file, protocol=5)
         self.deps = deps
 
-    def persistent_id(self, obj):
-        return _persistent_id(self.deps, obj)
+    persistent_id = _persistent_id
 
 
 class _CloudArgPickler(cloudpickle.Pickler):
@@ -50,8 +59,7 @@ class _CloudArgPickler(cloudpickle.Pickler):
         super().__init__(file, protocol=5)
         self.deps = deps
 
-    def persistent_id(self, obj):
-        return _persistent_id(self.deps, obj)
+    persistent_id = _persistent_id
 
 
 def _pickle_with(pickler_class, value, deps) -> bytes:
