@@ -27,6 +27,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # test asks for one (a user's default Client() serves it on :8787).
 os.environ["TRIOFLOW_DASHBOARD_ADDRESS"] = "none"
 
+
+# every scheduler and worker the tests start (in this process or in a child)
+# checks its state machine's invariants after every event
+os.environ["TRIOFLOW_VALIDATE"] = "1"
+
 from _util import (  # noqa: E402
     CliCluster,
     cli_scheduler,

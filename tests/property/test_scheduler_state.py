@@ -591,15 +591,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         if DRAIN_WORKER not in self.state.workers:
             self.handle(ev.WorkerJoined(DRAIN_WORKER, 2, 2**30, None, DRAIN_RESOURCES,
                                         "worker-joined"))
-        for _ in range(10_000):
-            processing = self._tasks_in("processing")
-            if not processing:
-                break
-            for key in processing:
-                ts = self.state.tasks.get(key)
-                if ts is not None and ts.state == "processing":
-                    self._finish(ts.processing_on.address, key)
-        else:
+        if self._finish_all_running(10_000):
             raise AssertionError("the scheduler did not quiesce")
         assert not self._tasks_in("queued"), "queued tasks while workers are idle"
         for key, ts in self.state.tasks.items():
@@ -621,6 +613,19 @@ class SchedulerMachine(RuleBasedStateMachine):
             for key in self.wants[client]:
                 ts = self.state.tasks[key]
                 assert ts.state in ("memory", "erred", "no-worker", "waiting"), ts
+
+    def _finish_all_running(self, rounds) -> bool:
+        """Finish every task the workers run, ``rounds`` times over; True if
+        tasks were still running after the last round."""
+        for _ in range(rounds):
+            processing = self._tasks_in("processing")
+            if not processing:
+                return False
+            for key in processing:
+                ts = self.state.tasks.get(key)
+                if ts is not None and ts.state == "processing":
+                    self._finish(ts.processing_on.address, key)
+        return bool(self._tasks_in("processing"))
 
     def _could_run(self, ts) -> bool:
         """Could any live worker run ``ts``?  Resources must fit; worker
@@ -731,3 +736,77 @@ def test_allowed_failures_must_be_a_non_negative_int():
     for bad in (-1, 2.5, "3", True):
         with pytest.raises(ValueError, match="allowed_failures"):
             SchedulerState(allowed_failures=bad)
+
+
+class BigGraphSchedulerMachine(SchedulerMachine):
+    """The same machine, also submitting graphs of hundreds of tasks per rule:
+    deep release, cancel and retry paths must work as a worklist, never by
+    recursion, and leave nothing behind."""
+
+    def __init__(self):
+        super().__init__()
+        self.big_graphs: list[tuple] = []  # (client, wanted keys) of each big graph
+
+    @precondition(lambda self: self.connected)
+    @rule(data=st.data(), shape=st.sampled_from(["chain", "fan-in", "chains"]),
+          size=st.sampled_from([150, 600, 1500]))
+    def submit_big_graph(self, data, shape, size):
+        """Hundreds of tasks at once: a deep chain, a wide fan-in, or chains
+        of a few links hanging off one shared root."""
+        client = data.draw(st.sampled_from(sorted(self.connected)), label="client")
+        keys = [self._new_key("inc") for _ in range(size)]
+        specs = []
+        for i, key in enumerate(keys):
+            if shape == "chain":
+                deps = (keys[i - 1],) if i else ()
+            elif shape == "chains":
+                deps = (keys[0] if i % 4 == 1 else keys[i - 1],) if i else ()
+            else:
+                deps = ()
+            specs.append(ev.TaskSpec(key, ("func", key), deps,
+                                     retries=data.draw(st.integers(0, 1), label="retries")))
+        if shape == "fan-in":
+            total = self._new_key("sum")
+            specs.append(ev.TaskSpec(total, ("func", total), tuple(keys)))
+            wanted = [total]
+        elif shape == "chains":
+            wanted = [k for i, k in enumerate(keys) if i % 4 == 0 and i]
+        else:
+            wanted = [keys[-1]]
+        for spec in specs:
+            self.specs[spec.key] = spec
+            self.known_keys.append(spec.key)
+        self.handle(ev.GraphSubmitted(client, tuple(specs), tuple(wanted), 0.0, "update-graph"))
+        self.big_graphs.append((client, tuple(wanted)))
+
+    @precondition(lambda self: self.big_graphs)
+    @rule(data=st.data(), how=st.sampled_from(["release", "cancel"]))
+    def let_go_of_big_graph(self, data, how):
+        """Release or cancel the wanted keys of a big graph at once, wherever
+        its tasks are: the whole graph unwinds in one event."""
+        client, keys = self.big_graphs.pop(data.draw(
+            st.integers(0, len(self.big_graphs) - 1), label="graph"))
+        keys = tuple(k for k in keys if k in self.wants[client])
+        if not keys or client not in self.connected:
+            return
+        if how == "release":
+            self.wants[client] -= set(keys)
+            self.handle(ev.KeysReleased(client, keys, "client-releases-keys"))
+        else:
+            self.handle(ev.KeysCancelled(client, keys, False, "client-cancels-keys"))
+
+    @precondition(lambda self: self._tasks_in("processing"))
+    @rule(data=st.data(), rounds=st.integers(1, 50))
+    def run_many(self, data, rounds):
+        """Let the workers finish everything they run, ``rounds`` times over
+        (a deep chain advances one link per round)."""
+        self._finish_all_running(rounds)
+
+
+BigGraphSchedulerMachine.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSchedulerStateBigGraphs = BigGraphSchedulerMachine.TestCase

@@ -375,3 +375,66 @@ WorkerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestWorkerState = WorkerMachine.TestCase
+
+
+class BigGraphWorkerMachine(WorkerMachine):
+    """The same machine, also sent hundreds of tasks per rule: a deep chain
+    computed here, or a wide fan-in of dependencies held by peers, and freed
+    all at once in either order.  Nothing may recurse per task."""
+
+    def __init__(self):
+        super().__init__()
+        self.big_graphs: list[tuple] = []  # keys of each big graph, in creation order
+
+    @precondition(lambda self: self.state is not None)
+    @rule(shape=st.sampled_from(["chain", "fan-in"]), size=st.sampled_from([150, 500]))
+    def compute_big_graph(self, shape, size):
+        keys = []
+        if shape == "chain":
+            # as a scheduler drives a chain through one worker: each link is
+            # sent once the one before it is in memory here
+            for i in range(size):
+                key = self._new_key("t")
+                deps = (keys[-1],) if keys else ()
+                self.deps_of[key] = deps
+                self.asked.add(key)
+                self.handle(ev.ComputeTask(key, ("func", key), {d: (SELF,) for d in deps},
+                                           {d: 8 for d in deps}, (0, self._counter), None,
+                                           False, False, "compute-task"))
+                keys.append(key)
+                if self.runs.get(key) == "active" and not self.state.tasks[key].waiting_for:
+                    self._end_run(key)
+                    self.data.add(key)
+                    self.handle(ev.ExecuteSuccess(key, 8, "int", 0.0, "execute-success"))
+                if self.state.tasks.get(key) is None or self.state.tasks[key].state != "memory":
+                    break  # a thread is busy with another run: the chain waits here
+        else:
+            deps = tuple(self._new_key("d") for _ in range(size))
+            key = self._new_key("t")
+            self.deps_of[key] = deps
+            self.asked.add(key)
+            who_has = {d: (PEERS[i % len(PEERS)],) for i, d in enumerate(deps)}
+            self.handle(ev.ComputeTask(key, ("func", key), who_has, {d: 8 for d in deps},
+                                       (0, self._counter), None, False, False, "compute-task"))
+            keys = [*deps, key]
+        self.big_graphs.append(tuple(keys))
+
+    @precondition(lambda self: self.big_graphs)
+    @rule(data=st.data(), root_first=st.booleans())
+    def free_big_graph(self, data, root_first):
+        keys = self.big_graphs.pop(data.draw(st.integers(0, len(self.big_graphs) - 1)))
+        keys = [k for k in keys if k in self.state.tasks]
+        if not root_first:
+            keys.reverse()
+        self.asked -= set(keys)
+        if keys:
+            self.handle(ev.FreeKeys(tuple(keys), "free-keys"))
+
+
+BigGraphWorkerMachine.TestCase.settings = settings(
+    max_examples=15,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestWorkerStateBigGraphs = BigGraphWorkerMachine.TestCase

@@ -151,6 +151,20 @@ class IntrospectionMixin:
             totals[prefix] = totals.get(prefix, 0) + n
         return totals
 
+    def story(self, *keys_or_stimuli, on_error="raise"):
+        """What happened to these keys (or futures, or stimulus ids), on the
+        scheduler and on every worker, merged in time order: a list of
+        ``(where, key, start, finish, stimulus_id, time)`` where ``where`` is
+        ``"scheduler"`` or a worker's address and ``time`` is seconds since
+        the epoch.  ``on_error="ignore"`` leaves out workers that do not answer."""
+        keys = [getattr(k, "key", k) if getattr(k, "_trioflow_is_future", False) else k
+                for k in keys_or_stimuli]
+        return self._sync(self._story, keys, on_error)
+
+    async def _story(self, keys, on_error):
+        story = await self._core.request({"op": "story", "keys": keys, "on_error": on_error})
+        return [tuple(entry) for entry in story]
+
     def processing(self, workers=None):
         """Keys each worker is running or has been told to run."""
         workers = [workers] if isinstance(workers, str) else workers

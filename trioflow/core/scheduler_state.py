@@ -18,6 +18,8 @@ from typing import Any
 
 from trioflow.core import events as ev
 from trioflow.core.keys import key_prefix
+from trioflow.core.transitions import (TRANSITION_LOG_LENGTH, InvalidTransition,
+                                       TransitionLog, validate_moved)
 
 _ACTIVE = ("waiting", "queued", "processing", "no-worker")
 STATES = ("released", "waiting", "queued", "processing", "memory", "erred", "no-worker")
@@ -114,12 +116,56 @@ class WorkerState:
         return (len(self.processing) - len(self.long_running)) / max(self.nthreads, 1)
 
 
+#: the legal moves: (start, finish) -> the method that makes it.  Anything else
+#: raises InvalidTransition.  "forgotten" is not a state: the task is removed.
+MOVES = {
+    ("released", "waiting"): "_released_to_waiting",
+    ("released", "memory"): "_to_memory",
+    ("released", "erred"): "_to_erred",
+    ("released", "forgotten"): "_to_forgotten",
+    ("waiting", "processing"): "_waiting_to_processing",
+    ("waiting", "queued"): "_waiting_to_queued",
+    ("waiting", "no-worker"): "_waiting_to_no_worker",
+    ("waiting", "memory"): "_to_memory",
+    ("waiting", "erred"): "_to_erred",
+    ("waiting", "released"): "_active_to_released",
+    ("queued", "processing"): "_queued_to_processing",
+    ("queued", "waiting"): "_active_to_waiting",
+    ("queued", "memory"): "_to_memory",
+    ("queued", "erred"): "_to_erred",
+    ("queued", "released"): "_active_to_released",
+    ("no-worker", "waiting"): "_active_to_waiting",
+    ("no-worker", "memory"): "_to_memory",
+    ("no-worker", "erred"): "_to_erred",
+    ("no-worker", "released"): "_active_to_released",
+    ("processing", "memory"): "_to_memory",
+    ("processing", "waiting"): "_active_to_waiting",
+    ("processing", "erred"): "_to_erred",
+    ("processing", "released"): "_active_to_released",
+    ("memory", "released"): "_memory_to_released",
+    ("memory", "erred"): "_to_erred",
+    ("erred", "released"): "_erred_to_released",
+    ("erred", "memory"): "_to_memory",
+    ("erred", "forgotten"): "_to_forgotten",
+}
+
+#: up to this many tasks, validation after an event checks everything;
+#: above it only the tasks the event moved, so that it stays linear
+FULL_VALIDATE_TASKS = 300
+
+
 class SchedulerState:
     """All of the scheduler's bookkeeping.  Every public method is an event
-    handler: it never blocks and returns the messages to send."""
+    handler: it never blocks and returns the messages to send.
+
+    Handlers never change a task's state themselves: they recommend
+    ``{task: finish}`` and ``_run`` applies the recommendations one at a
+    time through the methods named in ``MOVES``; each move may recommend
+    more.  So no path recurses per task, however deep or wide the graph."""
 
     def __init__(self, worker_ttl: float = 30.0, validate: bool = False,
-                 allowed_failures: int = ALLOWED_FAILURES):
+                 allowed_failures: int = ALLOWED_FAILURES,
+                 transition_log_length: int = TRANSITION_LOG_LENGTH):
         if isinstance(allowed_failures, bool) or not isinstance(allowed_failures, int) \
                 or allowed_failures < 0:
             raise ValueError(f"allowed_failures must be an int >= 0, not {allowed_failures!r}")
@@ -133,11 +179,15 @@ class SchedulerState:
         self.worker_ttl = worker_ttl
         self.validate_each_step = validate
         self.now = 0.0
+        self.log = TransitionLog(transition_log_length)
+        self.stimulus_id = ""
+        self._moved: list[TaskState] = []  # tasks moved by the current event (for validation)
         self._generation = count()
         self._prefix_duration: dict[str, float] = {}
         self.n_forgotten = 0  # tasks ever forgotten (a Prometheus counter)
         self._out: list[tuple[str, str, dict]] = []
         self._worker_batches: dict[str, list] = defaultdict(list)
+        self._moves = {pair: getattr(self, name) for pair, name in MOVES.items()}
         self._handlers = {
             ev.ClientConnected: self._client_connected,
             ev.ClientDisconnected: self._client_disconnected,
@@ -166,10 +216,20 @@ class SchedulerState:
     # ------------------------------------------------------------ entry point
 
     def handle(self, event, now: float = 0.0) -> list[tuple[str, str, dict]]:
-        """Apply one event; return ``(kind, address, msg)`` messages."""
+        """Apply one event; return ``(kind, address, msg)`` messages.
+
+        An exception escaping from here is a bug in trioflow and leaves the
+        state inconsistent: the caller must stop using this object."""
         self.now = now
+        self.stimulus_id = event.stimulus_id or type(event).__name__
         self._handlers[type(event)](event)
+        self._drain_queue()
         return self._flush()
+
+    def story(self, *keys_or_stimuli) -> list[tuple]:
+        """This scheduler's transitions of these keys (or caused by these
+        stimuli): ``(key, start, finish, stimulus_id, time)``, oldest first."""
+        return self.log.story(*keys_or_stimuli)
 
     def _flush(self):
         for address, compute_msgs in self._worker_batches.items():
@@ -177,16 +237,231 @@ class SchedulerState:
                 self._out.extend(("worker", address, m) for m in compute_msgs)
         self._worker_batches.clear()
         out, self._out = self._out, []
+        moved, self._moved = self._moved, []
         if self.validate_each_step:
-            self.validate()
+            if len(self.tasks) <= FULL_VALIDATE_TASKS:
+                self.validate()
+            else:
+                self.validate_tasks(moved)
         return out
 
     def _to_worker(self, ws: WorkerState, msg: dict):
+        msg["stimulus_id"] = self.stimulus_id
         self._worker_batches[ws.address].append(msg)
+
+    def _free_on_worker(self, ws: WorkerState, keys: list):
+        self._to_worker(ws, {"op": "free-keys", "keys": keys})
 
     def _to_client(self, client: str, msg: dict):
         if client in self.clients:
             self._out.append(("client", client, msg))
+
+    # ------------------------------------------------------------ the worklist
+
+    def _run(self, recs: dict):
+        """Apply recommendations ``{task: finish}`` until none is left."""
+        moves = self._moves
+        while recs:
+            ts, finish = recs.popitem()
+            if self.tasks.get(ts.key) is not ts:
+                continue  # forgotten since it was recommended
+            start = ts.state
+            if start == finish:
+                continue
+            move = moves.get((start, finish))
+            if move is None:
+                raise InvalidTransition(ts.key, start, finish, self.stimulus_id,
+                                        self.story(ts.key))
+            move(ts, recs)
+            if ts.state != start:
+                self.log.record(ts.key, start, ts.state, self.stimulus_id, self.now)
+                if self.validate_each_step:
+                    self._moved.append(ts)
+
+    def _recommend_release(self, ts: TaskState, recs: dict):
+        """Recommend letting go of ``ts`` if no client and no task needs it."""
+        if ts.who_wants or ts.waiters:
+            return
+        recs[ts] = "forgotten" if ts.state in ("released", "erred") else "released"
+
+    def _recommend_erred(self, ts: TaskState, recs: dict, exception=None, traceback=None,
+                         text="", kind="", blame: TaskState | None = None):
+        if blame is ts:
+            ts.exception, ts.traceback, ts.text, ts.kind = exception, traceback, text, kind
+        ts.exception_blame = None if blame is ts else blame
+        recs[ts] = "erred"
+
+    def _err(self, ts: TaskState, **error):
+        recs: dict = {}
+        self._recommend_erred(ts, recs, **error)
+        self._run(recs)
+
+    def _release(self, tasks):
+        recs: dict = {}
+        for ts in tasks:
+            if self.tasks.get(ts.key) is ts:
+                self._recommend_release(ts, recs)
+        self._run(recs)
+
+    # ------------------------------------------------------------ the moves
+
+    def _released_to_waiting(self, ts: TaskState, recs: dict):
+        if not (ts.who_wants or ts.waiters):
+            recs[ts] = "forgotten"  # its dependent erred since it was recommended
+            return
+        if ts.run_spec is None:
+            self._recommend_erred(ts, recs, text=f"key {ts.key!r} has no task to compute it",
+                                  kind="FutureLostError", blame=ts)
+            return
+        erred_dep = next((d for d in ts.dependencies if d.state == "erred"), None)
+        if erred_dep is not None:
+            self._recommend_erred(ts, recs, blame=erred_dep.exception_blame or erred_dep)
+            return
+        ts.state = "waiting"
+        self._wait_for_dependencies(ts, recs)
+
+    def _wait_for_dependencies(self, ts: TaskState, recs: dict):
+        ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
+        for dep in ts.dependencies:
+            dep.waiters.add(ts)
+        for dep in ts.waiting_on:
+            if dep.state == "erred":
+                self._recommend_erred(ts, recs, blame=dep.exception_blame or dep)
+                return
+        for dep in ts.waiting_on:
+            if dep.state == "released":
+                recs[dep] = "waiting"
+        if not ts.waiting_on:
+            recs[ts] = "processing"
+
+    def _waiting_to_processing(self, ts: TaskState, recs: dict):
+        if ts.waiting_on:
+            return  # a dependency was lost since it was recommended
+        if self._is_rootish(ts) and self.workers:
+            ws = self._least_busy_with_room(ts)
+            if ws is None:
+                recs[ts] = "queued"
+                return
+        else:
+            ws = self._decide_worker(ts)
+            if ws is None:
+                recs[ts] = "no-worker"
+                return
+        self._send_to(ts, ws)
+
+    def _waiting_to_queued(self, ts: TaskState, recs: dict):
+        ts.state = "queued"
+        self.queued_set.add(ts)
+        heapq.heappush(self.queued, (ts.priority, ts))
+
+    def _waiting_to_no_worker(self, ts: TaskState, recs: dict):
+        ts.state = "no-worker"
+        self.unrunnable.add(ts)
+
+    def _queued_to_processing(self, ts: TaskState, recs: dict):
+        ws = self._least_busy_with_room(ts)
+        if ws is not None:
+            self.queued_set.discard(ts)  # its heap entry is skipped as stale
+            self._send_to(ts, ws)
+
+    def _active_to_waiting(self, ts: TaskState, recs: dict):
+        """Run it again: its worker died or stopped it, or a dependency was lost."""
+        self._abandon(ts)
+        ts.state = "waiting"
+        self._wait_for_dependencies(ts, recs)
+
+    def _active_to_released(self, ts: TaskState, recs: dict):
+        if ts.who_wants or ts.waiters:
+            return  # needed again since it was recommended
+        self._abandon(ts)
+        ts.state = "released"
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+        for dep in ts.dependencies:
+            self._recommend_release(dep, recs)
+        recs[ts] = "forgotten"
+
+    def _to_memory(self, ts: TaskState, recs: dict):
+        """Its value is on ``ts.who_has``, computed there or put there."""
+        self._abandon(ts)
+        if ts.state == "erred":
+            ts.exception = ts.traceback = ts.exception_blame = None
+            ts.text = ts.kind = ""
+        ts.state = "memory"
+        if ts.who_wants:
+            msg = {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
+                   "workers": [ws.address for ws in ts.who_has]}
+            for c in ts.who_wants:
+                self._to_client(c, msg)
+        # the worklist pops last-in first: the highest priority goes in last
+        for dependent in sorted(ts.waiters, key=lambda t: t.priority, reverse=True):
+            if dependent.state == "waiting":
+                dependent.waiting_on.discard(ts)
+                if not dependent.waiting_on:
+                    recs[dependent] = "processing"
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+            self._recommend_release(dep, recs)
+        self._recommend_release(ts, recs)
+
+    def _memory_to_released(self, ts: TaskState, recs: dict):
+        """Free its data because nobody needs it, or after its last copy was
+        lost (then it is computed again if it is needed)."""
+        if (ts.who_wants or ts.waiters) and ts.who_has:
+            return  # needed again since it was recommended
+        self._free_data(ts)
+        ts.state = "released"
+        for dependent in ts.waiters:
+            if dependent.state == "waiting":
+                dependent.waiting_on.add(ts)
+            elif dependent.state in _ACTIVE:
+                recs[dependent] = "waiting"
+        if ts.who_wants or ts.waiters:
+            recs[ts] = "waiting"
+        else:
+            recs[ts] = "forgotten"
+
+    def _to_erred(self, ts: TaskState, recs: dict):
+        """Err it (the recommender set the error or its blame), and every
+        dependent on its way to running."""
+        if ts.state == "memory":
+            self._free_data(ts)
+        self._abandon(ts)
+        ts.state = "erred"
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+        if ts.who_wants:
+            msg = self._erred_msg(ts)
+            for c in ts.who_wants:
+                self._to_client(c, msg)
+        blame = ts.exception_blame or ts
+        for dependent in ts.dependents:
+            if dependent.state in _ACTIVE:
+                self._recommend_erred(dependent, recs, blame=blame)
+        for dep in ts.dependencies:
+            self._recommend_release(dep, recs)
+        self._recommend_release(ts, recs)
+
+    def _erred_to_released(self, ts: TaskState, recs: dict):
+        """Retried: its futures, in every client, are pending again."""
+        ts.state = "released"
+        ts.exception = ts.traceback = ts.exception_blame = None
+        ts.text = ts.kind = ""
+        for c in ts.who_wants:
+            self._to_client(c, {"op": "task-retried", "key": ts.key})
+
+    def _to_forgotten(self, ts: TaskState, recs: dict):
+        if ts.who_wants or ts.waiters or ts.dependents:
+            return  # still needed, or kept for a dependent's sake
+        del self.tasks[ts.key]
+        self.n_forgotten += 1
+        self._abandon(ts)
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            dep.waiters.discard(ts)
+            self._recommend_release(dep, recs)
+        ts.dependencies = set()
+        ts.state = "forgotten"
 
     # ------------------------------------------------------------ clients
 
@@ -198,8 +473,7 @@ class SchedulerState:
         wanted = [ts for ts in self.tasks.values() if e.client in ts.who_wants]
         for ts in wanted:
             ts.who_wants.discard(e.client)
-        for ts in wanted:
-            self._release_if_unneeded(ts)
+        self._release(wanted)
 
     def _graph_submitted(self, e: ev.GraphSubmitted):
         if e.client not in self.clients:
@@ -243,21 +517,19 @@ class SchedulerState:
                 # no recipe, so that losing it errs instead of recomputing wrongly
                 ts.run_spec = None
                 continue
-            self._set_erred(ts, text=f"lost dependency {dep_key!r}: the scheduler no longer "
-                                     "knows it (were its futures released?)",
-                            kind="FutureLostError", blame=ts)
-        for ts, _ in new:
-            if ts.state == "released" and ts.waiters | ts.who_wants:
-                self._compute(ts)
+            self._err(ts, text=f"lost dependency {dep_key!r}: the scheduler no longer "
+                               "knows it (were its futures released?)",
+                      kind="FutureLostError", blame=ts)
+        for ts, _ in new:  # one at a time, so tasks are placed in priority order
+            if ts.state == "released" and (ts.waiters or ts.who_wants):
+                self._run({ts: "waiting"})
         # tasks submitted only as dependencies of nothing wanted are dropped
-        for ts, _ in new:
-            if ts.key in self.tasks:
-                self._release_if_unneeded(ts)
+        self._release([ts for ts, _ in new])
         for key in existing:
             ts = self.tasks.get(key)
             if ts is not None:
                 if ts.state == "released" and ts.who_wants:
-                    self._compute(ts)  # kept only for its dependents, wanted again
+                    self._run({ts: "waiting"})  # kept only for its dependents, wanted again
                 self._report_state(ts, {e.client})
 
     def _keys_wanted(self, e: ev.KeysWanted):
@@ -272,7 +544,7 @@ class SchedulerState:
                 continue
             ts.who_wants.add(e.client)
             if ts.state == "released":
-                self._compute(ts)
+                self._run({ts: "waiting"})
             self._report_state(ts, {e.client})
 
     def _report_state(self, ts: TaskState, clients):
@@ -292,8 +564,7 @@ class SchedulerState:
             if ts is not None and e.client in ts.who_wants:
                 ts.who_wants.discard(e.client)
                 touched.append(ts)
-        for ts in touched:
-            self._release_if_unneeded(ts)
+        self._release(touched)
 
     def _keys_cancelled(self, e: ev.KeysCancelled):
         """Cancel keys and everything that depends on them; clients holding
@@ -320,9 +591,7 @@ class SchedulerState:
                 continue  # another client still wants it: only this client lets go
             doomed.append(ts)
             stack.extend(ts.dependents)
-        for ts in doomed:
-            if ts.key in self.tasks:
-                self._release_if_unneeded(ts)
+        self._release(doomed)
 
     def _tasks_retried(self, e: ev.TasksRetried):
         roots = set()
@@ -332,18 +601,14 @@ class SchedulerState:
                 roots.add(ts.exception_blame or ts)
         for root in roots:
             erred = self._erred_closure(root)
+            # all released before any is computed: a dependent computed while a
+            # dependency of it is still erred would err again at once
             for ts in erred:
-                ts.state = "released"
-                ts.exception = ts.traceback = ts.exception_blame = None
-                ts.text = ts.kind = ""
-                # futures of erred dependents are pending again, in every client
-                for c in ts.who_wants:
-                    self._to_client(c, {"op": "task-retried", "key": ts.key})
+                self._run({ts: "released"})
             for ts in erred:
                 if ts.who_wants and ts.state == "released":
-                    self._compute(ts)
-            for ts in erred:
-                self._forget_if_unneeded(ts)
+                    self._run({ts: "waiting"})
+            self._release(erred)
 
     def _erred_closure(self, root: TaskState) -> list[TaskState]:
         out, stack, seen = [], [root], set()
@@ -367,9 +632,9 @@ class SchedulerState:
             ts.who_wants.add(e.client)
             if not holders:
                 if ts.state != "memory":
-                    self._set_erred(ts, text=f"scattered data for {key!r} was lost: its "
-                                             "workers left before the scatter finished",
-                                    kind="FutureLostError", blame=ts)
+                    self._err(ts, text=f"scattered data for {key!r} was lost: its "
+                                       "workers left before the scatter finished",
+                              kind="FutureLostError", blame=ts)
                 continue
             if ts.state not in ("memory", "released"):
                 # a holder that was running it keeps its copy: no free-keys there
@@ -381,7 +646,7 @@ class SchedulerState:
             for ws in holders:
                 self._add_holder(ts, ws)
             if ts.state != "memory":
-                self._to_memory(ts)
+                self._run({ts: "memory"})
             self._report_state(ts, {e.client})
 
     # ------------------------------------------------------------ workers
@@ -394,10 +659,7 @@ class SchedulerState:
         self.workers[e.address] = ws
         for ts in sorted(self.unrunnable, key=lambda t: t.priority):
             if ts.state == "no-worker":
-                self.unrunnable.discard(ts)
-                ts.state = "waiting"
-                self._schedule(ts)
-        self._fill_from_queue(ws)
+                self._run({ts: "waiting"})
 
     def _worker_heartbeat(self, e: ev.WorkerHeartbeat):
         ws = self.workers.get(e.address)
@@ -436,47 +698,37 @@ class SchedulerState:
         for ts in sorted(ws.processing, key=lambda t: t.priority):
             if ts.processing_on is not ws:
                 continue
-            ws.processing.discard(ts)
-            ts.processing_on = None
-            ts.long_running = False
             counted = ts.executing_on is ws
-            ts.executing_on = None
+            self._detach(ts)
             if counted:
                 ts.suspicious += 1
                 ts.deaths.append(f"{ws.address} ({cause})" if cause else ws.address)
             if counted and ts.suspicious > self.allowed_failures:
-                self._set_erred(ts, text=_killed_worker_text(ts, self.allowed_failures),
-                                kind="KilledWorker", blame=ts)
+                self._err(ts, text=_killed_worker_text(ts, self.allowed_failures),
+                          kind="KilledWorker", blame=ts)
             else:
-                ts.state = "waiting"
-                self._schedule_or_wait(ts)
+                self._run({ts: "waiting"})
         ws.processing.clear()
         ws.long_running.clear()
 
     def _data_lost(self, ts: TaskState):
         """The last copy of a key is gone: recompute it if it is needed."""
-        ts.state = "released"
-        for dependent in list(ts.dependents):
-            if dependent.state in ("processing", "queued", "no-worker", "waiting"):
-                self._abandon(dependent)
-                dependent.state = "waiting"
-                dependent.waiting_on = {d for d in dependent.dependencies if d.state != "memory"}
         if not (ts.who_wants or ts.waiters):
-            self._forget_if_unneeded(ts)
+            self._run({ts: "released"})
         elif ts.run_spec is None:
-            self._set_erred(ts, text=f"the only copy of {ts.key!r} was on a worker that "
-                                     "left, and it was scattered data, so it cannot be "
-                                     "recomputed", kind="FutureLostError", blame=ts)
+            self._err(ts, text=f"the only copy of {ts.key!r} was on a worker that "
+                               "left, and it was scattered data, so it cannot be "
+                               "recomputed", kind="FutureLostError", blame=ts)
         elif ts.actor:
             # a new instance would silently have lost the old one's state
-            self._set_erred(ts, text=f"actor {ts.key!r} was lost with the worker that held "
-                                     "it; actors are never recomputed: submit a new one",
-                            kind="ActorLostError", blame=ts)
+            self._err(ts, text=f"actor {ts.key!r} was lost with the worker that held "
+                               "it; actors are never recomputed: submit a new one",
+                      kind="ActorLostError", blame=ts)
         else:
             # its futures are not done until it is back in memory (dask's "lost")
             for c in ts.who_wants:
                 self._to_client(c, {"op": "lost-data", "key": ts.key})
-            self._compute(ts)
+            self._run({ts: "released"})
 
     def _task_finished(self, e: ev.TaskFinished):
         ws = self.workers.get(e.worker)
@@ -484,7 +736,7 @@ class SchedulerState:
         if ws is None:
             return
         if ts is None or ts.state in ("released", "erred"):
-            self._to_worker(ws, {"op": "free-keys", "keys": [e.key]})
+            self._free_on_worker(ws, [e.key])
             return
         if e.duration:
             old = self._prefix_duration.get(ts.prefix)
@@ -493,53 +745,35 @@ class SchedulerState:
         if ts.state == "memory":
             self._add_holder(ts, ws)
             return
-        if ts.processing_on is not None and ts.processing_on is not ws:
-            self._abandon(ts)
-        elif ts.processing_on is ws:
-            ws.processing.discard(ts)
-            ws.long_running.discard(ts)
-            ts.processing_on = None
-            ts.long_running = False
+        if ts.processing_on is ws:
+            self._detach(ts)
         else:
-            self._abandon(ts)
+            self._abandon(ts)  # running elsewhere too, or rescheduled meanwhile
         ts.nbytes = e.nbytes
         ts.type_name = e.type_name
         self._add_holder(ts, ws)
-        self._to_memory(ts)
-        self._fill_from_queue(ws)
+        self._run({ts: "memory"})
 
     def _task_erred(self, e: ev.TaskErred):
         ws = self.workers.get(e.worker)
         ts = self.tasks.get(e.key)
         if ws is None or ts is None or ts.processing_on is not ws:
             return
-        ws.processing.discard(ts)
-        ws.long_running.discard(ts)
-        ts.processing_on = None
-        ts.long_running = False
+        self._detach(ts)
         if ts.retries > 0:
             ts.retries -= 1
-            ts.state = "waiting"
-            ts.waiting_on = set()
-            self._schedule(ts)
+            self._run({ts: "waiting"})
         else:
-            self._set_erred(ts, exception=e.exception, traceback=e.traceback, text=e.text,
-                            kind=e.kind, blame=ts)
-        self._fill_from_queue(ws)
+            self._err(ts, exception=e.exception, traceback=e.traceback, text=e.text,
+                      kind=e.kind, blame=ts)
 
     def _task_cancelled_on_worker(self, e: ev.TaskCancelledOnWorker):
         ws = self.workers.get(e.worker)
         ts = self.tasks.get(e.key)
         if ws is None or ts is None or ts.processing_on is not ws:
             return
-        ws.processing.discard(ts)
-        ws.long_running.discard(ts)
-        ts.processing_on = None
-        ts.long_running = False
-        ts.state = "waiting"
-        ts.waiting_on = set()
-        self._schedule(ts)
-        self._fill_from_queue(ws)
+        self._detach(ts)
+        self._run({ts: "waiting"})
 
     def _task_started(self, e: ev.TaskStarted):
         ws = self.workers.get(e.worker)
@@ -554,7 +788,6 @@ class SchedulerState:
             return
         ts.long_running = True
         ws.long_running.add(ts)
-        self._fill_from_queue(ws)
 
     def _replica_added(self, e: ev.ReplicaAdded):
         ws = self.workers.get(e.worker)
@@ -572,7 +805,7 @@ class SchedulerState:
             else:
                 unknown.append(key)
         if unknown:
-            self._to_worker(ws, {"op": "free-keys", "keys": unknown})
+            self._free_on_worker(ws, unknown)
 
     def _data_missing(self, e: ev.DataMissing):
         ts = self.tasks.get(e.key)
@@ -589,17 +822,17 @@ class SchedulerState:
         ts = self.tasks.get(e.key)
         if ts is None or ts.state != "memory":
             return
-        self._free_data(ts)
-        self._set_erred(ts, text=e.text, kind="SerializationError", blame=ts)
+        self._err(ts, text=e.text, kind="SerializationError", blame=ts)
 
     def _cluster_restarted(self, e: ev.ClusterRestarted):
         for ts in self.tasks.values():
             for c in ts.who_wants:
                 self._to_client(c, {"op": "cancelled-key", "key": ts.key, "reason": e.reason})
+            self.log.record(ts.key, ts.state, "forgotten", self.stimulus_id, self.now)
         for ws in self.workers.values():
             keys = [ts.key for ts in ws.has_what | ws.processing]
             if keys:
-                self._to_worker(ws, {"op": "free-keys", "keys": keys})
+                self._free_on_worker(ws, keys)
             ws.processing.clear()
             ws.long_running.clear()
             ws.has_what.clear()
@@ -617,7 +850,7 @@ class SchedulerState:
         ts.who_has.discard(ws)
         ws.has_what.discard(ts)
         ws.nbytes -= ts.nbytes
-        self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+        self._free_on_worker(ws, [ts.key])
 
     def rebalance_plan(self, keys=None, workers=None) -> list[tuple]:
         """Moves ``(key, sender, recipient)`` that even out the bytes of
@@ -649,72 +882,13 @@ class SchedulerState:
                 load[recipient] += ts.nbytes
         return moves
 
-    # ------------------------------------------------------------ transitions
-
-    def _compute(self, root: TaskState):
-        """Move a released task (and its released dependencies) towards memory."""
-        stack = [root]
-        while stack:
-            ts = stack.pop()
-            if ts.state != "released" or ts.key not in self.tasks:
-                continue
-            if not (ts.who_wants or ts.waiters):
-                continue  # its dependent erred since it was pushed (a sibling was lost)
-            if ts.run_spec is None:
-                self._set_erred(ts, text=f"key {ts.key!r} has no task to compute it",
-                                kind="FutureLostError", blame=ts)
-                continue
-            erred_dep = next((d for d in ts.dependencies if d.state == "erred"), None)
-            if erred_dep is not None:
-                blame = erred_dep.exception_blame or erred_dep
-                self._set_erred(ts, blame=blame)
-                continue
-            ts.state = "waiting"
-            ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
-            for dep in ts.dependencies:
-                dep.waiters.add(ts)
-            if ts.waiting_on:
-                stack.extend(d for d in ts.waiting_on if d.state == "released")
-            else:
-                self._schedule(ts)
-
-    def _schedule_or_wait(self, ts: TaskState):
-        ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
-        for dep in ts.dependencies:
-            dep.waiters.add(ts)
-        if ts.waiting_on:
-            for dep in list(ts.waiting_on):
-                if dep.state == "released":
-                    self._compute(dep)
-                elif dep.state == "erred":
-                    self._set_erred(ts, blame=dep.exception_blame or dep)
-                    return
-        else:
-            self._schedule(ts)
+    # ------------------------------------------------------------ placement
 
     def _is_rootish(self, ts: TaskState) -> bool:
         # async tasks wait on I/O, not CPU: thousands may share a worker, so
         # they are not held back by the per-thread in-flight limit
         return (not ts.dependencies and not ts.worker_restrictions and not ts.resources
                 and not ts.is_async)
-
-    def _schedule(self, ts: TaskState):
-        """A waiting task with all dependencies in memory: place it."""
-        assert ts.state == "waiting" and not ts.waiting_on
-        if self._is_rootish(ts) and self.workers:
-            ws = self._least_busy_with_room(ts)
-            if ws is None:
-                ts.state = "queued"
-                self.queued_set.add(ts)
-                heapq.heappush(self.queued, (ts.priority, ts))
-                return
-        else:
-            ws = self._decide_worker(ts)
-        if ws is None:
-            ts.state = "no-worker"
-            self.unrunnable.add(ts)
-            return
-        self._send_to(ts, ws)
 
     def _room(self, ws: WorkerState, ts: TaskState) -> bool:
         duration = self._prefix_duration.get(ts.prefix)
@@ -789,19 +963,19 @@ class SchedulerState:
             "is_async": ts.is_async,
         })
 
-    def _fill_from_queue(self, ws: WorkerState):
-        if self.workers.get(ws.address) is not ws:
-            return
+    def _drain_queue(self):
+        """Send queued tasks to workers with room, highest priority first."""
         while self.queued:
             _, ts = self.queued[0]
             if ts not in self.queued_set:
                 heapq.heappop(self.queued)
                 continue
-            if not self._room(ws, ts):
-                return
+            self._run({ts: "processing"})
+            if ts.state == "queued":
+                return  # no worker has room
             heapq.heappop(self.queued)
-            self.queued_set.discard(ts)
-            self._send_to(ts, ws)
+
+    # ------------------------------------------------------------ bookkeeping
 
     def _add_holder(self, ts: TaskState, ws: WorkerState):
         if ws not in ts.who_has:
@@ -809,114 +983,39 @@ class SchedulerState:
             ws.has_what.add(ts)
             ws.nbytes += ts.nbytes
 
-    def _to_memory(self, ts: TaskState):
-        ts.state = "memory"
-        ts.waiting_on = set()
-        if ts.who_wants:
-            msg = {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
-                   "workers": [ws.address for ws in ts.who_has]}
-            for c in ts.who_wants:
-                self._to_client(c, msg)
-        for dependent in sorted(ts.waiters, key=lambda t: t.priority):
-            if dependent.state == "waiting":
-                dependent.waiting_on.discard(ts)
-                if not dependent.waiting_on:
-                    self._schedule(dependent)
-        for dep in ts.dependencies:
-            dep.waiters.discard(ts)
-            self._release_if_unneeded(dep)
-        if not ts.who_wants and not ts.waiters:
-            self._release_if_unneeded(ts)
-
     def _erred_msg(self, ts: TaskState) -> dict:
         src = ts.exception_blame or ts
         return {"op": "task-erred", "key": ts.key, "exception": src.exception,
                 "traceback": src.traceback, "text": src.text, "kind": src.kind}
 
-    def _set_erred(self, ts: TaskState, exception=None, traceback=None, text="", kind="",
-                   blame: TaskState | None = None):
-        """Err ``ts`` and every dependent that was on its way to running."""
-        if blame is ts:
-            ts.exception, ts.traceback, ts.text, ts.kind = exception, traceback, text, kind
-        erred = []
-        stack = [ts]
-        while stack:
-            t = stack.pop()
-            if t is not ts and t.state not in _ACTIVE:
-                continue
-            self._abandon(t)
-            t.state = "erred"
-            t.exception_blame = None if blame is t else blame
-            erred.append(t)
-            for dep in t.dependencies:
-                dep.waiters.discard(t)
-            for c in t.who_wants:
-                self._to_client(c, self._erred_msg(t))
-            stack.extend(t.dependents)
-        for t in erred:
-            for dep in list(t.dependencies):
-                self._release_if_unneeded(dep)
-        for t in erred:
-            self._forget_if_unneeded(t)
-
-    def _abandon(self, ts: TaskState, free_on_worker: bool = True):
-        """Take a task out of wherever it is queued or running, without
-        changing its state label (the caller sets it)."""
-        if ts.processing_on is not None:
-            ws = ts.processing_on
+    def _detach(self, ts: TaskState):
+        """It no longer runs on its worker (which said so, or died)."""
+        ws = ts.processing_on
+        if ws is not None:
             ws.processing.discard(ts)
             ws.long_running.discard(ts)
             ts.processing_on = None
             ts.long_running = False
+        ts.executing_on = None
+
+    def _abandon(self, ts: TaskState, free_on_worker: bool = True):
+        """Take a task out of wherever it is queued or running, without
+        changing its state label (the move making it does)."""
+        ws = ts.processing_on
+        if ws is not None:
+            self._detach(ts)
             if free_on_worker:
-                self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
-            self._fill_from_queue(ws)
+                self._free_on_worker(ws, [ts.key])
         self.unrunnable.discard(ts)
         self.queued_set.discard(ts)  # its heap entry is skipped as stale
         ts.waiting_on = set()
-
-    def _release_if_unneeded(self, ts: TaskState):
-        """Release a task nobody needs any more, then forget what can be forgotten."""
-        if ts.key not in self.tasks or ts.who_wants or ts.waiters:
-            return
-        state = ts.state
-        if state in _ACTIVE:
-            self._abandon(ts)
-            ts.state = "released"
-            for dep in ts.dependencies:
-                dep.waiters.discard(ts)
-            for dep in list(ts.dependencies):
-                self._release_if_unneeded(dep)
-        elif state == "memory":
-            self._free_data(ts)
-            ts.state = "released"
-        self._forget_if_unneeded(ts)
 
     def _free_data(self, ts: TaskState):
         for ws in ts.who_has:
             ws.has_what.discard(ts)
             ws.nbytes -= ts.nbytes
-            self._to_worker(ws, {"op": "free-keys", "keys": [ts.key]})
+            self._free_on_worker(ws, [ts.key])
         ts.who_has = set()
-
-    def _forget_if_unneeded(self, root: TaskState):
-        stack = [root]
-        while stack:
-            ts = stack.pop()
-            if ts.key not in self.tasks or ts.who_wants or ts.waiters:
-                continue
-            if ts.state not in ("released", "erred"):
-                continue
-            if ts.dependents:
-                continue
-            del self.tasks[ts.key]
-            self.n_forgotten += 1
-            self._abandon(ts)
-            for dep in ts.dependencies:
-                dep.dependents.discard(ts)
-                dep.waiters.discard(ts)
-                stack.append(dep)
-            ts.dependencies = set()
 
     # ------------------------------------------------------------ queries
 
@@ -948,50 +1047,7 @@ class SchedulerState:
         """Raise AssertionError if any invariant is broken."""
         for key, ts in self.tasks.items():
             assert ts.key == key
-            assert ts.state in STATES, ts
-            if ts.state == "processing":
-                assert ts.processing_on is not None, ts
-                assert ts.processing_on.address in self.workers, ts
-                assert self.workers[ts.processing_on.address] is ts.processing_on, ts
-                assert ts in ts.processing_on.processing, ts
-                assert not ts.waiting_on, ts
-                assert all(d.state == "memory" for d in ts.dependencies), ts
-                assert ts.executing_on in (None, ts.processing_on), ts
-            else:
-                assert ts.processing_on is None, ts
-                assert not ts.long_running, ts
-            if ts.state == "memory":
-                assert ts.who_has, ts
-                for ws in ts.who_has:
-                    assert ws.address in self.workers and self.workers[ws.address] is ws, ts
-                    assert ts in ws.has_what, ts
-            else:
-                assert not ts.who_has, ts
-            if ts.state == "waiting":
-                assert ts.waiting_on, f"runnable task left waiting: {ts}"
-                assert ts.waiting_on <= ts.dependencies, ts
-                assert all(d.state != "memory" for d in ts.waiting_on), ts
-                assert all(d.state in ("waiting", "queued", "processing", "no-worker")
-                           for d in ts.waiting_on), (ts, ts.waiting_on)
-            else:
-                assert not ts.waiting_on, ts
-            if ts.state == "no-worker":
-                assert ts in self.unrunnable, ts
-            assert (ts.state == "queued") == (ts in self.queued_set), ts
-            if ts.state == "released":
-                assert not ts.who_wants and not ts.waiters, f"needed task left released: {ts}"
-            if ts.state in _ACTIVE:
-                for dep in ts.dependencies:
-                    assert ts in dep.waiters, (ts, dep)
-            for dep in ts.dependencies:
-                assert dep.key in self.tasks and self.tasks[dep.key] is dep, (ts, dep)
-                assert ts in dep.dependents, (ts, dep)
-            for dependent in ts.dependents:
-                assert dependent.key in self.tasks, (ts, dependent)
-            for waiter in ts.waiters:
-                assert waiter.state in _ACTIVE, waiter
-            assert ts.who_wants or ts.dependents, f"unneeded task not forgotten: {ts}"
-            assert ts.who_wants <= self.clients, ts
+            self._validate_task(ts)
         for ts in self.queued_set:
             assert self.tasks.get(ts.key) is ts, ts
         for ts in self.unrunnable:
@@ -1003,6 +1059,55 @@ class SchedulerState:
             assert ws.long_running <= ws.processing
             for ts in ws.has_what:
                 assert ws in ts.who_has and self.tasks.get(ts.key) is ts, ts
+
+    def validate_tasks(self, tasks) -> None:
+        """The invariants of these tasks only (those still known)."""
+        validate_moved(tasks, self.tasks, self._validate_task)
+
+    def _validate_task(self, ts: TaskState) -> None:
+        assert ts.state in STATES, ts
+        if ts.state == "processing":
+            assert ts.processing_on is not None, ts
+            assert ts.processing_on.address in self.workers, ts
+            assert self.workers[ts.processing_on.address] is ts.processing_on, ts
+            assert ts in ts.processing_on.processing, ts
+            assert not ts.waiting_on, ts
+            assert all(d.state == "memory" for d in ts.dependencies), ts
+            assert ts.executing_on in (None, ts.processing_on), ts
+        else:
+            assert ts.processing_on is None, ts
+            assert not ts.long_running, ts
+        if ts.state == "memory":
+            assert ts.who_has, ts
+            for ws in ts.who_has:
+                assert ws.address in self.workers and self.workers[ws.address] is ws, ts
+                assert ts in ws.has_what, ts
+        else:
+            assert not ts.who_has, ts
+        if ts.state == "waiting":
+            assert ts.waiting_on, f"runnable task left waiting: {ts}"
+            assert ts.waiting_on <= ts.dependencies, ts
+            assert all(d.state in ("waiting", "queued", "processing", "no-worker")
+                       for d in ts.waiting_on), (ts, ts.waiting_on)
+        else:
+            assert not ts.waiting_on, ts
+        if ts.state == "no-worker":
+            assert ts in self.unrunnable, ts
+        assert (ts.state == "queued") == (ts in self.queued_set), ts
+        if ts.state == "released":
+            assert not ts.who_wants and not ts.waiters, f"needed task left released: {ts}"
+        if ts.state in _ACTIVE:
+            for dep in ts.dependencies:
+                assert ts in dep.waiters, (ts, dep)
+        for dep in ts.dependencies:
+            assert self.tasks.get(dep.key) is dep, (ts, dep)
+            assert ts in dep.dependents, (ts, dep)
+        for dependent in ts.dependents:
+            assert dependent.key in self.tasks, (ts, dependent)
+        for waiter in ts.waiters:
+            assert waiter.state in _ACTIVE, waiter
+        assert ts.who_wants or ts.dependents, f"unneeded task not forgotten: {ts}"
+        assert ts.who_wants <= self.clients, ts
 
 
 def _dependencies_first(tasks) -> list:

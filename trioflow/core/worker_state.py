@@ -15,9 +15,33 @@ import heapq
 from itertools import count
 
 from trioflow.core import events as ev
+from trioflow.core.transitions import (TRANSITION_LOG_LENGTH, InvalidTransition,
+                                       TransitionLog, validate_moved)
 
 RUNNING = ("executing", "long-running", "cancelled")
 STATES = ("waiting", "fetch", "flight", "missing", "ready", "memory", *RUNNING)
+
+_HELD = ("waiting", "fetch", "flight", "missing", "ready", "memory")
+#: the legal moves, start -> possible finishes; any other raises
+#: InvalidTransition.  "released" is a new task's start, "forgotten" its end.
+MOVES = {
+    "released": {"waiting", "fetch", "memory"},
+    "waiting": {"ready", "fetch", "missing", "memory", "forgotten"},
+    "ready": {"executing", "fetch", "missing", "memory", "forgotten"},
+    "fetch": {"flight", "waiting", "memory", "forgotten"},
+    "missing": {"fetch", "waiting", "memory", "forgotten"},
+    "flight": {"memory", "waiting", "fetch", "missing", "forgotten"},
+    "executing": {"long-running", "cancelled", "memory", "ready", "fetch", "missing",
+                  "forgotten"},
+    "long-running": {"executing", "cancelled", "memory", "ready", "fetch", "missing",
+                     "forgotten"},
+    "cancelled": {"executing", "long-running", "memory", "fetch", "missing", "forgotten"},
+    "memory": {"memory", "forgotten"},
+}
+
+#: up to this many tasks validation after an event checks everything, above
+#: it only the tasks the event moved (so that it stays linear)
+FULL_VALIDATE_TASKS = 300
 
 #: peers fetched from at once
 FETCH_CONCURRENCY = 4
@@ -31,7 +55,7 @@ class WTask:
 
     def __init__(self, key):
         self.key = key
-        self.state = "waiting"
+        self.state = "released"
         self.run_spec = None
         self.priority: tuple = ()
         self.dependencies: set[WTask] = set()
@@ -63,7 +87,8 @@ class WTask:
 
 class WorkerState:
     def __init__(self, address: str, nthreads: int, resources: dict | None = None,
-                 validate: bool = False, async_slots: int = 1000):
+                 validate: bool = False, async_slots: int = 1000,
+                 transition_log_length: int = TRANSITION_LOG_LENGTH):
         self.address = address
         self.nthreads = nthreads
         #: ``async def`` tasks have slots of their own: they wait on I/O, not CPU
@@ -80,6 +105,10 @@ class WorkerState:
         self.to_fetch: set[WTask] = set()  # tasks in state "fetch"
         self.closing = False
         self.validate_each_step = validate
+        self.log = TransitionLog(transition_log_length)
+        self.stimulus_id = ""
+        self.now = 0.0
+        self._moved: list[WTask] = []
         self._counter = count()
         self._out: list = []
         self._handlers = {
@@ -97,16 +126,45 @@ class WorkerState:
 
     # ------------------------------------------------------------ entry point
 
-    def handle(self, event) -> list:
+    def handle(self, event, now: float = 0.0) -> list:
+        """Apply one event; return instructions.  An exception escaping from
+        here is a bug in trioflow: the caller must stop using this object."""
+        self.now = now
+        self.stimulus_id = event.stimulus_id or type(event).__name__
         self._handlers[type(event)](event)
         self._ensure_fetching()
         self._ensure_computing()
         out, self._out = self._out, []
+        moved, self._moved = self._moved, []
         if self.validate_each_step:
-            self.validate()
+            if len(self.tasks) <= FULL_VALIDATE_TASKS:
+                self.validate()
+            else:
+                self.validate_tasks(moved)
         return out
 
+    def story(self, *keys_or_stimuli) -> list[tuple]:
+        """This worker's transitions of these keys (or caused by these
+        stimuli): ``(key, start, finish, stimulus_id, time)``, oldest first."""
+        return self.log.story(*keys_or_stimuli)
+
+    def _move(self, ts: WTask, finish: str):
+        start = ts.state
+        if finish not in MOVES.get(start, ()):
+            raise InvalidTransition(ts.key, start, finish, self.stimulus_id,
+                                    self.story(ts.key))
+        ts.state = finish
+        self.log.record(ts.key, start, finish, self.stimulus_id, self.now)
+        if self.validate_each_step:
+            self._moved.append(ts)
+
+    def _new_task(self, key, state: str) -> WTask:
+        ts = self.tasks[key] = WTask(key)
+        self._move(ts, state)
+        return ts
+
     def _send(self, msg: dict):
+        msg["stimulus_id"] = self.stimulus_id
         self._out.append(ev.SendToScheduler(msg))
 
     # ------------------------------------------------------------ events
@@ -116,7 +174,7 @@ class WorkerState:
             return
         ts = self.tasks.get(e.key)
         if ts is None:
-            ts = self.tasks[e.key] = WTask(e.key)
+            ts = self._new_task(e.key, "waiting")
         elif ts.computed and ts.state != "cancelled":
             if ts.state == "memory":
                 self._send({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
@@ -127,7 +185,7 @@ class WorkerState:
         if ts.state == "cancelled":
             # told to forget it while it ran, now wanted again: keep the run going,
             # with the slot kind and resources it took
-            ts.state = "long-running" if ts.seceded else "executing"
+            self._move(ts, "long-running" if ts.seceded else "executing")
             return
         ts.run_spec = e.run_spec
         ts.priority = tuple(e.priority)
@@ -141,19 +199,18 @@ class WorkerState:
         if ts.state in ("fetch", "flight", "missing"):
             # it was a dependency here; its data will still do if it arrives
             if ts.state != "flight":
-                ts.state = "waiting"
+                self._move(ts, "waiting")
         for dep_key, holders in e.who_has.items():
             dep = self.tasks.get(dep_key)
             if dep is None:
-                dep = self.tasks[dep_key] = WTask(dep_key)
-                dep.state = "fetch"
+                dep = self._new_task(dep_key, "fetch")
                 self.to_fetch.add(dep)
                 dep.priority = ts.priority
                 dep.nbytes = e.nbytes.get(dep_key, 0)
             if dep.state != "memory":  # also a run here: its holders, should it fail
                 dep.who_has = {h for h in holders if h != self.address} or dep.who_has
                 if dep.state == "missing" and dep.who_has:
-                    dep.state = "fetch"
+                    self._move(dep, "fetch")
                     self.to_fetch.add(dep)
             ts.dependencies.add(dep)
             dep.dependents.add(ts)
@@ -172,7 +229,7 @@ class WorkerState:
                 ts.scattered = False
                 self._out.append(ev.DeleteData(key))
             if ts.state in ("executing", "long-running"):
-                ts.state = "cancelled"
+                self._move(ts, "cancelled")
                 self._out.append(ev.CancelExecution(key))
                 self._drop_dependencies(ts)
             elif ts.state == "cancelled":
@@ -194,7 +251,7 @@ class WorkerState:
         if ts.state == "cancelled" and not ts.scattered:
             if ts.dependents:
                 # freed, but tasks here wait for it: keep it as a replica
-                ts.state = "memory"
+                self._move(ts, "memory")
                 ts.nbytes = e.nbytes
                 self._send({"op": "add-keys", "nbytes": {ts.key: e.nbytes}})
                 self._dependency_arrived(ts)
@@ -204,7 +261,7 @@ class WorkerState:
             self._forget(ts)
             return
         freed = ts.state == "cancelled"  # kept only for data scattered after the free
-        ts.state = "memory"
+        self._move(ts, "memory")
         ts.scattered = False
         ts.nbytes = e.nbytes
         if not freed:
@@ -251,7 +308,7 @@ class WorkerState:
                 if ts is None or ts.state != "memory":  # scattered here meanwhile: keep it
                     self._out.append(ev.DeleteData(key))
                 continue
-            ts.state = "memory"
+            self._move(ts, "memory")
             ts.nbytes = nbytes
             ts.peer = None
             self._drop_dependencies(ts)  # it may have been asked to compute it meanwhile
@@ -280,13 +337,13 @@ class WorkerState:
         if ts.computed:
             # the scheduler asked for it to be computed here while it was in
             # flight: do that rather than wait for another copy
-            ts.state = "waiting"
+            self._move(ts, "waiting")
             if not ts.waiting_for:
                 self._to_ready(ts)
         elif not ts.dependents:
             self._forget(ts)
         else:
-            ts.state = "fetch" if ts.who_has else "missing"
+            self._move(ts, "fetch" if ts.who_has else "missing")
             if ts.who_has:
                 self.to_fetch.add(ts)
 
@@ -295,14 +352,15 @@ class WorkerState:
         for key, nbytes in e.nbytes.items():
             ts = self.tasks.get(key)
             if ts is None:
-                ts = self.tasks[key] = WTask(key)
+                ts = self._new_task(key, "memory")
             elif ts.state in RUNNING:
                 # keep the run; the shell holds the scattered copy, so however
                 # the run ends, the key ends in memory here
                 ts.scattered = True
                 ts.nbytes = nbytes
                 continue
-            ts.state = "memory"
+            if ts.state != "memory":
+                self._move(ts, "memory")
             ts.nbytes = nbytes
             ts.peer = None
             ts.released = False
@@ -321,7 +379,7 @@ class WorkerState:
         if ts.holds_slot:
             self._release_slot(ts)
         if ts.state == "executing":
-            ts.state = "long-running"
+            self._move(ts, "long-running")
             self._send({"op": "long-running", "key": ts.key})
 
     def _rejoin_requested(self, e: ev.RejoinRequested):
@@ -355,7 +413,7 @@ class WorkerState:
         from the holders the scheduler named for it."""
         self._drop_dependencies(ts)
         ts.computed = False
-        ts.state = "fetch" if ts.who_has else "missing"
+        self._move(ts, "fetch" if ts.who_has else "missing")
         if ts.who_has:
             self.to_fetch.add(ts)
 
@@ -363,12 +421,12 @@ class WorkerState:
         """A run without a result ended, but a scatter put the key here meanwhile
         (the scheduler counts this worker as its holder): keep that copy."""
         ts.scattered = False
-        ts.state = "memory"
+        self._move(ts, "memory")
         self._dependency_arrived(ts)
         self._drop_dependencies(ts)
 
     def _to_ready(self, ts: WTask):
-        ts.state = "ready"
+        self._move(ts, "ready")
         queue = self.ready_async if ts.is_async else self.ready
         heapq.heappush(queue, (ts.priority, next(self._counter), ts))
 
@@ -381,26 +439,44 @@ class WorkerState:
 
     def _drop_dependencies(self, ts: WTask):
         """``ts`` no longer needs its dependencies; release those fetched only for it."""
+        doomed = self._detach_dependencies(ts)
+        if doomed:
+            self._forget_all(doomed)
+
+    def _detach_dependencies(self, ts: WTask) -> list[WTask]:
+        """Cut ``ts`` from its dependencies; those now needed by nothing here."""
+        doomed = []
         for dep in ts.dependencies:
             dep.dependents.discard(ts)
             if not dep.dependents and not dep.computed and (
                     dep.state in ("fetch", "flight", "missing") or dep.released):
-                self._forget(dep)
+                doomed.append(dep)
         ts.dependencies = set()
         ts.waiting_for = set()
+        return doomed
 
     def _forget(self, ts: WTask):
-        if ts.state == "memory":
-            self._out.append(ev.DeleteData(ts.key))
-        if ts.holds_slot:
-            self._release_slot(ts)
-        self.tasks.pop(ts.key, None)
-        self._drop_dependencies(ts)
-        for dependent in ts.dependents:
-            dependent.dependencies.discard(ts)
-            dependent.waiting_for.discard(ts)
-        ts.dependents = set()
-        ts.state = "forgotten"
+        self._forget_all([ts])
+
+    def _forget_all(self, doomed: list[WTask]):
+        """Forget these tasks and, as a worklist (never recursing), the
+        dependencies that were held only for them."""
+        while doomed:
+            ts = doomed.pop()
+            if ts.state == "forgotten":
+                continue
+            if ts.state == "memory":
+                self._out.append(ev.DeleteData(ts.key))
+            if ts.holds_slot:
+                self._release_slot(ts)
+            if self.tasks.get(ts.key) is ts:
+                del self.tasks[ts.key]
+            doomed.extend(self._detach_dependencies(ts))
+            for dependent in ts.dependents:
+                dependent.dependencies.discard(ts)
+                dependent.waiting_for.discard(ts)
+            ts.dependents = set()
+            self._move(ts, "forgotten")
 
     def _stop_running(self, ts: WTask):
         if ts.holds_slot:
@@ -435,7 +511,7 @@ class WorkerState:
             ts.seceded = False
             self._take_slot(ts)
             if ts.state == "long-running":
-                ts.state = "executing"
+                self._move(ts, "executing")
             self._out.append(ev.GrantRejoin(ts.key))
         for queue, has_room in ((self.ready, lambda: self.busy_slots < self.nthreads),
                                 (self.ready_async, lambda: self.async_busy < self.async_slots)):
@@ -448,7 +524,7 @@ class WorkerState:
                 if not self._has_resources(ts):
                     skipped.append(item)
                     continue
-                ts.state = "executing"
+                self._move(ts, "executing")
                 self._take_slot(ts)
                 self._out.append(ev.Execute(ts.key))
             for item in skipped:
@@ -489,7 +565,7 @@ class WorkerState:
                 break
             self.peers_in_flight.add(peer)
             for ts in tasks:
-                ts.state = "flight"
+                self._move(ts, "flight")
                 ts.peer = peer
                 self.to_fetch.discard(ts)
             self._out.append(ev.Fetch(peer, tuple(ts.key for ts in tasks)))
@@ -499,31 +575,44 @@ class WorkerState:
     def validate(self) -> None:
         held = held_async = 0
         for key, ts in self.tasks.items():
-            assert ts.key == key and ts.state in STATES, ts
+            assert ts.key == key, ts
+            self._validate_task(ts)
             if ts.holds_slot:
                 if ts.is_async:
                     held_async += 1
                 else:
                     held += 1
-                assert ts.state in RUNNING and not ts.seceded, ts
-            if ts.state == "long-running":
-                assert ts.seceded and not ts.holds_slot, ts
-            if ts.state == "waiting":
-                assert ts.waiting_for, f"runnable task left waiting: {ts}"
-            if ts.state == "ready":
-                assert not ts.waiting_for, ts
-                assert all(d.state == "memory" for d in ts.dependencies), ts
-            if ts.state == "flight":
-                assert ts.peer in self.peers_in_flight, ts
-            if ts.state == "fetch":
-                assert ts in self.to_fetch, ts
-            for dep in ts.waiting_for:
-                assert dep in ts.dependencies and dep.state != "memory", (ts, dep)
-            for dep in ts.dependencies:
-                assert self.tasks.get(dep.key) is dep and ts in dep.dependents, (ts, dep)
         assert held == self.busy_slots, (held, self.busy_slots)
-        assert 0 <= self.busy_slots <= self.nthreads, self.busy_slots
         assert held_async == self.async_busy, (held_async, self.async_busy)
+        self._validate_counters()
+
+    def validate_tasks(self, tasks) -> None:
+        """The invariants of these tasks only, and of the slot counters."""
+        validate_moved(tasks, self.tasks, self._validate_task)
+        self._validate_counters()
+
+    def _validate_task(self, ts: WTask) -> None:
+        assert ts.state in STATES, ts
+        if ts.holds_slot:
+            assert ts.state in RUNNING and not ts.seceded, ts
+        if ts.state == "long-running":
+            assert ts.seceded and not ts.holds_slot, ts
+        if ts.state == "waiting":
+            assert ts.waiting_for, f"runnable task left waiting: {ts}"
+        if ts.state == "ready":
+            assert not ts.waiting_for, ts
+            assert all(d.state == "memory" for d in ts.dependencies), ts
+        if ts.state == "flight":
+            assert ts.peer in self.peers_in_flight, ts
+        if ts.state == "fetch":
+            assert ts in self.to_fetch, ts
+        for dep in ts.waiting_for:
+            assert dep in ts.dependencies and dep.state != "memory", (ts, dep)
+        for dep in ts.dependencies:
+            assert self.tasks.get(dep.key) is dep and ts in dep.dependents, (ts, dep)
+
+    def _validate_counters(self) -> None:
+        assert 0 <= self.busy_slots <= self.nthreads, self.busy_slots
         assert 0 <= self.async_busy <= self.async_slots, self.async_busy
         for r, amount in self.available_resources.items():
             assert 0 <= amount <= self.total_resources.get(r, 0), (r, amount)

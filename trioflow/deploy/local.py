@@ -57,7 +57,7 @@ class LocalCluster:
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
                  memory_limit="auto", dashboard_address=_DEFAULT, scheduler_port=0,
                  host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
-                 resources=None, protocol=None, validate=False, nthreads=None,
+                 resources=None, protocol=None, validate=None, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
                  token=None, security=None, allowed_failures=None, **kwargs):
         if kwargs:

@@ -22,6 +22,7 @@ from trioflow.comm.connection import Connection, reply_error, reply_ok
 from trioflow.core import events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
+from trioflow.core.transitions import InvalidTransition
 from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import deserialize, serialize
@@ -29,6 +30,7 @@ from trioflow.profiling import Profiler
 from trioflow.server import logs
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
+from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -49,7 +51,7 @@ class Scheduler:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, address: str | None = None,
                  scheduler_file: str | None = None, token: str | None = None,
                  security=None, protocol: str | None = None,
-                 worker_ttl: float = 300.0, validate: bool = False,
+                 worker_ttl: float = 300.0, validate: bool | None = None,
                  dashboard_address=None, dashboard=None, allowed_failures: int | None = None,
                  **kwargs):
         if allowed_failures is None:
@@ -59,7 +61,8 @@ class Scheduler:
                 raise ValueError(
                     f"{_ALLOWED_FAILURES_NAME} (dask config, or ${env_name(_ALLOWED_FAILURES_NAME)})"
                     f" must be an int >= 0, not {allowed_failures!r}")
-        self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate,
+        # validate=None: check the state after every event if TRIOFLOW_VALIDATE is set
+        self.state = SchedulerState(worker_ttl=worker_ttl, validate=validate_requested(validate),
                                     allowed_failures=allowed_failures)
         logs.install()
         self.security = security
@@ -83,6 +86,8 @@ class Scheduler:
         self._nursery_manager = None
         self.nursery: trio.Nursery | None = None
         self.status = "created"
+        #: the exception that stopped the scheduler's core, if one did
+        self.failure: BaseException | None = None
         self._closed = trio.Event()
         self._terminate_requested = trio.Event()
         self.profiler = Profiler()  # the event loop's sampled stacks, for Client.profile
@@ -113,7 +118,7 @@ class Scheduler:
             self.extensions = scheduler_extensions(self)
             self._extension_handlers = {op: handler for ext in self.extensions.values()
                                         for op, handler in ext.handlers.items()}
-            self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, "scheduler-start"))
+            self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, new_stimulus_id("scheduler-start")))
             if dashboard_wanted(self._dashboard_address):
                 await self._start_dashboard()
             if self.scheduler_file:
@@ -163,9 +168,20 @@ class Scheduler:
     # ------------------------------------------------------------ events
 
     def stimulus(self, event) -> None:
-        """Apply one event to the state and send the messages it causes."""
+        """Apply one event to the state and send the messages it causes.
+
+        An exception from the core is a bug in trioflow, not the peer's: the
+        state can no longer be trusted, so the scheduler logs it and shuts down
+        (its owner restarts it) instead of running on."""
+        if self.failure is not None:
+            return
+        try:
+            out = self.state.handle(event, time.monotonic())
+        except Exception as exc:
+            self._core_failed(event, exc)
+            return
         finished_unowned = []
-        for kind, address, msg in self.state.handle(event, time.monotonic()):
+        for kind, address, msg in out:
             if kind == "client" and address == FIRE_AND_FORGET:
                 # the pseudo-client lets go of a key as soon as it is done
                 if msg.get("op") in ("key-in-memory", "task-erred", "cancelled-key"):
@@ -176,14 +192,29 @@ class Scheduler:
                 conn.send(msg)
         if finished_unowned:
             self.stimulus(ev.KeysReleased(FIRE_AND_FORGET, tuple(finished_unowned),
-                                          "fire-and-forget-done"))
+                                          new_stimulus_id("fire-and-forget-done")))
+
+    def _core_failed(self, event, exc: Exception):
+        self.failure = exc
+        self.status = "failed"
+        keys = _event_keys(event)
+        story = exc.story if isinstance(exc, InvalidTransition) else self.state.story(*keys)
+        logger.critical(
+            "scheduler %s: its state machine failed handling %r; the state is no longer "
+            "consistent, so the scheduler closes (restart it). Story of %r:\n%s",
+            self.address, event, keys, "\n".join(map(repr, story[-50:])), exc_info=exc)
+        self._terminate_requested.set()  # whoever runs the scheduler closes it
+        # drop every peer now: workers and clients see the scheduler gone
+        # rather than wait on a state that will never move again
+        for conn in [*self.clients.values(), *self.workers.values()]:
+            conn.close("the scheduler's state machine failed")
 
     async def _check_heartbeats(self):
         interval = max(0.5, min(5.0, self.state.worker_ttl / 4))
         while True:
             await trio.sleep(interval)
             before = set(self.state.workers)
-            self.stimulus(ev.CheckHeartbeats("heartbeat-check"))
+            self.stimulus(ev.CheckHeartbeats(new_stimulus_id("heartbeat-check")))
             for address in before - set(self.state.workers):
                 logger.warning("worker %s missed its heartbeats; removed", address)
                 conn = self.workers.get(address)
@@ -198,6 +229,8 @@ class Scheduler:
     # ------------------------------------------------------------ connections
 
     async def _handle_comm(self, comm):
+        if self.failure is not None:
+            return  # closing after a failure of the core: no new peers
         role = comm.peer_info.get("role")
         if role == "client":
             await self._client_stream(comm)
@@ -212,7 +245,7 @@ class Scheduler:
             conn = Connection(comm, lambda msg: self._client_msg(client_id, conn, msg, requests),
                               messages.FROM_CLIENT)
             self.clients[client_id] = conn
-            self.stimulus(ev.ClientConnected(client_id, "client-connected"))
+            self.stimulus(ev.ClientConnected(client_id, new_stimulus_id("client-connected")))
             try:
                 await conn.run()
             finally:
@@ -221,7 +254,7 @@ class Scheduler:
                 if self.clients.get(client_id) is conn:
                     del self.clients[client_id]
                     self._peer_left(client_id)
-                    self.stimulus(ev.ClientDisconnected(client_id, "client-disconnected"))
+                    self.stimulus(ev.ClientDisconnected(client_id, new_stimulus_id("client-disconnected")))
 
     async def _worker_stream(self, comm):
         info = dict(comm.peer_info)
@@ -232,13 +265,13 @@ class Scheduler:
             old = self.workers.get(address)
             if old is not None:
                 old.close("replaced by a new connection from the same address")
-                self.stimulus(ev.WorkerLeft(address, "worker-reconnected"))
+                self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-reconnected")))
             self.workers[address] = conn
             self.worker_info[address] = info
             self._worker_joined(address)
             self.stimulus(ev.WorkerJoined(
                 address, int(info.get("nthreads", 1)), int(info.get("memory_limit") or 0),
-                info.get("name"), info.get("resources"), "worker-joined"))
+                info.get("name"), info.get("resources"), new_stimulus_id("worker-joined")))
             self._worker_set_changed()
             logger.info("worker %s joined (%s threads)", address, info.get("nthreads"))
             try:
@@ -250,7 +283,7 @@ class Scheduler:
                     del self.workers[address]
                     self.worker_info.pop(address, None)
                     self._peer_left(address)
-                    self.stimulus(ev.WorkerLeft(address, "worker-connection-closed"))
+                    self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-connection-closed")))
                     self._worker_set_changed()
                     logger.info("worker %s left: %s", address, conn.close_reason or "closed")
 
@@ -361,29 +394,29 @@ class Scheduler:
                 is_async=bool(t.get("is_async")))
             for t in msg["tasks"])
         self.stimulus(ev.GraphSubmitted(client_id, tasks, tuple(msg.get("wanted") or ()),
-                                        stimulus_id=f"update-graph-{client_id}"))
+                                        stimulus_id=_stimulus(msg, "update-graph")))
 
     def _release_keys(self, client_id, msg):
-        self.stimulus(ev.KeysReleased(client_id, tuple(msg["keys"]), "client-releases-keys"))
+        self.stimulus(ev.KeysReleased(client_id, tuple(msg["keys"]), _stimulus(msg, "client-releases-keys")))
 
     def _want_keys(self, client_id, msg):
-        self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), "client-wants-keys"))
+        self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), _stimulus(msg, "client-wants-keys")))
 
     def _fire_and_forget(self, client_id, msg):
-        self.stimulus(ev.KeysWanted(FIRE_AND_FORGET, tuple(msg["keys"]), "fire-and-forget"))
+        self.stimulus(ev.KeysWanted(FIRE_AND_FORGET, tuple(msg["keys"]), _stimulus(msg, "fire-and-forget")))
 
     def _cancel_keys(self, client_id, msg):
         self.stimulus(ev.KeysCancelled(client_id, tuple(msg["keys"]), bool(msg.get("force")),
-                                       "client-cancels-keys"))
+                                       _stimulus(msg, "client-cancels-keys")))
 
     def _retry_keys(self, client_id, msg):
-        self.stimulus(ev.TasksRetried(client_id, tuple(msg["keys"]), "client-retries-keys"))
+        self.stimulus(ev.TasksRetried(client_id, tuple(msg["keys"]), _stimulus(msg, "client-retries-keys")))
 
     # requests: (scheduler, peer, msg) -> result
 
     def _scatter_done(self, client_id, msg):
         self.stimulus(ev.DataScattered(client_id, dict(msg["nbytes"]), dict(msg["who_has"]),
-                                       dict(msg.get("types") or {}), "client-scattered"))
+                                       dict(msg.get("types") or {}), _stimulus(msg, "client-scattered")))
         return True
 
     def _who_has(self, client_id, msg):
@@ -441,7 +474,7 @@ class Scheduler:
         expected = len(self.state.workers)
         restarting = {a for a, info in self.worker_info.items() if info.get("nanny")}
         self.stimulus(ev.ClusterRestarted(f"the cluster was restarted by {client_id}",
-                                          "restart"))
+                                          new_stimulus_id("restart")))
         for address in restarting:
             conn = self.workers.get(address)
             if conn is not None:
@@ -461,10 +494,11 @@ class Scheduler:
             by_pair.setdefault((sender, recipient), []).append(key)
         moved = 0
         for (sender, recipient), keys in by_pair.items():
-            got = await self.worker_connection(recipient).request({"op": "replicate", "who_has": {k: [sender] for k in keys}})
-            self.stimulus(ev.ReplicaAdded(recipient, dict(got), "rebalance"))
+            got = await self.worker_connection(recipient).request(
+                {"op": "replicate", "who_has": {k: [sender] for k in keys}})
+            self.stimulus(ev.ReplicaAdded(recipient, dict(got), new_stimulus_id("rebalance")))
             for key in got:
-                self.stimulus(ev.ReplicaDropped(sender, key, "rebalance"))
+                self.stimulus(ev.ReplicaDropped(sender, key, new_stimulus_id("rebalance")))
                 moved += 1
         return moved
 
@@ -515,6 +549,32 @@ class Scheduler:
                                    {"op": "replicate", "who_has": who_has})
         return True
 
+    async def _story(self, client_id, msg):
+        """The transitions of ``keys`` (keys or stimulus ids) on the scheduler
+        and on every worker: ``(where, key, start, finish, stimulus_id, time)``
+        with wall-clock times, oldest first."""
+        keys = tuple(msg.get("keys") or ())
+        on_error = msg.get("on_error") or "raise"
+        if on_error not in ("raise", "ignore"):
+            raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
+        story = [("scheduler", *entry) for entry in story_in_wall_time(self.state.story(*keys))]
+
+        async def from_worker(address):
+            try:
+                entries = await self.worker_connection(address).request(
+                    {"op": "story", "keys": list(keys)})
+            except Exception:
+                if on_error == "raise":
+                    raise
+                return
+            story.extend((address, *entry) for entry in entries)
+
+        async with trio.open_nursery() as nursery:
+            for address in list(self.state.workers):
+                nursery.start_soon(from_worker, address)
+        story.sort(key=lambda entry: entry[-1])
+        return story
+
     def _nbytes(self, client_id, msg):
         keys = msg.get("keys")
         tasks = self.state.tasks
@@ -543,7 +603,7 @@ class Scheduler:
                 target = min(staying, key=lambda a: self.state.workers[a].nbytes)
                 got = await self.worker_connection(target).request({"op": "replicate",
                                           "who_has": {k: [address] for k in only_here}})
-                self.stimulus(ev.ReplicaAdded(target, dict(got), "retire"))
+                self.stimulus(ev.ReplicaAdded(target, dict(got), new_stimulus_id("retire")))
             if msg.get("close", True):
                 worker = self.workers.get(address)
                 if worker is not None:
@@ -580,26 +640,27 @@ class Scheduler:
         if op == "task-finished":
             self.stimulus(ev.TaskFinished(address, msg["key"], int(msg.get("nbytes") or 0),
                                           msg.get("type") or "", float(msg.get("duration") or 0),
-                                          "task-finished"))
+                                          _stimulus(msg, "task-finished")))
         elif op == "task-erred":
             self.stimulus(ev.TaskErred(address, msg["key"], msg.get("exception"),
                                        msg.get("traceback"), msg.get("text") or "",
-                                       msg.get("kind") or "", "task-erred"))
+                                       msg.get("kind") or "", _stimulus(msg, "task-erred")))
         elif op == "add-keys":
-            self.stimulus(ev.ReplicaAdded(address, dict(msg["nbytes"]), "add-keys"))
+            self.stimulus(ev.ReplicaAdded(address, dict(msg["nbytes"]), _stimulus(msg, "add-keys")))
         elif op == "missing-data":
-            self.stimulus(ev.DataMissing(address, msg["key"], msg["holder"], "missing-data"))
+            self.stimulus(ev.DataMissing(address, msg["key"], msg["holder"],
+                                         _stimulus(msg, "missing-data")))
         elif op == "task-started":
-            self.stimulus(ev.TaskStarted(address, msg["key"], "task-started"))
+            self.stimulus(ev.TaskStarted(address, msg["key"], _stimulus(msg, "task-started")))
         elif op == "long-running":
-            self.stimulus(ev.TaskSeceded(address, msg["key"], "secede"))
+            self.stimulus(ev.TaskSeceded(address, msg["key"], _stimulus(msg, "secede")))
         elif op == "task-cancelled":
-            self.stimulus(ev.TaskCancelledOnWorker(address, msg["key"], "task-cancelled"))
+            self.stimulus(ev.TaskCancelledOnWorker(address, msg["key"], _stimulus(msg, "task-cancelled")))
         elif op == "unserializable":
             self.stimulus(ev.DataUnserializable(address, msg["key"], msg.get("text") or "",
-                                                "unserializable"))
+                                                _stimulus(msg, "unserializable")))
         elif op == "heartbeat":
-            self.stimulus(ev.WorkerHeartbeat(address, msg.get("metrics"), "heartbeat"))
+            self.stimulus(ev.WorkerHeartbeat(address, msg.get("metrics"), _stimulus(msg, "heartbeat")))
         elif op == "cancel-request":
             self._cancel_request(conn, msg)
         else:
@@ -608,6 +669,26 @@ class Scheduler:
                 self._start_request(conn, msg, request, address, requests)
             else:
                 logger.warning("worker %s sent unknown op %r", address, op)
+
+
+def _stimulus(msg: dict, cause: str) -> str:
+    """The stimulus id a peer gave its message (a worker names the event of
+    its own that caused it), else a new one naming ``cause``."""
+    given = msg.get("stimulus_id")
+    if isinstance(given, str) and 0 < len(given) <= 200:
+        return given
+    return new_stimulus_id(cause)
+
+
+def _event_keys(event) -> tuple:
+    keys = getattr(event, "keys", None)
+    if keys is None:
+        key = getattr(event, "key", None)
+        keys = () if key is None else (key,)
+    tasks = getattr(event, "tasks", None)
+    if tasks:
+        keys = tuple(spec.key for spec in tasks[:20])
+    return tuple(keys)[:20]
 
 
 def _takes(function, name: str) -> bool:
@@ -649,6 +730,7 @@ _CLIENT_REQUESTS = {
     "terminate": Scheduler._terminate,
     "restart": Scheduler._restart,
     "nbytes": Scheduler._nbytes,
+    "story": Scheduler._story,
     "processing": Scheduler._processing,
     "retire": Scheduler._retire,
     "rebalance": Scheduler._rebalance,

@@ -29,6 +29,7 @@ from trioflow.comm.connection import Connection, ConnectionPool, reply_error, re
 from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
 from trioflow.core.keys import key_prefix
+from trioflow.core.transitions import InvalidTransition
 from trioflow.core.worker_state import WorkerState
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.errors import TimeoutError as TaskTimeoutError
@@ -40,6 +41,7 @@ from trioflow.protocol.tasks import loads_args
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
+from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
 from trioflow.server.task_stream import TaskStream
 from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
@@ -86,7 +88,7 @@ class Worker:
                  memory_limit: int = 0, resources: dict | None = None,
                  host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None,
                  nanny: str | None = None, heartbeat_interval: float = 1.0,
-                 token: str | None = None, validate: bool = False,
+                 token: str | None = None, validate: bool | None = None,
                  warm_imports: tuple[str, ...] = (), security=None,
                  dashboard_address=None, dashboard=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
@@ -119,7 +121,10 @@ class Worker:
         self.id = f"Worker-{uuid.uuid4()}"
         self.data: dict = {}
         self.state: WorkerState | None = None
-        self._validate = validate
+        # None: check the state after every event if TRIOFLOW_VALIDATE is set
+        self._validate = validate_requested(validate)
+        #: the exception that stopped the worker's core, if one did
+        self.failure: BaseException | None = None
         self.executing: dict = {}
         self._functions: OrderedDict = OrderedDict()
         self._peers: ConnectionPool | None = None
@@ -218,7 +223,7 @@ class Worker:
                 self._finished.set()
 
     async def _stop_everything(self, reason: str):
-        self._handle(ev.WorkerClosing("worker-close"))
+        self._handle(ev.WorkerClosing(new_stimulus_id("worker-close")))
         with trio.move_on_after(CLOSE_GRACE):
             while any(not e.is_async and not e.thread_done for e in self.executing.values()):
                 await trio.sleep(0.01)
@@ -254,7 +259,7 @@ class Worker:
             self.status = "lost-scheduler"
             # cannot await close() from inside our own nursery: stop the tasks, then
             # let the owner's ``async with`` finish the job
-            self._handle(ev.WorkerClosing("lost-scheduler"))
+            self._handle(ev.WorkerClosing(new_stimulus_id("lost-scheduler")))
             self._finished.set()
 
     async def _heartbeat(self):
@@ -271,7 +276,14 @@ class Worker:
     # ------------------------------------------------------------ state machine
 
     def _handle(self, event) -> None:
-        for inst in self.state.handle(event):
+        if self.failure is not None:
+            return
+        try:
+            instructions = self.state.handle(event, time.monotonic())
+        except Exception as exc:
+            self._core_failed(event, exc)
+            return
+        for inst in instructions:
             kind = type(inst)
             if kind is ev.Execute:
                 self.nursery.start_soon(self._execute, inst.key)
@@ -289,6 +301,24 @@ class Worker:
                 if waiter is not None:
                     waiter.set()
 
+    def _core_failed(self, event, exc: Exception):
+        """A bug in trioflow's worker core: its state can no longer be trusted.
+        Log it with the key's story and close; a nanny starts a new worker."""
+        self.failure = exc
+        key = getattr(event, "key", None)
+        keys = (key,) if key is not None else tuple(getattr(event, "keys", ()) or ())[:20]
+        story = exc.story if isinstance(exc, InvalidTransition) else self.state.story(*keys)
+        logger.critical(
+            "worker %s: its state machine failed handling %r; the state is no longer "
+            "consistent, so the worker closes. Story of %r:\n%s", self.address, event, keys,
+            "\n".join(map(repr, story[-50:])), exc_info=exc)
+        self.status = "failed"
+        for key in list(self.executing):
+            self._cancel_execution(key)
+        if self.scheduler is not None:
+            self.scheduler.close("the worker's state machine failed")
+        self._finished.set()
+
     def _scheduler_msg(self, msg: dict):
         op = msg.get("op")
         if op == "compute-task":
@@ -296,14 +326,14 @@ class Worker:
                 msg["key"], msg["run_spec"], dict(msg.get("who_has") or {}),
                 dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
                 msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
-                "compute-task"))
+                _stimulus(msg, "compute-task")))
             if msg.get("timeout"):
                 self._deadlines[msg["key"]] = float(msg["timeout"])
         elif op == "free-keys":
             for key in msg["keys"]:
                 if key not in self.executing:
                     self._deadlines.pop(key, None)
-            self._handle(ev.FreeKeys(tuple(msg["keys"]), "free-keys"))
+            self._handle(ev.FreeKeys(tuple(msg["keys"]), _stimulus(msg, "free-keys")))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
             self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
@@ -375,18 +405,18 @@ class Worker:
             self.trio_token.run_sync_soon(self.scheduler.send, message)
 
     def secede_task(self, key):
-        self._handle(ev.Seceded(key, "secede"))
+        self._handle(ev.Seceded(key, new_stimulus_id("secede")))
 
     async def rejoin_task(self, key):
         granted = trio.Event()
         self._rejoin_waiters[key] = granted
-        self._handle(ev.RejoinRequested(key, "rejoin"))
+        self._handle(ev.RejoinRequested(key, new_stimulus_id("rejoin")))
         await granted.wait()
 
     async def _close_from_inside(self, reason, restart=False):
         # a nanny restarts a worker that exits after "restarting", not one that was retired
         self.status = "restarting" if restart else "lost-scheduler"
-        self._handle(ev.WorkerClosing(reason))
+        self._handle(ev.WorkerClosing(new_stimulus_id("close-requested")))
         self.scheduler.close(reason)
         self._finished.set()
 
@@ -408,7 +438,7 @@ class Worker:
         if ts.state != "executing":
             # cancelled between the Execute instruction and this task starting:
             # the state machine still counts its slot until told it stopped
-            self._handle(ev.ExecuteCancelled(key, "cancelled-before-start"))
+            self._handle(ev.ExecuteCancelled(key, new_stimulus_id("cancelled-before-start")))
             return
         try:
             func_payload, args_payload = ts.run_spec
@@ -418,7 +448,7 @@ class Worker:
             exc_frames, tb_frames, text = pack_exception(exc)
             self._handle(ev.ExecuteFailure(
                 key, exc_frames, tb_frames, f"could not load task {key!r}: {text}", "",
-                "load-failed"))
+                new_stimulus_id("load-failed")))
             return
         is_async = inspect.iscoroutinefunction(func)
         if is_async and self.client is None:
@@ -473,12 +503,13 @@ class Worker:
                 value = actor_proxy(value, self.address, key)  # what dependents and clients get
             self.data[key] = value
             self._handle(ev.ExecuteSuccess(key, nbytes, type_name, duration,
-                                           "execute-success"))
+                                           new_stimulus_id("execute-success")))
         elif status == "cancelled":
-            self._handle(ev.ExecuteCancelled(key, "execute-cancelled"))
+            self._handle(ev.ExecuteCancelled(key, new_stimulus_id("execute-cancelled")))
         else:
             exc_frames, tb_frames, text = pack_exception(value)
-            self._handle(ev.ExecuteFailure(key, exc_frames, tb_frames, text, "", "execute-failure"))
+            self._handle(ev.ExecuteFailure(key, exc_frames, tb_frames, text, "",
+                                           new_stimulus_id("execute-failure")))
 
     async def _run_async(self, execution, context, func, args, kwargs):
         token = set_async_task(context)
@@ -525,7 +556,8 @@ class Worker:
         except (CommClosedError, OSError, ProtocolError, trio.TooSlowError) as exc:
             logger.info("worker %s could not fetch %d key(s) from %s: %s",
                         self.address, len(keys), peer, exc)
-            self._handle(ev.GatherDone(peer, {}, tuple(keys), True, "gather-failed"))
+            self._handle(ev.GatherDone(peer, {}, tuple(keys), True,
+                                       new_stimulus_id("gather-failed")))
             return
         nbytes = {}
         for key, value in (result.get("data") or {}).items():
@@ -536,7 +568,7 @@ class Worker:
         self.task_stream.add_transfer({"peer": peer, "worker": self.address,
                                        "keys": list(nbytes), "start": started,
                                        "stop": time.time(), "nbytes": sum(nbytes.values())})
-        self._handle(ev.GatherDone(peer, nbytes, missing, False, "gather-done"))
+        self._handle(ev.GatherDone(peer, nbytes, missing, False, new_stimulus_id("gather-done")))
 
     # ------------------------------------------------------------ serving peers and clients
 
@@ -612,7 +644,7 @@ class Worker:
             value = deserialize(value)
             self.data[key] = value
             nbytes[key] = sizeof(value)
-        self._handle(ev.DataReceived(nbytes, "update-data"))
+        self._handle(ev.DataReceived(nbytes, new_stimulus_id("update-data")))
         return {"nbytes": nbytes, "types": {k: type(self.data[k]).__name__ for k in nbytes}}
 
     async def _run_function(self, msg, inproc):
@@ -643,7 +675,7 @@ class Worker:
                 self.data[key] = deserialize(value)
                 nbytes[key] = sizeof(self.data[key])
         if nbytes:
-            self._handle(ev.DataReceived(nbytes, "replicate"))
+            self._handle(ev.DataReceived(nbytes, new_stimulus_id("replicate")))
             self.scheduler.send({"op": "add-keys", "nbytes": nbytes})
         return nbytes
 
@@ -666,10 +698,21 @@ class Worker:
                 "transfer_bytes": stream.transfer_bytes,
                 "transfer_seconds": stream.transfer_seconds}
 
+    def _story(self, msg, inproc):
+        return story_in_wall_time(self.state.story(*(msg.get("keys") or ())))
+
     def _identity(self, msg, inproc):
         return {"type": "Worker", "address": self.address, "name": self.name,
                 "nthreads": self.nthreads, "memory_limit": self.memory_limit,
                 "keys": list(self.data)}
+
+
+def _stimulus(msg: dict, cause: str) -> str:
+    """The scheduler's stimulus id for a message, else a new one for ``cause``."""
+    given = msg.get("stimulus_id")
+    if isinstance(given, str) and 0 < len(given) <= 200:
+        return given
+    return new_stimulus_id(cause)
 
 
 def _takes(function, name: str) -> bool:
@@ -723,6 +766,7 @@ _SCHEDULER_REQUESTS = {
     "run": Worker._run_function,
     "replicate": Worker._replicate,
     "task-stream-since": Worker._task_stream_since,
+    "story": Worker._story,
 }
 
 

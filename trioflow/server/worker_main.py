@@ -53,8 +53,10 @@ async def _main(args) -> int:
                 nursery.start_soon(_watch_parent, args.nanny_pid, nursery.cancel_scope)
             await worker.finished()
             nursery.cancel_scope.cancel()
-        lost_scheduler = worker.status == "lost-scheduler"
-    return EXIT_LOST_SCHEDULER if lost_scheduler else 0
+        status = worker.status
+    if status == "failed":
+        return 1  # its state machine failed: the nanny starts a new worker
+    return EXIT_LOST_SCHEDULER if status == "lost-scheduler" else 0
 
 
 def main(argv=None) -> int:
