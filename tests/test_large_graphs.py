@@ -138,3 +138,22 @@ def test_a_worker_whose_core_fails_closes(caplog):
     with caplog.at_level(logging.CRITICAL, logger="trioflow.worker"):
         trio.run(main)
     assert any("state machine failed" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_story_prints_a_keys_transitions(cli_cluster):
+    import subprocess
+    import sys
+
+    from _util import subprocess_env
+
+    with Client(cli_cluster.address, timeout=30) as client:
+        f = client.submit(inc, 41)
+        assert f.result(timeout=30) == 42
+        result = subprocess.run(
+            [sys.executable, "-m", "trioflow", "story", str(f.key),
+             "--scheduler-file", str(cli_cluster.scheduler_file)],
+            capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any(" scheduler " in line and "processing -> memory" in line for line in lines), lines
+    assert any("executing -> memory" in line for line in lines), lines

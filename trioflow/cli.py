@@ -1,4 +1,4 @@
-"""The ``trioflow`` console script: ``scheduler``, ``worker`` and ``demo``."""
+"""The ``trioflow`` console script: ``scheduler``, ``worker``, ``story`` and ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,41 @@ def _worker_parser(sub):
     p.add_argument("--token", default=None, help="token the scheduler requires")
     _tls_arguments(p, "worker")
     p.set_defaults(run=_run_worker, nanny=True)
+
+
+def _story_parser(sub):
+    p = sub.add_parser("story", help="print what happened to keys, cluster-wide",
+                       description="Print the transitions of keys (or of the events with "
+                                   "these stimulus ids) on the scheduler and every worker, "
+                                   "oldest first.")
+    p.add_argument("keys", nargs="+", metavar="KEY", help="a key or a stimulus id")
+    p.add_argument("--scheduler-file", default=None, help="read the scheduler address from here")
+    p.add_argument("--scheduler", default=None, help="or the scheduler's address")
+    p.add_argument("--token", default=None, help="token the scheduler requires")
+    p.add_argument("--json", action="store_true", help="one JSON list per transition")
+    p.set_defaults(run=_run_story)
+
+
+def _run_story(args) -> int:
+    import datetime
+
+    from trioflow.client.client import Client
+    if args.scheduler is None and args.scheduler_file is None:
+        print("trioflow story: give --scheduler-file or --scheduler", file=sys.stderr)
+        return 2
+    with Client(args.scheduler, scheduler_file=args.scheduler_file, token=args.token,
+                set_as_default=False) as client:
+        story = client.story(*args.keys, on_error="ignore")
+    for where, key, start, finish, stimulus_id, when in story:
+        if args.json:
+            print(json.dumps([where, key, start, finish, stimulus_id, when], default=str))
+        else:
+            stamp = datetime.datetime.fromtimestamp(when).strftime("%H:%M:%S.%f")
+            print(f"{stamp}  {where}  {key!s}  {start} -> {finish}  ({stimulus_id})")
+    if not story:
+        print(f"no transitions of {', '.join(args.keys)} are remembered", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _demo_parser(sub):
@@ -196,9 +231,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
         prog="trioflow", description="trioflow: dask.distributed's futures API on Trio.")
-    sub = parser.add_subparsers(dest="command", metavar="{scheduler,worker,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{scheduler,worker,story,demo}")
     _scheduler_parser(sub)
     _worker_parser(sub)
+    _story_parser(sub)
     _demo_parser(sub)
     if argv and argv[0] == "demo":
         from trioflow.demo import main as demo_main
