@@ -166,6 +166,7 @@ def _parse_resources(text):
 def _run_worker(args) -> int:
     import os
 
+    from trioflow.server.asyncio_bridge import run_as_guest
     from trioflow.server.nanny import Nanny
     from trioflow.server.warm_imports import warm_import_names
     from trioflow.server.worker import Worker
@@ -210,7 +211,8 @@ def _run_worker(args) -> int:
             nursery.cancel_scope.cancel()
         return 0
 
-    return trio.run(main)
+    # asyncio hosts trio, so that async tasks may use either (--no-nanny workers)
+    return run_as_guest(main)
 
 
 def _wait_for_scheduler_file(path, timeout=60.0):

@@ -15,8 +15,8 @@ import weakref
 from collections.abc import Iterator
 
 from trioflow.client import dask_default
-from trioflow.client.background import BackgroundContext
 from trioflow.client.containers import futures_of, lists_for_iterators, pack
+from trioflow.server.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
 from trioflow.client.introspection import IntrospectionMixin, current_client

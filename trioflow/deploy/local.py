@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from trioflow import extensions
-from trioflow.client.background import BackgroundContext
+from trioflow.server.background import BackgroundContext
 from trioflow.comm.inproc import new_address
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler

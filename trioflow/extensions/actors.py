@@ -197,7 +197,7 @@ class ActorFuture:
         return self._result_async(None).__await__()
 
     async def _result_async(self, timeout):
-        from trioflow.client.background import current_library
+        from trioflow.server.background import current_library
         seconds = _seconds(timeout)
         if current_library() == "asyncio":
             import asyncio
@@ -449,6 +449,7 @@ class ActorWorkerExtension(WorkerExtension):
                 del self._calls[calls.key]
 
     async def _run_async(self, key, method, msg, inproc, pending):
+        from trioflow.server.asyncio_bridge import run_coroutine
         from trioflow.server.context import TaskContext, _task_var, set_async_task
         from trioflow.server.worker import Execution
         if self.worker.client is None:
@@ -456,7 +457,7 @@ class ActorWorkerExtension(WorkerExtension):
         token = set_async_task(TaskContext(self.worker, key, Execution(key, True)))
         try:
             args, kwargs = msg["args"] if inproc else deserialize(msg["args"])
-            value = await method(*args, **kwargs)
+            value = await run_coroutine(method(*args, **kwargs))
             pending.set(("ok", value if inproc else _serialize_result(value, key, msg)))
         except Exception as exc:
             pending.set(("error", exc))

@@ -235,7 +235,7 @@ class EventStream:
     # subscription
 
     async def __aenter__(self):
-        from trioflow.client.background import current_library
+        from trioflow.server.background import current_library
         if not self._client.asynchronous:
             raise TypeError("use 'with client.events(topic)' with a blocking client")
         if current_library() == "asyncio":

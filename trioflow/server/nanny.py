@@ -17,6 +17,7 @@ import sys
 import psutil
 import trio
 
+from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.comm.addressing import normalize_address
 
 logger = logging.getLogger("trioflow.nanny")
@@ -28,7 +29,7 @@ ADDRESS_LINE = "trioflow-worker-address "
 STOP_GRACE = 5.0
 
 
-class Nanny:
+class Nanny(EnteredFromAsyncio):
     def __init__(self, scheduler_ip: str | None = None, *, scheduler_file: str | None = None,
                  nthreads: int = 1, name=None, memory_limit: int = 0,
                  resources: dict | None = None, host: str = "127.0.0.1",
@@ -73,6 +74,8 @@ class Nanny:
         return self.process.pid if self.process is not None else None
 
     async def __aenter__(self):
+        if current_library() == "asyncio":
+            return await self._start_under_asyncio()
         self._nursery_manager = trio.open_nursery()
         self.nursery = await self._nursery_manager.__aenter__()
         try:
@@ -89,6 +92,8 @@ class Nanny:
         await self.close()
 
     async def close(self):
+        if current_library() == "asyncio":
+            return await self._close_under_asyncio()
         if self._nursery_manager is None or self.status == "closed":
             return
         self._closing = True
@@ -103,6 +108,8 @@ class Nanny:
             self._finished.set()
 
     async def finished(self):
+        if current_library() == "asyncio":
+            return await self._run_under_asyncio(self.finished)
         await self._finished.wait()
 
     async def restart(self):

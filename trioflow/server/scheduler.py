@@ -27,6 +27,7 @@ from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
+from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
@@ -40,7 +41,7 @@ _ALLOWED_FAILURES_NAME = "distributed.scheduler.allowed-failures"
 FIRE_AND_FORGET = "fire-and-forget"
 
 
-class Scheduler:
+class Scheduler(EnteredFromAsyncio):
     """The central scheduler.
 
     ``address`` picks the transport (``ws://host:port`` or ``inproc://``); by
@@ -106,6 +107,8 @@ class Scheduler:
     # ------------------------------------------------------------ lifetime
 
     async def __aenter__(self):
+        if current_library() == "asyncio":
+            return await self._start_under_asyncio()
         self._nursery_manager = trio.open_nursery()
         self.nursery = await self._nursery_manager.__aenter__()
         try:
@@ -141,6 +144,8 @@ class Scheduler:
             self.dashboard_host, self.services["dashboard"] = bound
 
     async def close(self):
+        if current_library() == "asyncio":
+            return await self._close_under_asyncio()
         if self.status == "closed" or self._nursery_manager is None:
             return
         self.status = "closing"
@@ -159,6 +164,8 @@ class Scheduler:
                     pass
 
     async def finished(self):
+        if current_library() == "asyncio":
+            return await self._run_under_asyncio(self.finished)
         await self._closed.wait()
 
     def write_scheduler_file(self, path: str):
@@ -623,6 +630,8 @@ class Scheduler:
 
     async def terminated(self):
         """Wait until a client asked the scheduler to shut down (``client.shutdown()``)."""
+        if current_library() == "asyncio":
+            return await self._run_under_asyncio(self.terminated)
         await self._terminate_requested.wait()
 
     async def _retire_workers(self, client_id, msg):

@@ -24,6 +24,7 @@ import psutil
 import trio
 
 from trioflow.comm import connect, serve
+from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.comm.addressing import normalize_address
 from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
 from trioflow.comm.inproc import new_address
@@ -38,6 +39,7 @@ from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.profiling import Profiler
 from trioflow.protocol.tasks import loads_args
+from trioflow.server.asyncio_bridge import run_coroutine
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
@@ -77,7 +79,7 @@ class TaskCancelled(BaseException):
     does not swallow it."""
 
 
-class Worker:
+class Worker(EnteredFromAsyncio):
     """A worker.  ``Worker(scheduler_address, nthreads=2)``; use as
     ``async with``.  Leaving the block closes it: running async tasks are
     cancelled, sync tasks get ``CLOSE_GRACE`` seconds and are then abandoned
@@ -160,6 +162,8 @@ class Worker:
     # ------------------------------------------------------------ lifetime
 
     async def __aenter__(self):
+        if current_library() == "asyncio":
+            return await self._start_under_asyncio()
         self.trio_token = trio.lowlevel.current_trio_token()
         self._nursery_manager = trio.open_nursery()
         self.nursery = await self._nursery_manager.__aenter__()
@@ -206,6 +210,8 @@ class Worker:
         await self.close()
 
     async def close(self, reason: str = "closed"):
+        if current_library() == "asyncio":
+            return await self._close_under_asyncio()
         if self._nursery_manager is None or self.status in ("closing", "closed"):
             if self.status == "closing":
                 await self._finished.wait()
@@ -244,6 +250,8 @@ class Worker:
                 await self.scheduler.wait_closed()
 
     async def finished(self):
+        if current_library() == "asyncio":
+            return await self._run_under_asyncio(self.finished)
         """Wait until the worker has closed (also when the scheduler went away)."""
         await self._finished.wait()
 
@@ -520,7 +528,7 @@ class Worker:
                 if execution.cancelled:
                     scope.cancel()
                 try:
-                    result = await func(*args, **kwargs)
+                    result = await run_coroutine(func(*args, **kwargs))
                     return "ok", result, time.perf_counter() - start
                 except Exception as exc:
                     return "error", _without_own_frame(exc), time.perf_counter() - start
@@ -653,12 +661,11 @@ class Worker:
         kwargs = deserialize(msg.get("kwargs")) or {}
         if _takes(function, "dask_worker"):
             kwargs["dask_worker"] = self
-        if inspect.iscoroutinefunction(function):
-            result = await function(*args, **kwargs)
-        else:
-            result = function(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+        result = function(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = await run_coroutine(result)
+        elif inspect.isawaitable(result):
+            result = await result
         return result if inproc else serialize(result)
 
     async def _replicate(self, msg, inproc):
@@ -728,8 +735,16 @@ def deserialize_function(payload: bytes):
 
 
 def _without_own_frame(exc: BaseException) -> BaseException:
+    """The traceback from the user's function on, without trioflow's frames
+    that called it (this module's and the asyncio bridge's)."""
     tb = exc.__traceback__
-    return exc.with_traceback(tb.tb_next) if tb is not None and tb.tb_next is not None else exc
+    while tb is not None and tb.tb_next is not None and \
+            tb.tb_frame.f_code.co_filename in _CALLER_FILES:
+        tb = tb.tb_next
+    return exc.with_traceback(tb)
+
+
+_CALLER_FILES = frozenset({__file__, run_coroutine.__code__.co_filename})
 
 
 def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):

@@ -15,6 +15,7 @@ import sys
 import psutil
 import trio
 
+from trioflow.server.asyncio_bridge import run_as_guest
 from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER
 from trioflow.server.warm_imports import warm_import_names
 from trioflow.security import Security
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
-    return trio.run(_main, args)
+    # asyncio hosts trio, so async tasks may use either (see asyncio_bridge)
+    return run_as_guest(_main, args)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,17 @@
 Every blocking Client and LocalCluster in a process shares one loop thread,
 so in-process servers and clients can talk over inproc:// channels.  The
 thread starts with its first user and stops (and is joined) when the last
-one is done, so nothing outlives ``close()``."""
+one is done, so nothing outlives ``close()``.  Its trio loop runs as a guest
+of an asyncio loop (``asyncio_bridge``), so that in-process workers can run
+``async def`` tasks that use asyncio."""
 from __future__ import annotations
 
 import threading
 
 import trio
-from anyio.from_thread import start_blocking_portal
+from anyio.from_thread import BlockingPortal
+
+from trioflow.server.asyncio_bridge import run_as_guest
 
 try:  # the portal loads anyio's trio backend on first use: load it with us
     import anyio._backends._trio  # noqa: F401
@@ -28,9 +32,8 @@ class LoopRunner:
     def acquire(cls) -> "LoopRunner":
         with cls._lock:
             if cls._portal is None:
-                cls._portal_cm = start_blocking_portal(backend="trio", name="trioflow-loop")
-                cls._portal = cls._portal_cm.__enter__()
-                cls._token = cls._portal.call(trio.lowlevel.current_trio_token)
+                cls._portal_cm = _LoopThread()
+                cls._portal, cls._token = cls._portal_cm.start()
             cls._users += 1
             return cls()
 
@@ -64,4 +67,41 @@ class LoopRunner:
             if LoopRunner._users == 0:
                 cm = LoopRunner._portal_cm
                 LoopRunner._portal = LoopRunner._portal_cm = LoopRunner._token = None
-                cm.__exit__(None, None, None)
+                cm.stop()
+
+
+class _LoopThread:
+    """The thread: asyncio hosting trio, which holds a BlockingPortal open
+    until ``stop``."""
+
+    def __init__(self):
+        self._ready = threading.Event()
+        self._portal = self._token = self._stop = self._error = None
+        self._thread = threading.Thread(target=self._main, name="trioflow-loop", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self._portal, self._token
+
+    def _main(self):
+        try:
+            run_as_guest(self._serve)
+        except BaseException as exc:  # noqa: B036 - handed to the thread that started us
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self):
+        async with BlockingPortal() as portal:
+            self._portal, self._token = portal, trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            self._ready.set()
+            await self._stop.wait()
+
+    def stop(self):
+        """Close the portal (it waits for the tasks it runs) and join the thread."""
+        self._token.run_sync_soon(self._stop.set)
+        self._thread.join()

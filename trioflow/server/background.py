@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import trio
 
-from trioflow.client.loop import LoopRunner
+from trioflow.server.loop_thread import LoopRunner
 
 
 def current_library() -> str | None:
@@ -160,3 +160,42 @@ class BackgroundContext:
             return trio.lowlevel.current_trio_token() is self.trio_token
         except RuntimeError:
             return False
+
+
+class EnteredFromAsyncio:
+    """For servers: entered from asyncio code, a server runs its trio side in
+    trioflow's loop thread (kept by a ``BackgroundContext``), and its async
+    methods are awaited there; leaving the ``async with`` block returns when
+    the server is closed, as under trio."""
+
+    _asyncio_host: BackgroundContext | None = None
+
+    async def _start_under_asyncio(self):
+        host = BackgroundContext(lambda: _TrioLifetime(self))
+        await host.start_async()
+        self._asyncio_host = host
+        return self
+
+    async def _close_under_asyncio(self):
+        host, self._asyncio_host = self._asyncio_host, None
+        if host is not None:
+            await host.stop_async()
+
+    async def _run_under_asyncio(self, async_fn, *args):
+        if self._asyncio_host is None:
+            raise RuntimeError(f"{type(self).__name__} was not started from asyncio code: "
+                               "start it with 'async with' in the loop that awaits it")
+        return await self._asyncio_host.run(async_fn, *args)
+
+
+class _TrioLifetime:
+    """A server's own ``async with``, entered inside the loop thread."""
+
+    def __init__(self, server):
+        self.server = server
+
+    async def __aenter__(self):
+        return await self.server.__aenter__()
+
+    async def __aexit__(self, *exc_info):
+        await self.server.close()
