@@ -1,17 +1,20 @@
 """Settings read under dask's configuration names.
 
 ``config_value("distributed.scheduler.allowed-failures")`` looks, in order,
-in ``dask.config`` (when dask is installed: its YAML files, ``DASK_*``
-variables read when dask was imported, and ``dask.config.set``), then in the
-environment as dask spells it (``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES``),
-so a deployment configured for dask.distributed configures trioflow too.
-An explicit keyword argument or CLI flag always wins; callers check it first.
+in ``dask.config`` when the program has already imported dask (its YAML
+files, ``DASK_*`` variables read when dask was imported, and
+``dask.config.set``), then in the environment as dask spells it
+(``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES``), so a deployment
+configured for dask.distributed configures trioflow too. trioflow never
+imports dask itself for this: that would cost a plain ``Client()`` half a
+second and every import dask makes. An explicit keyword argument or CLI flag
+always wins; callers check it first.
 """
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
+import sys
 
 _MISSING = object()
 
@@ -23,9 +26,9 @@ def env_name(name: str) -> str:
 
 def config_value(name: str, default=None):
     """The configured value of dask setting ``name``, or ``default``."""
-    if importlib.util.find_spec("dask") is not None:
-        import dask.config
-        value = dask.config.get(name, default=_MISSING)
+    dask_config = sys.modules.get("dask.config")
+    if dask_config is not None:
+        value = dask_config.get(name, default=_MISSING)
         if value is not _MISSING and value is not None:
             return value
     raw = os.environ.get(env_name(name))

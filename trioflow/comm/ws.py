@@ -389,6 +389,11 @@ async def connect(nursery: trio.Nursery, host: str, port: int, secure: bool,
         if " 101 " not in status + " " or fields.get("sec-websocket-accept", "").encode() != \
                 _accept_token(key):
             raise ProtocolError(f"{host}:{port} did not accept a websocket: {status!r}")
+    except trio.BrokenResourceError as exc:
+        # a server closing down resets connections it has not served yet
+        await trio.aclose_forcefully(stream)
+        raise CommClosedError(f"connection to {host}:{port} broke during the websocket "
+                              f"handshake: {exc}") from exc
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
