@@ -20,6 +20,8 @@ from trioflow.server.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
 from trioflow.client.introspection import IntrospectionMixin, current_client
+from trioflow.client.options import (
+    check_key, graph_options, keys_of_target, optional_workers, task_options)
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
@@ -344,6 +346,8 @@ class Client(IntrospectionMixin):
         return payload
 
     def _task(self, func, func_payload, args, kwargs, key, pure, prefix, options):
+        if key is not None:
+            check_key(key)
         args_payload, deps = dumps_args(args, kwargs)
         if key is None:
             name = prefix or _funcname(func)
@@ -379,7 +383,8 @@ class Client(IntrospectionMixin):
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
         actor = bool(actor or actors)
-        options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
+        options = task_options(workers, resources, retries, priority, allow_other_workers,
+                               timeout, call="submit()")
         if actor:
             options["actor"] = True
         # an actor is stateful: never one shared instance for equal submissions
@@ -405,7 +410,8 @@ class Client(IntrospectionMixin):
             raise ValueError(f"map got {len(keys)} keys for {len(argsets)} tasks")
         prefix = key if isinstance(key, str) else None
         pure = pure is not False and not actor
-        options = _options(workers, resources, retries, priority, allow_other_workers, timeout)
+        options = task_options(workers, resources, retries, priority, allow_other_workers,
+                               timeout, call="map()")
         if actor:
             options["actor"] = True
         func_payload = self._function_payload(func)
@@ -430,7 +436,7 @@ class Client(IntrospectionMixin):
         futures for them in the same shape with ``sync=False``."""
         flat = list(_flatten_keys(keys))
         futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
-                                     retries, priority)
+                                     retries, priority, call="get()")
         if not sync:
             return _pack_keys(keys, {f.key: f for f in futures})
         return self._sync(self._get_values, keys, flat, futures, asynchronous=asynchronous)
@@ -445,9 +451,26 @@ class Client(IntrospectionMixin):
         return _pack_keys(keys, by_key)
 
     def _submit_graph(self, dsk, wanted_keys, workers=None, allow_other_workers=None,
-                      resources=None, retries=None, priority=0) -> list:
-        options = _options(workers, resources, retries, priority, bool(allow_other_workers))
-        tasks = graph_tasks(self, as_dict(dsk), options)
+                      resources=None, retries=None, priority=0, call="get()",
+                      finalized=None) -> list:
+        """Send graph ``dsk`` and return futures for ``wanted_keys``.  The
+        mapping forms of ``workers=``/``resources=`` restrict the keys they
+        name; ``finalized`` maps a collection's own keys to the key of its
+        finalizing task (compute), which is restricted with them."""
+        options, per_key = graph_options(workers, resources, retries, priority,
+                                         allow_other_workers, call)
+        dsk = as_dict(dsk)
+        overrides: dict = {}
+        for target, extra in per_key:
+            keys = keys_of_target(target)
+            found = [k for k in keys if k in dsk]
+            found += [finalized[k] for k in keys if finalized and k in finalized]
+            if not found:
+                raise ValueError(f"{call}: the workers=/resources= mapping names {target!r:.80}, "
+                                 "which is not part of what is computed")
+            for k in found:
+                overrides.setdefault(k, {}).update(extra)
+        tasks = graph_tasks(self, dsk, options, overrides)
         futures = [Future(k, self, inform=False) for k in wanted_keys]
         self._core.send({"op": "update-graph", "tasks": tasks, "wanted": list(wanted_keys)})
         return futures
@@ -472,10 +495,13 @@ class Client(IntrospectionMixin):
         computed = iter(())
         if variables:
             dsk, keys = collections_graph(variables, optimize_graph, finalize=True)
-            # one key per collection, in their order
-            computed = iter(self._submit_graph(dsk, list(flatten(keys)), workers,
-                                               allow_other_workers, resources, retries,
-                                               priority))
+            final = list(flatten(keys))  # one key per collection, in their order
+            finalized = {k: out for v, out in zip(variables, final)
+                         for k in flatten(v.__dask_keys__())} if isinstance(
+                             workers, dict) or isinstance(resources, dict) else None
+            computed = iter(self._submit_graph(dsk, final, workers, allow_other_workers,
+                                               resources, retries, priority,
+                                               call="compute()", finalized=finalized))
         results = [next(computed) if is_dask_collection(item) else item for item in items]
         if sync:
             results = self.gather(results)
@@ -495,7 +521,7 @@ class Client(IntrospectionMixin):
             dsk, keys = collections_graph(variables, optimize_graph, finalize=False)
             names = list(flatten(keys))
             futures = self._submit_graph(dsk, names, workers, allow_other_workers, resources,
-                                         retries, priority)
+                                         retries, priority, call="persist()")
             by_key = dict(zip(names, futures))
             rebuilt = iter([
                 rebuild({k: by_key[k] for k in flatten(item_keys)}, *extra)
@@ -562,6 +588,7 @@ class Client(IntrospectionMixin):
                 order.append(k)
         if any(isinstance(value, Future) for value in items.values()):
             raise TypeError("scatter got futures: they already live on the cluster")
+        workers = optional_workers(workers, "scatter()")
         futures = {k: Future(k, self, inform=False) for k in items}
         seconds = self._timeout if timeout == _no_default else parse_timedelta(timeout)
         return self._sync(self._scatter, shape, items, order, futures, workers, broadcast,
@@ -575,7 +602,7 @@ class Client(IntrospectionMixin):
                 nthreads = await self._core.request({"op": "nthreads", "workers": None})
             addresses = sorted(nthreads)
             if workers is not None:
-                wanted = [workers] if isinstance(workers, str) else list(workers)
+                wanted = workers
                 info = (await self._core.request({"op": "identity"}))["workers"]
                 addresses = [a for a in addresses if a in wanted or info[a].get("name") in wanted]
                 if not addresses:
@@ -635,7 +662,7 @@ class Client(IntrospectionMixin):
         of ``workers`` or of the cluster), once they are done (as dask).
         ``branching_factor`` is accepted; copies are fetched directly from a
         current holder."""
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "replicate()")
         return self._sync(self._replicate, futures_of(futures), n, workers,
                           asynchronous=asynchronous)
 
@@ -648,7 +675,7 @@ class Client(IntrospectionMixin):
         memory) are spread evenly over ``workers`` (default: all), once the
         futures are done."""
         futures = None if futures is None else futures_of(futures)
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "rebalance()")
         return self._sync(self._rebalance, futures, workers, asynchronous=asynchronous)
 
     async def _rebalance(self, futures, workers):
@@ -695,12 +722,12 @@ class Client(IntrospectionMixin):
 
     def has_what(self, workers=None, **kwargs):
         """Which keys each worker holds: ``{address: [key, ...]}``."""
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "has_what()")
         return self._request({"op": "has-what", "workers": workers})
 
     def nthreads(self, workers=None, **kwargs):
         """Threads of each worker: ``{address: n}``."""
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "nthreads()")
         return self._request({"op": "nthreads", "workers": workers})
 
     ncores = nthreads
@@ -736,8 +763,7 @@ class Client(IntrospectionMixin):
             **kwargs):
         """Run ``function`` on every worker (or ``workers=``); returns
         ``{address: result}``.  A ``dask_worker`` parameter receives the Worker."""
-        if isinstance(workers, str):
-            workers = [workers]
+        workers = optional_workers(workers, "run()")
         return self._sync(self._run, function, args, kwargs, workers, on_error)
 
     async def _run(self, function, args, kwargs, workers, on_error):
@@ -784,22 +810,6 @@ def _funcname(func) -> str:
     if name == "<lambda>":
         return "lambda"
     return name
-
-
-def _options(workers, resources, retries, priority, allow_other_workers, timeout=None) -> dict:
-    options = {}
-    if timeout is not None:
-        options["timeout"] = parse_timedelta(timeout)
-    if workers is not None:
-        options["workers"] = [workers] if isinstance(workers, str) else list(workers)
-        options["allow_other_workers"] = bool(allow_other_workers)
-    if resources:
-        options["resources"] = dict(resources)
-    if retries:
-        options["retries"] = int(retries)
-    if priority:
-        options["priority"] = priority
-    return options
 
 
 async def _all_done(futures):

@@ -22,6 +22,7 @@ from trioflow.comm.connection import Connection, ConnectionPool
 from trioflow.errors import CancelledError, CommClosedError, SerializationError, TimeoutError
 from trioflow.client.future import FutureState
 from trioflow.protocol.exceptions import exception_from_reply
+from trioflow.protocol.messages import FROM_CLIENT, BadMessage
 from trioflow.protocol.serialize import deserialize, serialize, dumps
 
 logger = logging.getLogger("trioflow.client")
@@ -161,7 +162,9 @@ class ClientCore:
     async def request(self, msg: dict, on_abandoned=None):
         """Ask the scheduler; see ``Connection.request`` for ``on_abandoned``
         (undo a reply that arrives after the caller was cancelled).  Goes out
-        after every message sent before it."""
+        after every message sent before it.  A message the scheduler would
+        refuse (and close the connection for) raises TypeError here instead."""
+        check_outgoing(msg, self.address)
         self._drain()
         return await self.scheduler.request(msg, on_abandoned=on_abandoned)
 
@@ -472,6 +475,15 @@ def data_token(value) -> str:
     for frame in dumps(value):
         digest.update(frame)
     return digest.hexdigest()
+
+
+def check_outgoing(msg: dict, address: str) -> None:
+    """Raise TypeError, naming what is wrong, if the scheduler would refuse
+    ``msg`` (a user's argument of the wrong type inside it)."""
+    try:
+        FROM_CLIENT.check(msg, address.startswith("inproc://"))
+    except BadMessage as exc:
+        raise TypeError(f"an argument of this call cannot be sent to the scheduler: {exc}") from None
 
 
 def new_client_id() -> str:

@@ -44,9 +44,11 @@ def as_dict(dsk) -> dict:
     return dict(dsk)
 
 
-def graph_tasks(client, dsk: dict, options: dict) -> list[dict]:
-    """The scheduler tasks of a graph.  Keys whose value is a Future for the
-    same key are already on the cluster and are not resubmitted."""
+def graph_tasks(client, dsk: dict, options: dict, overrides: dict | None = None) -> list[dict]:
+    """The scheduler tasks of a graph, each with ``options`` updated by
+    ``overrides.get(key)``.  Keys whose value is a Future for the same key
+    are already on the cluster and are not resubmitted."""
+    overrides = overrides or {}
     tasks = []
     existing = {}
     for key, value in list(dsk.items()):
@@ -61,7 +63,7 @@ def graph_tasks(client, dsk: dict, options: dict) -> list[dict]:
         for key, value in graph.items():
             args_payload, deps = dumps_args((_replace_keys(value, set(dsk)),), {})
             tasks.append({"key": key, "run_spec": (func_payload, args_payload),
-                          "deps": list(deps), **options})
+                          "deps": list(deps), **options, **overrides.get(key, {})})
         return tasks
     from dask._task_spec import Alias, convert_legacy_graph
     func_payload = client._function_payload(run_graph_node)
@@ -72,7 +74,7 @@ def graph_tasks(client, dsk: dict, options: dict) -> list[dict]:
             deps = {}
         args_payload, found = dumps_args((node, deps), {})
         tasks.append({"key": key, "run_spec": (func_payload, args_payload),
-                      "deps": list(found), **options})
+                      "deps": list(found), **options, **overrides.get(key, {})})
     return tasks
 
 

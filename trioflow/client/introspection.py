@@ -9,6 +9,7 @@ import gzip
 import importlib.metadata
 import platform
 
+from trioflow.client.options import optional_workers
 from trioflow.core.keys import key_prefix
 
 #: the client ``as_current()`` made current in this context
@@ -167,7 +168,7 @@ class IntrospectionMixin:
 
     def processing(self, workers=None):
         """Keys each worker is running or has been told to run."""
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "processing()")
         return self._request({"op": "processing", "workers": workers})
 
     def call_stack(self, futures=None, keys=None):
@@ -246,7 +247,7 @@ class IntrospectionMixin:
     def retire_workers(self, workers=None, close_workers=True, **kwargs):
         """Move the data only these workers hold to the others, then close
         them (nannies stop too).  Returns the retired workers' info."""
-        workers = [workers] if isinstance(workers, str) else workers
+        workers = optional_workers(workers, "retire_workers()")
         return self._request({"op": "retire", "workers": workers,
                               "close": bool(close_workers)})
 

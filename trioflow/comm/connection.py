@@ -18,6 +18,7 @@ import trio
 
 from trioflow.comm.core import Comm
 from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.protocol.framing import UnencodableMessage, encode_batch
 from trioflow.protocol.messages import CONNECTION_OPS, Accepts, BadMessage
 
 logger = logging.getLogger("trioflow.comm")
@@ -153,8 +154,16 @@ class Connection:
                 self._wake = trio.Event()
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
-                    await self.comm.send(batch)
-                    self._handed_over += len(batch)
+                    n = len(batch)
+                    try:
+                        await self.comm.send(batch)
+                    except UnencodableMessage:
+                        # nothing was written: send what can be encoded, and
+                        # fail only the messages that cannot
+                        batch = self._drop_unencodable(batch)
+                        if batch:
+                            await self.comm.send(batch)
+                    self._handed_over += n
                     self._progress.set()
                     self._progress = trio.Event()
                     # not kept while idle: a sent reply may hold 200 MB of data
@@ -164,6 +173,26 @@ class Connection:
         except CommClosedError as exc:
             self.close_reason = self.close_reason or str(exc)
         scope.cancel()
+
+    def _drop_unencodable(self, batch: list) -> list:
+        """The messages of ``batch`` that encode.  A request that does not
+        fails in its caller (its reply is that error); any other message is
+        dropped with a log line.  The connection goes on either way."""
+        good = []
+        for msg in batch:
+            try:
+                encode_batch([msg])
+            except UnencodableMessage as exc:
+                slot = self._pending.get(msg.get("rid"))
+                if slot is not None and slot[1] is None:
+                    slot[1] = reply_error(msg, TypeError(str(exc)))
+                    slot[0].set()
+                else:
+                    logger.error("dropped a %r message to %s that cannot be sent: %s",
+                                 msg.get("op"), self.peer_address, exc)
+            else:
+                good.append(msg)
+        return good
 
     async def _recv_loop(self):
         try:

@@ -26,6 +26,11 @@ from trioflow.protocol.serialize import Serialized
 _EXT_SERIALIZED = 1
 
 
+class UnencodableMessage(TypeError):
+    """A message holds something msgpack cannot encode (raised before any
+    of the batch is written, so the connection is still usable)."""
+
+
 
 def encode_batch(msgs: list) -> list:
     """Return the frames to send: a header of lengths, the body, the data frames."""
@@ -38,9 +43,14 @@ def encode_batch(msgs: list) -> list:
             return msgpack.ExtType(_EXT_SERIALIZED, msgpack.packb((start, len(obj.frames))))
         if isinstance(obj, (set, frozenset)):
             return list(obj)
-        raise TypeError(f"cannot encode {type(obj).__name__} in a message")
+        raise UnencodableMessage(f"cannot encode {type(obj).__name__} {obj!r:.60} in a message")
 
-    body = msgpack.packb(msgs, default=default, use_bin_type=True)
+    try:
+        body = msgpack.packb(msgs, default=default, use_bin_type=True)
+    except UnencodableMessage:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:  # a huge int, a deep nesting
+        raise UnencodableMessage(f"cannot encode a message: {exc}") from None
     lengths = [len(body)]
     for frame in data_frames:
         n = memoryview(frame).nbytes

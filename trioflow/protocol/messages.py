@@ -86,7 +86,7 @@ def list_of(item: Field) -> Field:
 
     def check(value, inproc=False):
         return type(value) in (list, tuple) and all(test(x, inproc) for x in value)
-    return Field(f"a list of {item.name}s", check)
+    return Field(f"a list, each item {item.name}", check)
 
 
 def dict_of(key: Field, value: Field) -> Field:
