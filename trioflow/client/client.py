@@ -21,12 +21,12 @@ from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
 from trioflow.client.introspection import IntrospectionMixin, current_client
 from trioflow.client.options import (
-    check_key, graph_options, keys_of_target, optional_workers, task_options)
+    check_key, graph_options, optional_workers, task_options)
 from trioflow.comm.addressing import normalize_address
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
 from trioflow.client.graphs import (
-    as_dict, collections_graph, flatten, graph_tasks, is_dask_collection)
+    as_dict, collections_graph, flatten, graph_tasks, is_dask_collection, keys_of_target)
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
 from trioflow.utils import dashboard_link, parse_timedelta
 

@@ -122,3 +122,15 @@ def flatten(keys):
     else:
         yield keys
 
+
+def keys_of_target(target) -> list:
+    """The keys a mapping entry of ``workers=`` names: a dask collection's
+    keys, a key, or each of a tuple of collections."""
+    if is_dask_collection(target):
+        return list(flatten(target.__dask_keys__()))
+    if isinstance(target, tuple) and target and all(is_dask_collection(t) for t in target):
+        return [k for t in target for k in flatten(t.__dask_keys__())]
+    if getattr(target, "_trioflow_is_future", False):
+        return [target.key]
+    from trioflow.client.options import check_key
+    return [check_key(target, "a key of the workers= mapping")]

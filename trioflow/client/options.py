@@ -138,16 +138,3 @@ def graph_options(workers, resources, retries, priority, allow_other_workers, ca
     shared = task_options(workers, resources, retries, priority, allow_other_workers,
                           call=call)
     return shared, per_key
-
-
-def keys_of_target(target) -> list:
-    """The keys a mapping entry of ``workers=`` names: a dask collection's
-    keys, a key, or each of a tuple of collections."""
-    from trioflow.client.graphs import flatten, is_dask_collection
-    if is_dask_collection(target):
-        return list(flatten(target.__dask_keys__()))
-    if isinstance(target, tuple) and target and all(is_dask_collection(t) for t in target):
-        return [k for t in target for k in flatten(t.__dask_keys__())]
-    if getattr(target, "_trioflow_is_future", False):
-        return [target.key]
-    return [check_key(target, "a key of the workers= mapping")]
