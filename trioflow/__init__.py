@@ -29,6 +29,7 @@ _PUBLIC = {
     "Nanny": "trioflow.server.nanny",
     "progress": "trioflow.diagnostics",
     "performance_report": "trioflow.diagnostics.performance_report",
+    "get_task_stream": "trioflow.diagnostics.task_stream",
     "get_worker": "trioflow.task_context",
     "get_client": "trioflow.task_context",
     "secede": "trioflow.task_context",
@@ -61,10 +62,46 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
+#: names of dask.distributed's API that trioflow has not, with what to use instead
+_NOT_HERE = {
+    "SchedulerPlugin": "trioflow has worker plugins only (WorkerPlugin, "
+                       "client.register_worker_plugin); run code on the scheduler with "
+                       "client.run_on_scheduler",
+    "NannyPlugin": "trioflow has worker plugins only: use WorkerPlugin",
+    "PipInstall": "install packages before starting the workers, or run pip from a "
+                  "WorkerPlugin's setup()",
+    "CondaInstall": "install packages before starting the workers",
+    "InstallPlugin": "install packages before starting the workers",
+    "UploadFile": "use client.upload_file(path)",
+    "UploadDirectory": "use client.upload_file(path) for each file, or a WorkerPlugin",
+    "Environ": "set environment variables before starting the workers (the nanny passes "
+               "its environment on)",
+    "MultiLock": "use one Lock per resource, acquired in a fixed order",
+    "SpecCluster": "use LocalCluster, or start `trioflow scheduler` and `trioflow worker` "
+                   "processes yourself",
+    "SSHCluster": "start `trioflow scheduler` and `trioflow worker` over ssh yourself",
+    "SubprocessCluster": "use LocalCluster(processes=True)",
+    "Adaptive": "use cluster.adapt(minimum=, maximum=) on a LocalCluster",
+    "Reschedule": "raise an exception and let retries= run the task again",
+    "get_task_metadata": "use client.get_metadata / set_metadata",
+    "span": "spans are not kept: use get_task_stream() or performance_report()",
+    "print": "print() in a task writes to the worker's output (the nanny forwards it)",
+    "warn": "warnings in a task go to the worker's log: read client.get_worker_logs()",
+    "rpc": "use the Client's methods, or client.scheduler for the scheduler's address "
+           "and identity()",
+    "CompatibleExecutor": "use client.get_executor()",
+}
+
 
 def __getattr__(name):
     module = _PUBLIC.get(name)
     if module is None:
+        advice = _NOT_HERE.get(name)
+        if advice is not None:
+            # an ImportError, so that `from trioflow import X` shows the advice
+            # (Python replaces an AttributeError there by a message of its own)
+            raise ImportError(f"trioflow has no {name!r} (dask.distributed has): {advice}",
+                              name="trioflow")
         raise AttributeError(f"module 'trioflow' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import gzip
 import importlib.metadata
+import inspect
 import platform
 
 from trioflow.client.options import optional_workers
@@ -126,12 +127,14 @@ class IntrospectionMixin:
     def get_versions(self, check=False, packages=None):
         """Python and package versions of the client, the scheduler and each
         worker.  ``check=True`` raises ValueError if what must match does not."""
-        if self._asynchronous:
-            raise TypeError("get_versions is available on blocking clients only")
-        packages = tuple(packages or ())
+        return self._sync(self._get_versions, tuple(packages or ()), check)
+
+    async def _get_versions(self, packages, check):
         result = {"client": versions(packages),
-                  "scheduler": self.run_on_scheduler(_versions_on_scheduler, packages),
-                  "workers": self.run(_versions_on_worker, packages)}
+                  "scheduler": await self._run_on_scheduler(_versions_on_scheduler,
+                                                            (packages,), {}),
+                  "workers": await self._run(_versions_on_worker, (packages,), {}, None,
+                                             "raise")}
         if check:
             mismatched = {
                 name for name in _MUST_MATCH
@@ -144,13 +147,7 @@ class IntrospectionMixin:
     def nbytes(self, keys=None, summary=True, **kwargs):
         """Bytes in memory per key, or per key prefix with ``summary=True``."""
         sizes = self._request({"op": "nbytes", "keys": None if keys is None else list(keys)})
-        if not summary:
-            return sizes
-        totals: dict = {}
-        for key, n in sizes.items():
-            prefix = key_prefix(key)
-            totals[prefix] = totals.get(prefix, 0) + n
-        return totals
+        return sizes if not summary else _then(sizes, _per_prefix)
 
     def story(self, *keys_or_stimuli, on_error="raise"):
         """What happened to these keys (or futures, or stimulus ids), on the
@@ -178,8 +175,8 @@ class IntrospectionMixin:
         if futures is not None or keys is not None:
             from trioflow.client.containers import futures_of
             wanted = [f.key for f in futures_of(futures or [])] + list(keys or [])
-        stacks = self.run(_call_stacks, wanted)
-        return {address: found for address, found in stacks.items() if found}
+        return _then(self.run(_call_stacks, wanted), lambda stacks: {
+            address: found for address, found in stacks.items() if found})
 
     def get_task_stream(self, start=None, stop=None, count=None, plot=False,
                         filename="task-stream.html", bokeh_resources=None):
@@ -190,21 +187,10 @@ class IntrospectionMixin:
         unused (trioflow's plots need no bokeh)."""
         if plot not in (False, True, "save"):
             raise ValueError(f"plot must be False, True or 'save', not {plot!r}")
-        records = [r for per_worker in self.run(_task_stream).values() for r in per_worker]
-        records.sort(key=lambda r: r["start"])
-        if start is not None:
-            records = [r for r in records if r["start"] >= start]
-        if stop is not None:
-            records = [r for r in records if r["stop"] <= stop]
-        if count is not None:
-            records = records[-count:]
-        if not plot:
-            return records
-        from trioflow.diagnostics import report
-        document = report.task_stream_html(records)
-        if plot == "save":
-            report.write(filename, document)
-        return records, document
+        return _then(self.run(_task_stream), lambda streams: _chosen_records(
+            streams, start, stop, count, plot, filename))
+
+    # ---------------------------------------------------------------- logs
 
     def get_scheduler_logs(self, n=None):
         """The scheduler process's recent log records as (level, message)."""
@@ -219,6 +205,9 @@ class IntrospectionMixin:
     def dump_cluster_state(self, filename="dask-cluster-dump", exclude=(), format="msgpack"):
         """Write what the scheduler and every worker know (identities, versions,
         task states, recent logs) to ``filename.msgpack.gz`` or ``filename.yaml``."""
+        if self._asynchronous:
+            raise TypeError("dump_cluster_state is available on blocking clients only: make "
+                            "one with Client(address) next to the asynchronous one")
         state = {
             "scheduler": self.scheduler_info(),
             "scheduler_tasks": self.run_on_scheduler(_scheduler_task_states),
@@ -280,24 +269,69 @@ class IntrospectionMixin:
             if not merge_workers:
                 return trees
             from trioflow.profiling import merge
-            tree = merge(*trees.values())
-        if not plot:
-            return tree
-        from trioflow.diagnostics import report
-        document = report.profile_html(tree)
-        if filename is not None:
-            report.write(filename, document)
-        return tree, document
+            tree = _then(trees, lambda found: merge(*found.values()))
+        return _then(tree, lambda found: _profile_plot(found, plot, filename))
 
     def start_ipython_workers(self, workers=None, magic_names=False, qtconsole=False,
                               qtconsole_args=None):
         """Not available: trioflow does not embed IPython kernels in its servers."""
-        raise NotImplementedError("trioflow does not embed IPython kernels in workers")
+        raise NotImplementedError(
+            "start_ipython_workers: trioflow does not embed IPython kernels in workers; run "
+            "code on every worker with client.run(func), or on one from a task "
+            "(get_worker() inside it)")
 
     def start_ipython_scheduler(self, magic_name="scheduler_if_ipython", qtconsole=False,
                                 qtconsole_args=None):
         """Not available: trioflow does not embed IPython kernels in its servers."""
-        raise NotImplementedError("trioflow does not embed IPython kernels in the scheduler")
+        raise NotImplementedError(
+            "start_ipython_scheduler: trioflow does not embed IPython kernels in the "
+            "scheduler; run code there with client.run_on_scheduler(func), whose "
+            "dask_scheduler argument is the Scheduler")
+
+
+def _then(value, finish):
+    """``finish(value)``; for an asynchronous client's awaitable, an awaitable of it."""
+    if inspect.isawaitable(value):
+        async def finished():
+            return finish(await value)
+        return finished()
+    return finish(value)
+
+
+def _per_prefix(sizes: dict) -> dict:
+    totals: dict = {}
+    for key, n in sizes.items():
+        prefix = key_prefix(key)
+        totals[prefix] = totals.get(prefix, 0) + n
+    return totals
+
+
+def _chosen_records(streams: dict, start, stop, count, plot, filename):
+    records = [r for per_worker in streams.values() for r in per_worker]
+    records.sort(key=lambda r: r["start"])
+    if start is not None:
+        records = [r for r in records if r["start"] >= start]
+    if stop is not None:
+        records = [r for r in records if r["stop"] <= stop]
+    if count is not None:
+        records = records[-count:]
+    if not plot:
+        return records
+    from trioflow.diagnostics import report
+    document = report.task_stream_html(records)
+    if plot == "save":
+        report.write(filename, document)
+    return records, document
+
+
+def _profile_plot(tree, plot, filename):
+    if not plot:
+        return tree
+    from trioflow.diagnostics import report
+    document = report.profile_html(tree)
+    if filename is not None:
+        report.write(filename, document)
+    return tree, document
 
 
 def _scheduler_task_states(dask_scheduler=None):

@@ -147,6 +147,12 @@ class ClientObject:
     def _state_for_pickle(self) -> dict:
         return {}
 
+    def __await__(self):
+        """``await Queue(...)`` (and the other primitives) gives the object,
+        as in dask, where awaiting creates it on the scheduler; trioflow
+        creates it there on first use, so there is nothing to wait for."""
+        return _itself(self).__await__()
+
     def __reduce__(self):
         return (_rebuild, (type(self), self.name, self._state_for_pickle()))
 
@@ -174,6 +180,10 @@ class ClientObject:
 
     def __repr__(self):
         return f"<{type(self).__name__}: {self.name}>"
+
+
+async def _itself(obj):
+    return obj
 
 
 async def _request(client, msg, undo):

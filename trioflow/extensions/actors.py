@@ -51,7 +51,12 @@ def _methods_of(cls) -> frozenset:
 
 def actor_proxy(instance, address: str, key) -> "Actor":
     """The proxy a worker stores as the value of actor task ``key``."""
-    return Actor(key, address, type(instance).__name__, _methods_of(type(instance)))
+    cls = type(instance)
+    methods = _methods_of(cls)
+    attributes = frozenset(
+        {n for n in getattr(instance, "__dict__", ()) if not n.startswith("_")}
+        | {n for n in dir(cls) if not n.startswith("_") and n not in methods})
+    return Actor(key, address, cls.__name__, methods, attributes=attributes)
 
 
 class Actor:
@@ -67,10 +72,11 @@ class Actor:
     actor alive while it exists."""
 
     _trioflow_is_actor = True
-    __slots__ = ("_key", "_address", "_cls_name", "_methods", "_client", "_future")
+    __slots__ = ("_key", "_address", "_cls_name", "_methods", "_client", "_future",
+                 "_attributes")
 
     def __init__(self, key, address: str, cls_name: str, methods: frozenset, client=None,
-                 future=None):
+                 future=None, attributes: frozenset = frozenset()):
         set_ = object.__setattr__
         set_(self, "_key", key)
         set_(self, "_address", address)
@@ -78,6 +84,8 @@ class Actor:
         set_(self, "_methods", methods)
         set_(self, "_client", client)
         set_(self, "_future", future)
+        #: the public attributes the instance had once made (dir() lists them)
+        set_(self, "_attributes", attributes)
 
     @property
     def key(self):
@@ -92,10 +100,14 @@ class Actor:
         return f"<Actor: {self._cls_name}, key={self._key}>"
 
     def __reduce__(self):
-        return (Actor, (self._key, self._address, self._cls_name, self._methods))
+        return (Actor, (self._key, self._address, self._cls_name, self._methods, None, None,
+                        self._attributes))
 
     def __dir__(self):
-        return sorted(set(dir(type(self))) | {m for m in self._methods if not m.startswith("_")})
+        """The proxy's own names, the actor's methods, and the attributes it
+        had once made (those set later are still read, just not listed)."""
+        return sorted(set(dir(type(self))) | self._attributes
+                      | {m for m in self._methods if not m.startswith("_")})
 
     def __getattr__(self, name):
         if (name.startswith("__") or name.startswith(("_repr_", "_ipython_"))
@@ -116,7 +128,7 @@ class Actor:
             return self
         from trioflow.client.future import Future
         return Actor(self._key, self._address, self._cls_name, self._methods, client,
-                     Future(self._key, client))
+                     Future(self._key, client), self._attributes)
 
     def _resolve(self):
         client = self._client

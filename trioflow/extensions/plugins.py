@@ -187,7 +187,9 @@ def register_worker_plugin(self, plugin=None, name=None, nanny=None, **kwargs):
     raises its exception here.  Worker plugins are reachable in tasks as
     ``get_worker().plugins[name]``."""
     if nanny:
-        raise NotImplementedError("nanny plugins are not supported: register a worker plugin")
+        raise NotImplementedError("nanny plugins (nanny=True) are not supported: register a "
+                                  "worker plugin (nanny=False), whose setup runs in each "
+                                  "worker process")
     if isinstance(plugin, type):
         plugin = plugin(**kwargs)
     elif kwargs:
@@ -210,8 +212,9 @@ def register_plugin(self, plugin, name=None, idempotent=None):
     ``register_worker_plugin``), not scheduler or nanny plugins."""
     kinds = {cls.__name__ for cls in type(plugin).__mro__}
     if kinds & {"SchedulerPlugin", "NannyPlugin"} and "WorkerPlugin" not in kinds:
-        raise NotImplementedError(f"{type(plugin).__name__} is a scheduler or nanny plugin; "
-                                  "trioflow supports worker plugins")
+        raise NotImplementedError(f"{type(plugin).__name__} is a scheduler or nanny plugin, "
+                                  "which trioflow does not support: make it a WorkerPlugin, "
+                                  "or run code on the scheduler with client.run_on_scheduler")
     if idempotent is not None and bool(getattr(plugin, "idempotent", False)) != idempotent:
         try:
             plugin.idempotent = bool(idempotent)
@@ -224,5 +227,6 @@ def unregister_worker_plugin(self, name, nanny=None):
     """Remove the worker plugin ``name``: its ``teardown(worker)`` runs on
     every worker.  Unknown names raise ``ValueError``."""
     if nanny:
-        raise NotImplementedError("nanny plugins are not supported")
+        raise NotImplementedError("nanny plugins (nanny=True) are not supported: trioflow "
+                                  "has worker plugins only (nanny=False)")
     return self._request({"op": "unregister-worker-plugin", "name": name})

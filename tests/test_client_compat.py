@@ -1,0 +1,162 @@
+"""dask.distributed's client calls beyond the spec (issue 12, points 4 and 8):
+``client.sync``, ``client.scheduler``, awaiting the coordination
+primitives, ``dir()`` of actors and clients, ``get_task_stream``, and
+errors that say what to use instead of what trioflow has not."""
+
+import asyncio
+import traceback
+
+import pytest
+import trio
+
+import trioflow
+from trioflow import Client, Event, Lock, Queue, Semaphore, Variable, get_task_stream
+from trioflow.errors import TimeoutError
+from _util import async_client
+
+
+class Counter:
+    kind = "counter"
+
+    def __init__(self):
+        self.count = 0
+        self._hidden = None
+
+    def increment(self):
+        self.count += 1
+        return self.count
+
+
+def inc(x):
+    return x + 1
+
+
+async def asyncio_add(x, y):
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+async def trio_add(x, y):
+    await trio.sleep(0.01)
+    return x + y
+
+
+# --- client.sync and client.scheduler -----------------------------------------
+
+
+def test_sync_runs_asyncio_and_trio_coroutines_in_the_clients_loop(inproc_client):
+    client = inproc_client
+    assert client.sync(asyncio_add, 1, 2) == 3
+    assert client.sync(trio_add, 1, y=3) == 4
+    assert client.sync(inc, 1) == 2  # a plain function's value comes back as it is
+    with pytest.raises(TimeoutError, match="longer than"):
+        client.sync(asyncio.sleep, 30, callback_timeout=0.2)
+    assert client.submit(inc, 1).result() == 2  # the loop goes on after the timeout
+
+
+def test_scheduler_rpc_has_the_address_and_identity(inproc_client):
+    client = inproc_client
+    assert client.scheduler.address == client.scheduler_address
+    identity = client.sync(client.scheduler.identity)
+    assert identity["type"] == "Scheduler"
+    assert set(identity["workers"]) == set(client.scheduler_info()["workers"])
+    future = client.submit(inc, 1)
+    future.result()
+    assert set(client.sync(client.scheduler.who_has, [future.key])) == {future.key}
+    with pytest.raises(AttributeError, match="run_on_scheduler"):
+        client.scheduler.broadcast
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
+async def test_the_async_client_returns_awaitables(anyio_backend):
+    async with async_client(n_workers=1, threads_per_worker=1) as client:
+        add = trio_add if anyio_backend == "trio" else asyncio_add
+        assert await client.sync(add, 2, 3) == 5  # dask: the awaitable itself
+        assert (await client.scheduler.identity())["address"] == client.scheduler_address
+        q = await Queue("q-await")
+        await q.put(5)
+        assert await q.get() == 5
+        v = await Variable("v-await")
+        await v.set(7)
+        assert await v.get() == 7
+        lock = await Lock("lock-await")
+        async with lock:
+            assert await lock.locked()
+        event = await Event("event-await")
+        await event.set()
+        assert await event.wait(5)
+        semaphore = await Semaphore(max_leases=2, name="sem-await")
+        assert await semaphore.acquire()
+        await semaphore.release()
+        # calls made of several round trips await as one
+        futures = client.map(inc, range(3))
+        assert await client.gather(futures) == [1, 2, 3]
+        assert "client" in await client.get_versions()
+        assert sum((await client.nbytes()).values()) > 0
+        assert await client.call_stack() == {}
+        async with get_task_stream(client=client) as ts:
+            await client.submit(inc, 10, pure=False)
+        assert any(r["key"].startswith("inc") for r in ts.data)
+        assert isinstance(await client.profile(), dict)
+
+
+def test_get_task_stream_records_the_block(inproc_client):
+    before = inproc_client.submit(inc, 0, pure=False)
+    before.result()
+    with get_task_stream() as ts:
+        inproc_client.gather(inproc_client.map(inc, range(5), pure=False))
+    keys = {r["key"] for r in ts.data}
+    assert len(keys) == 5 and before.key not in keys
+
+
+# --- names ------------------------------------------------------------------------
+
+
+def test_dir_of_an_actor_lists_its_attributes_and_methods(inproc_client):
+    counter = inproc_client.submit(Counter, actor=True).result()
+    names = dir(counter)
+    assert {"count", "kind", "increment"} <= set(names)
+    assert "_hidden" not in names
+    assert counter.increment().result() == 1
+    assert counter.count == 1
+
+
+def test_dir_of_a_client_has_no_private_names_and_hints_point_at_public_ones(inproc_client):
+    client = inproc_client
+    names = dir(client)
+    assert "sync" in names and "submit" in names
+    assert not [n for n in names if n.startswith("_") and not n.startswith("__")]
+    try:
+        client.synk
+    except AttributeError as exc:
+        text = "".join(traceback.format_exception(exc))
+    assert "'synk'" in text
+    assert "_sync" not in text.splitlines()[-1]
+
+
+def test_what_trioflow_has_not_says_what_to_use_instead(inproc_client):
+    client = inproc_client
+    with pytest.raises(AttributeError, match="client.sync"):
+        client.loop
+    with pytest.raises(AttributeError, match="replicate"):
+        client.amm
+    with pytest.raises(AttributeError, match="register_worker_plugin"):
+        client.register_worker_callbacks
+    with pytest.raises(NotImplementedError, match="client.run"):
+        client.start_ipython_workers()
+    with pytest.raises(NotImplementedError, match="run_on_scheduler"):
+        client.start_ipython_scheduler()
+    with pytest.raises(ImportError, match="one Lock per resource"):
+        from trioflow import MultiLock  # noqa: F401
+    with pytest.raises(ImportError, match="upload_file"):
+        trioflow.UploadFile
+    with pytest.raises(AttributeError):
+        trioflow.not_a_name_anywhere
+
+
+def test_sync_from_a_closed_client_says_it_is_not_running():
+    client = Client(processes=False, n_workers=1, dashboard_address=None)
+    client.close()
+    with pytest.raises(trioflow.errors.TrioflowError, match="not running"):
+        client.sync(asyncio_add, 1, 2)

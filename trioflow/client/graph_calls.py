@@ -1,0 +1,135 @@
+"""The Client's calls on task graphs and dask collections: ``get``,
+``compute`` and ``persist``, built as dask.distributed builds them (see
+``graphs.collections_graph``).  Mixed into ``Client``."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from trioflow.client.future import Future
+from trioflow.client.graphs import (
+    as_dict, collections_graph, flatten, graph_tasks, is_dask_collection, keys_of_target)
+from trioflow.client.options import graph_options
+
+
+class GraphsMixin:
+    def get(self, dsk, keys, workers=None, allow_other_workers=None, resources=None,
+            sync=True, asynchronous=None, direct=None, retries=None, priority=0,
+            fifo_timeout="60s", actors=None, **kwargs):
+        """Compute a task graph (a dict of key -> task tuple or value) and
+        return the values of ``keys`` (one key or a nested list of keys), or
+        futures for them in the same shape with ``sync=False``."""
+        flat = list(_flatten_keys(keys))
+        futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
+                                     retries, priority, call="get()")
+        if not sync:
+            return _pack_keys(keys, {f.key: f for f in futures})
+        return self._sync(self._get_values, keys, flat, futures, asynchronous=asynchronous)
+
+    async def _get_values(self, keys, flat, futures):
+        try:
+            values = await self._core.gather(futures)
+        finally:
+            for f in futures:
+                f.release()
+        by_key = {f.key: values[f.key] for f in futures}
+        return _pack_keys(keys, by_key)
+
+    def _submit_graph(self, dsk, wanted_keys, workers=None, allow_other_workers=None,
+                      resources=None, retries=None, priority=0, call="get()",
+                      finalized=None) -> list:
+        """Send graph ``dsk`` and return futures for ``wanted_keys``.  The
+        mapping forms of ``workers=``/``resources=`` restrict the keys they
+        name; ``finalized`` maps a collection's own keys to the key of its
+        finalizing task (compute), which is restricted with them."""
+        options, per_key = graph_options(workers, resources, retries, priority,
+                                         allow_other_workers, call)
+        dsk = as_dict(dsk)
+        overrides: dict = {}
+        for target, extra in per_key:
+            keys = keys_of_target(target)
+            found = [k for k in keys if k in dsk]
+            found += [finalized[k] for k in keys if finalized and k in finalized]
+            if not found:
+                raise ValueError(f"{call}: the workers=/resources= mapping names {target!r:.80}, "
+                                 "which is not part of what is computed")
+            for k in found:
+                overrides.setdefault(k, {}).update(extra)
+        tasks = graph_tasks(self, dsk, options, overrides)
+        futures = [Future(k, self, inform=False) for k in wanted_keys]
+        self._core.send({"op": "update-graph", "tasks": tasks, "wanted": list(wanted_keys)})
+        return futures
+
+    # ---------------------------------------------------------------- dask collections
+
+    def compute(self, collections, sync=False, optimize_graph=True, workers=None,
+                allow_other_workers=False, resources=None, retries=0, priority=0,
+                fifo_timeout="60s", actors=None, traverse=True, **kwargs):
+        """Start computing dask collections; return a Future for each (a single
+        one for a single collection).  ``sync=True`` returns the results.
+        With ``traverse`` (the default) a list, tuple, set, dict or iterator
+        among ``collections`` is computed as one task, with the dask
+        collections inside it replaced by their values; anything else that is
+        not a dask collection is returned unchanged."""
+        singleton = not isinstance(collections, (list, tuple, set, frozenset))
+        items = [collections] if singleton else list(collections)
+        if traverse:
+            items = [_dask().delayed(item) if isinstance(item, (list, tuple, set, dict, Iterator))
+                     else item for item in items]
+        variables = [item for item in items if is_dask_collection(item)]
+        computed = iter(())
+        if variables:
+            dsk, keys = collections_graph(variables, optimize_graph, finalize=True)
+            final = list(flatten(keys))  # one key per collection, in their order
+            finalized = {k: out for v, out in zip(variables, final)
+                         for k in flatten(v.__dask_keys__())} if isinstance(
+                             workers, dict) or isinstance(resources, dict) else None
+            computed = iter(self._submit_graph(dsk, final, workers, allow_other_workers,
+                                               resources, retries, priority,
+                                               call="compute()", finalized=finalized))
+        results = [next(computed) if is_dask_collection(item) else item for item in items]
+        if sync:
+            results = self.gather(results)
+        return results[0] if singleton else results
+
+    def persist(self, collections, optimize_graph=True, workers=None,
+                allow_other_workers=None, resources=None, retries=None, priority=0,
+                fifo_timeout="60s", actors=None, **kwargs):
+        """Start computing dask collections and return them rebuilt on futures:
+        computing the result later reuses the cluster's copies.  Objects that
+        are not dask collections are returned unchanged."""
+        singleton = not isinstance(collections, (list, tuple, set, frozenset))
+        items = [collections] if singleton else list(collections)
+        variables = [item for item in items if is_dask_collection(item)]
+        rebuilt = iter(())
+        if variables:
+            dsk, keys = collections_graph(variables, optimize_graph, finalize=False)
+            names = list(flatten(keys))
+            futures = self._submit_graph(dsk, names, workers, allow_other_workers, resources,
+                                         retries, priority, call="persist()")
+            by_key = dict(zip(names, futures))
+            rebuilt = iter([
+                rebuild({k: by_key[k] for k in flatten(item_keys)}, *extra)
+                for (rebuild, extra), item_keys in zip(
+                    (v.__dask_postpersist__() for v in variables), keys, strict=True)])
+        out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
+        return out[0] if singleton else out
+
+
+def _flatten_keys(keys):
+    if isinstance(keys, list):
+        for k in keys:
+            yield from _flatten_keys(k)
+    else:
+        yield keys
+
+
+def _pack_keys(keys, by_key):
+    if isinstance(keys, list):
+        return [_pack_keys(k, by_key) for k in keys]
+    return by_key[keys]
+
+
+def _dask():
+    import dask
+    import dask.base  # noqa: F401
+    return dask
