@@ -18,7 +18,7 @@ class GraphsMixin:
         """Compute a task graph (a dict of key -> task tuple or value) and
         return the values of ``keys`` (one key or a nested list of keys), or
         futures for them in the same shape with ``sync=False``."""
-        flat = list(_flatten_keys(keys))
+        flat = list(flatten(keys))
         futures = self._submit_graph(dsk, flat, workers, allow_other_workers, resources,
                                      retries, priority, call="get()")
         if not sync:
@@ -113,14 +113,6 @@ class GraphsMixin:
                     (v.__dask_postpersist__() for v in variables), keys, strict=True)])
         out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
         return out[0] if singleton else out
-
-
-def _flatten_keys(keys):
-    if isinstance(keys, list):
-        for k in keys:
-            yield from _flatten_keys(k)
-    else:
-        yield keys
 
 
 def _pack_keys(keys, by_key):
