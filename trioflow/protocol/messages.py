@@ -213,6 +213,7 @@ _INFO_BY_ROLE = {
     "client": Schema({"id": opt(STR), "name": opt(NAME)}),
     "worker": _WORKER_INFO,
     "peer": Schema({"address": opt(STR)}),
+    "nanny": Schema({"pid": opt(INT)}),
     "scheduler": Schema({}),
 }
 
@@ -343,6 +344,14 @@ WORKER_TO_SCHEDULER = {
     "heartbeat": {"metrics": opt(dict_of(STR, ANY))},
 }
 
+# ---------------------------------------------------------------- nanny -> scheduler
+
+#: a nanny's reports on the worker process it runs (see server/deaths.py)
+NANNY_TO_SCHEDULER = {
+    "worker-started": {"address": STR},
+    "worker-ended": {"address": STR, "cause": STR},
+}
+
 # ---------------------------------------------------------------- to a worker
 
 #: what peers (other workers) and clients may ask of a worker's listening port:
@@ -382,6 +391,7 @@ FROM_CLIENT = Accepts("the scheduler (from a client)", CONNECTION_OPS, CLIENT_TO
                       SCHEDULER_REQUESTS, EXTENSION_REQUESTS, _CLIENT_ONLY_FIELDS, strict=False)
 FROM_WORKER = Accepts("the scheduler (from a worker)", CONNECTION_OPS, WORKER_TO_SCHEDULER,
                       SCHEDULER_REQUESTS, EXTENSION_REQUESTS, strict=False)
+FROM_NANNY = Accepts("the scheduler (from a nanny)", CONNECTION_OPS, NANNY_TO_SCHEDULER)
 FROM_PEER = Accepts("a worker's listening port", CONNECTION_OPS, PEER_TO_WORKER)
 FROM_SCHEDULER = Accepts("a worker (from its scheduler)", CONNECTION_OPS, SCHEDULER_TO_WORKER,
                          strict=False)

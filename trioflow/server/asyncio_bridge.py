@@ -145,9 +145,30 @@ def _no_check(yielded):
     return None
 
 
+def carries_cancel(exc: BaseException) -> bool:
+    """True if ``exc`` is trio's Cancelled, or a group holding one (from a
+    nursery inside a task): it belongs to the cancel scope, not the task."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[0] is not None
+    return isinstance(exc, trio.Cancelled)
+
+
+class _Escaped(Exception):
+    """Carries a task's SystemExit or KeyboardInterrupt out of its asyncio task:
+    asyncio re-raises those two out of the loop itself, which would end the
+    worker process instead of erring the task."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(exc)
+        self.exc = exc
+
+
 async def _carry(handoff):
     coro, yielded = await handoff
-    return await _forward(coro, yielded, _no_check)
+    try:
+        return await _forward(coro, yielded, _no_check)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Escaped(exc) from None
 
 
 async def _wait_for_asyncio_task(task: asyncio.Task):
@@ -165,4 +186,7 @@ async def _wait_for_asyncio_task(task: asyncio.Task):
         raise
     if task.cancelled():
         raise AsyncioTaskCancelled("the task's asyncio task was cancelled from inside it")
-    return task.result()
+    try:
+        return task.result()
+    except _Escaped as escaped:
+        raise escaped.exc from None

@@ -4,6 +4,15 @@ It starts ``python -m trioflow.server.worker_main``, learns the worker's
 address from the first line the process prints, forwards the rest of its
 output, restarts it when it dies (or passes ``memory_limit``), and on close
 stops it (SIGTERM, then SIGKILL after a grace period) and waits for it.
+
+Why a worker process ended comes over a pipe, not its exit code: before an
+exit of its own choosing the worker writes its final status (``closed``,
+``restarting``, ``failed`` or ``lost-scheduler``) to a pipe only the nanny
+reads.  ``lost-scheduler`` stops the nanny; anything else is restarted.  A
+process that ends without a word (a task's ``os._exit(3)``, a segfault, a
+signal, the nanny's own memory kill) died, and the nanny tells the
+scheduler how (``worker-ended``, see ``server/deaths.py``), so the death is
+counted against the task it was running with its exit code or signal.
 """
 from __future__ import annotations
 
@@ -17,13 +26,20 @@ import sys
 import psutil
 import trio
 
-from trioflow.server.background import EnteredFromAsyncio, current_library
+from trioflow.comm import connect
 from trioflow.comm.addressing import normalize_address
+from trioflow.comm.connection import Connection
+from trioflow.errors import CommClosedError, ProtocolError, TimeoutError
+from trioflow.server.background import EnteredFromAsyncio, current_library
+from trioflow.server.deaths import describe_exit
 
 logger = logging.getLogger("trioflow.nanny")
 
-#: exit code of a worker process whose scheduler went away (do not restart it)
+#: exit code of a worker process whose scheduler went away; only informative:
+#: the nanny stops when the worker says so on its pipe (see the module text)
 EXIT_LOST_SCHEDULER = 3
+#: what a worker writes on its nanny's pipe when it leaves because its scheduler did
+LOST_SCHEDULER = "lost-scheduler"
 ADDRESS_LINE = "trioflow-worker-address "
 #: seconds a closing worker gets before it is killed
 STOP_GRACE = 5.0
@@ -61,6 +77,10 @@ class Nanny(EnteredFromAsyncio):
         self.nursery: trio.Nursery | None = None
         self._finished = trio.Event()
         self._started_again = trio.Event()
+        #: why the nanny itself is about to kill its worker (e.g. the memory
+        #: limit); said in the worker's death report
+        self.kill_reason: str | None = None
+        self._scheduler: Connection | None = None  # where deaths are reported
 
     def __repr__(self):
         return f"<Nanny worker={self.worker_address!r} restarts={self.restarts}>"
@@ -134,10 +154,11 @@ class Nanny(EnteredFromAsyncio):
         proc.kill()
         await proc.wait()
 
-    def _command(self) -> list[str]:
+    def _command(self, status_fd: int) -> list[str]:
         cmd = [sys.executable, "-m", "trioflow.server.worker_main", self.scheduler_address,
                "--nthreads", str(self.nthreads), "--host", self.host,
-               "--memory-limit", str(self.memory_limit), "--nanny-pid", str(os.getpid())]
+               "--memory-limit", str(self.memory_limit), "--nanny-pid", str(os.getpid()),
+               "--nanny-fd", str(status_fd)]
         if self.name is not None:
             cmd += ["--name", str(self.name)]
         if self.resources:
@@ -157,15 +178,26 @@ class Nanny(EnteredFromAsyncio):
         started = False
         failures = 0
         while not self._closing:
-            proc = await trio.lowlevel.open_process(
-                self._command(), stdout=subprocess.PIPE, env=env)
+            status_read, status_write = os.pipe()
+            try:
+                proc = await trio.lowlevel.open_process(
+                    self._command(status_write), stdout=subprocess.PIPE, env=env,
+                    pass_fds=(status_write,))
+            except BaseException:
+                os.close(status_read)
+                raise
+            finally:
+                os.close(status_write)
             self.process = proc
+            self.kill_reason = None
+            address = None
             try:
                 async with trio.open_nursery() as watchers:
                     address = await self._read_address(proc, watchers)
                     if address is not None:
                         failures = 0
                         self.worker_address = address
+                        await self._report({"op": "worker-started", "address": address})
                         if not started:
                             started = True
                             task_status.started()
@@ -181,24 +213,62 @@ class Nanny(EnteredFromAsyncio):
                     with trio.CancelScope(shield=True):
                         proc.kill()
                         await proc.wait()
+                said = _read_status(status_read)
+                os.close(status_read)
             code = proc.returncode
+            cause = self._cause(said, code)
+            if address is not None:
+                with trio.CancelScope(shield=True):
+                    await self._report({"op": "worker-ended", "address": address,
+                                        "cause": cause})
             if self._closing:
                 break
-            if code == EXIT_LOST_SCHEDULER:
+            if said == LOST_SCHEDULER:
                 logger.info("worker process %s lost its scheduler; the nanny stops", proc.pid)
                 break
             if not started:
-                raise RuntimeError(f"worker process failed to start (exit code {code}); "
+                raise RuntimeError(f"worker process failed to start ({cause}); "
                                    "see its output above")
-            if code == 0:
+            if said in ("closed", "restarting"):
                 logger.info("worker process %s restarts on request", proc.pid)
             else:
                 failures += 1
-                logger.warning("worker process %s (%s) exited with code %s; starting a new one",
-                               proc.pid, self.worker_address, code)
+                logger.warning("worker process %s (%s) ended (%s); starting a new one",
+                               proc.pid, self.worker_address, cause)
             await trio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)) if failures > 1 else 0)
+        if self._scheduler is not None:
+            self._scheduler.close("the nanny stops")
         self.status = "closed" if self._closing else "finished"
         self._finished.set()
+
+    def _cause(self, said: str, code: int | None) -> str:
+        """How the worker process ended, in words for the scheduler's KilledWorker text."""
+        how = describe_exit(code)
+        if self.kill_reason:
+            return f"{self.kill_reason} ({how})"
+        if said == "failed":
+            return f"its state machine failed ({how})"
+        if said:
+            return f"it closed: {said} ({how})"
+        return how
+
+    async def _report(self, msg: dict) -> None:
+        """Tell the scheduler ``msg`` on the nanny's own connection (opened on
+        first use); if the scheduler cannot be reached, nobody is left to tell."""
+        conn = self._scheduler
+        if conn is None or conn.closed:
+            self._scheduler = None
+            try:
+                comm = await connect(self.scheduler_address, self.nursery, token=self.token,
+                                     security=self.security, role="worker", timeout=2,
+                                     info={"role": "nanny", "pid": os.getpid()})
+            except (OSError, CommClosedError, ProtocolError, TimeoutError) as exc:
+                logger.info("nanny could not reach the scheduler to report %s: %s",
+                            msg["op"], exc)
+                return
+            conn = self._scheduler = Connection(comm)
+            self.nursery.start_soon(conn.run)
+        conn.send(msg)
 
     async def _read_address(self, proc, nursery) -> str | None:
         """Read the worker's first line (its address), then keep forwarding its output."""
@@ -235,10 +305,28 @@ class Nanny(EnteredFromAsyncio):
                 if rss > self.memory_limit * 0.95:
                     logger.warning("worker %s uses %d bytes, past its memory limit of %d; "
                                    "restarting it", self.worker_address, rss, self.memory_limit)
+                    self.kill_reason = (f"the nanny killed it: its memory (RSS {rss} bytes) "
+                                        f"passed 95% of its memory limit of "
+                                        f"{self.memory_limit} bytes")
                     proc.kill()
                     return
         except psutil.Error:
             return
+
+
+def _read_status(fd: int) -> str:
+    """What the worker wrote on its status pipe before exiting ("" if nothing)."""
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while len(data) < 4096:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    except BlockingIOError:
+        pass  # a task's child process may still hold the write end
+    return data.decode(errors="replace").strip().splitlines()[-1] if data.strip() else ""
 
 
 async def _forward(stream):

@@ -29,6 +29,7 @@ from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
+from trioflow.server.deaths import DeathReports
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
@@ -80,6 +81,10 @@ class Scheduler(EnteredFromAsyncio):
         self.clients: dict[str, Connection] = {}
         self.workers: dict[str, Connection] = {}
         self.worker_info: dict[str, dict] = {}
+        #: what nannies said about how their workers ended
+        self.deaths = DeathReports()
+        #: workers whose connection closed, removed once their nanny said why
+        self._leaving: set[str] = set()
         self.extensions: dict[str, object] = {}
         self._extension_handlers: dict = {}
         self._request_scopes: dict = {}  # connection -> rid -> cancel scope of a request
@@ -243,6 +248,8 @@ class Scheduler(EnteredFromAsyncio):
             await self._client_stream(comm)
         elif role == "worker":
             await self._worker_stream(comm)
+        elif role == "nanny":
+            await self._nanny_stream(comm)
         else:
             logger.warning("closing connection from %s: unknown role %r", comm.peer_address, role)
 
@@ -273,6 +280,8 @@ class Scheduler(EnteredFromAsyncio):
             if old is not None:
                 old.close("replaced by a new connection from the same address")
                 self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-reconnected")))
+            if address in self._leaving:  # its predecessor there is still being removed
+                self._worker_left(address, self.deaths.take(address))
             self.workers[address] = conn
             self.worker_info[address] = info
             self._worker_joined(address)
@@ -290,9 +299,40 @@ class Scheduler(EnteredFromAsyncio):
                     del self.workers[address]
                     self.worker_info.pop(address, None)
                     self._peer_left(address)
-                    self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-connection-closed")))
-                    self._worker_set_changed()
                     logger.info("worker %s left: %s", address, conn.close_reason or "closed")
+                    self._leaving.add(address)
+                    if self.deaths.expects_report(address):
+                        # its nanny is about to say how it ended (deaths.py)
+                        self.nursery.start_soon(self._worker_left_when_reported, address)
+                    else:
+                        self._worker_left(address, "")
+
+    async def _worker_left_when_reported(self, address: str):
+        cause = await self.deaths.wait(address)
+        self._worker_left(address, cause)
+
+    def _worker_left(self, address: str, cause: str):
+        """Remove a worker whose connection closed, with how it ended if known."""
+        if address not in self._leaving:
+            return  # removed already (a new worker came to its address)
+        self._leaving.discard(address)
+        if cause:
+            logger.warning("worker %s ended: %s", address, cause)
+        self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-connection-closed"), cause))
+        self._worker_set_changed()
+
+    async def _nanny_stream(self, comm):
+        def on_message(msg):
+            if msg["op"] == "worker-started":
+                self.deaths.started(conn, msg["address"])
+            else:
+                self.deaths.ended(conn, msg["address"], msg["cause"])
+
+        conn = Connection(comm, on_message, messages.FROM_NANNY)
+        try:
+            await conn.run()
+        finally:
+            self.deaths.nanny_gone(conn)
 
     # ------------------------------------------------------------ client messages
 
@@ -713,7 +753,7 @@ async def _serve_task(address, handler, token, security, task_status=trio.TASK_S
 
 
 def _check_peer_info(info: dict) -> None:
-    messages.check_peer_info(info, ("client", "worker"))
+    messages.check_peer_info(info, ("client", "worker", "nanny"))
 
 
 _CLIENT_OPS = {

@@ -6,6 +6,11 @@ starting a new thread.  There is no size limit: the worker's slot accounting
 decides how many tasks run, and a seceded task keeps its thread while the
 slot goes to another task.  ``shutdown`` ends the idle threads and lets busy
 ones end after their current task.
+
+Whatever ``fn`` does, its thread survives and the caller hears of it: the
+call's outcome (a value, or any exception, ``SystemExit`` and
+``KeyboardInterrupt`` included) is captured with ``outcome`` and re-raised
+in the caller, never left to end the thread with the caller waiting forever.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import itertools
 import queue
 import threading
 
+import outcome
 import trio
 
 _ids = itertools.count()
@@ -32,11 +38,14 @@ class _TaskThread:
             if job is None:
                 return
             fn, deliver = job
-            outcome = fn()
-            if not self.pool._return_idle(self):
-                deliver(outcome)
+            result = outcome.capture(fn)
+            # an idle thread keeps nothing of its last task alive
+            del job, fn
+            keep_running = self.pool._return_idle(self)
+            deliver(result)
+            del result, deliver
+            if not keep_running:
                 return
-            deliver(outcome)
 
 
 class TaskThreads:
@@ -56,16 +65,16 @@ class TaskThreads:
             return True
 
     async def run(self, fn):
-        """Run ``fn()`` in a pool thread; return what it returns (``fn`` must
-        not raise: wrap errors in its return value).  If the caller is
-        cancelled, the thread is abandoned and its outcome dropped."""
+        """Run ``fn()`` in a pool thread; return what it returns, or raise what
+        it raised (any BaseException).  If the caller is cancelled, the
+        thread is abandoned and its outcome dropped."""
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
         box = []
 
-        def deliver(outcome):
+        def deliver(result):
             def set_result():
-                box.append(outcome)
+                box.append(result)
                 done.set()
             try:
                 token.run_sync_soon(set_result)
@@ -81,7 +90,7 @@ class TaskThreads:
                 self._all.add(thread)
         thread.jobs.put((fn, deliver))
         await done.wait()
-        return box[0]
+        return box[0].unwrap()
 
     def busy(self) -> int:
         with self._lock:

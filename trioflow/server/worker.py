@@ -39,7 +39,7 @@ from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.profiling import Profiler
 from trioflow.protocol.tasks import loads_args
-from trioflow.server.asyncio_bridge import run_coroutine
+from trioflow.server.asyncio_bridge import carries_cancel, run_coroutine
 from trioflow.server.context import TaskContext, set_async_task, set_thread_task
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
@@ -530,7 +530,9 @@ class Worker(EnteredFromAsyncio):
                 try:
                     result = await run_coroutine(func(*args, **kwargs))
                     return "ok", result, time.perf_counter() - start
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: it errs the future, as in dask
+                    if carries_cancel(exc):
+                        raise
                     return "error", _without_own_frame(exc), time.perf_counter() - start
             return "cancelled", None, time.perf_counter() - start
         finally:
@@ -756,8 +758,7 @@ def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwarg
         return "ok", result, time.perf_counter() - start
     except TaskCancelled:
         return "cancelled", None, time.perf_counter() - start
-    except Exception as exc:
-        # the traceback starts at the user's function, not in trioflow
+    except BaseException as exc:  # SystemExit too (as in dask); traceback from the user's code
         return "error", _without_own_frame(exc), time.perf_counter() - start
     finally:
         execution.thread_done = True

@@ -1,8 +1,10 @@
 """Entry point of a worker process started by a nanny (not a public CLI).
 
 Prints ``trioflow-worker-address ADDRESS`` once listening, then runs until
-SIGTERM/SIGINT, until its nanny dies, or until the scheduler goes away (exit
-code 3, so the nanny does not restart it)."""
+SIGTERM/SIGINT, until its nanny dies, or until the scheduler goes away.  On
+the way out it writes its final status on the pipe ``--nanny-fd`` (the nanny
+does not restart a worker that says ``lost-scheduler``); a process that ends
+without writing it died (see ``server/nanny.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,7 @@ import psutil
 import trio
 
 from trioflow.server.asyncio_bridge import run_as_guest
-from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER
+from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER, LOST_SCHEDULER
 from trioflow.server.warm_imports import warm_import_names
 from trioflow.security import Security
 from trioflow.server.worker import Worker
@@ -38,7 +40,7 @@ async def _watch_signals(scope: trio.CancelScope):
             return
 
 
-async def _main(args) -> int:
+async def _main(args) -> tuple[str, int]:
     worker = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
                     memory_limit=args.memory_limit, host=args.host,
                     resources=json.loads(args.resources) if args.resources else None,
@@ -56,8 +58,18 @@ async def _main(args) -> int:
             nursery.cancel_scope.cancel()
         status = worker.status
     if status == "failed":
-        return 1  # its state machine failed: the nanny starts a new worker
-    return EXIT_LOST_SCHEDULER if status == "lost-scheduler" else 0
+        return status, 1  # its state machine failed: the nanny starts a new worker
+    return status, EXIT_LOST_SCHEDULER if status == LOST_SCHEDULER else 0
+
+
+def _tell_nanny(fd: int | None, status: str) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, status.encode() + b"\n")
+        os.close(fd)
+    except OSError:
+        pass  # the nanny is gone
 
 
 def main(argv=None) -> int:
@@ -69,14 +81,19 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--resources", default=None)
     parser.add_argument("--nanny-pid", type=int, default=None)
+    parser.add_argument("--nanny-fd", type=int, default=None)
     parser.add_argument("--dashboard-address", default=None)
     args = parser.parse_args(argv)
+    if args.nanny_fd is not None:
+        os.set_inheritable(args.nanny_fd, False)  # not passed on to tasks' subprocesses
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
     # asyncio hosts trio, so async tasks may use either (see asyncio_bridge)
-    return run_as_guest(_main, args)
+    status, code = run_as_guest(_main, args)
+    _tell_nanny(args.nanny_fd, status)
+    return code
 
 
 if __name__ == "__main__":
