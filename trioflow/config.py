@@ -38,3 +38,45 @@ def config_value(name: str, default=None):
         return ast.literal_eval(raw)  # as dask parses its variables
     except (ValueError, SyntaxError):
         return raw
+
+
+def config_mapping(name: str) -> dict:
+    """The configured mapping under dask setting ``name`` (such as
+    ``distributed.worker.resources``): ``dask.config``'s value when dask is
+    imported, and each ``DASK_<NAME>__<KEY>`` variable of the environment,
+    its key lowercased as dask reads it (``..._RESOURCES__GPU=2`` gives
+    ``{"gpu": 2}``).  A key set both ways takes dask.config's value."""
+    found: dict = {}
+    prefix = env_name(name) + "__"
+    for variable, raw in os.environ.items():
+        if variable.startswith(prefix) and len(variable) > len(prefix):
+            key = variable[len(prefix):].lower().replace("__", ".")
+            try:
+                found[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                found[key] = raw
+    dask_config = sys.modules.get("dask.config")
+    if dask_config is not None:
+        value = dask_config.get(name, default=None)
+        if isinstance(value, dict):
+            found.update(value)
+    return found
+
+
+RESOURCES = "distributed.worker.resources"
+
+
+def worker_resources(resources=None) -> dict:
+    """A worker's resources: ``resources`` if given, else the configured
+    ``distributed.worker.resources`` (as dask's Worker reads them).  Each
+    amount must be a number."""
+    chosen = config_mapping(RESOURCES) if resources is None else resources
+    if not isinstance(chosen, dict):
+        raise TypeError(f"resources must be a dict like {{'GPU': 2}}, not {chosen!r:.60}")
+    for key, amount in chosen.items():
+        if not isinstance(key, str) or isinstance(amount, bool) or not isinstance(
+                amount, (int, float)):
+            where = "resources=" if resources is not None else (
+                f"the {RESOURCES} setting (dask.config or ${env_name(RESOURCES)}__*)")
+            raise ValueError(f"{where}: {key!r} must name a number, not {amount!r:.60}")
+    return dict(chosen)

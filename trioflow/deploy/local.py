@@ -9,6 +9,7 @@ waits for.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import asynccontextmanager
 
@@ -17,10 +18,12 @@ import trio
 from trioflow import extensions
 from trioflow.server.background import BackgroundContext
 from trioflow.comm.inproc import new_address
+from trioflow.config import worker_resources
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
-from trioflow.utils import dashboard_link, default_dashboard_address, memory_limit_bytes
+from trioflow.utils import (
+    dashboard_link, default_dashboard_address, memory_limit_bytes, parse_bytes)
 
 # paid at import, as the rest of the cluster's code is, not in LocalCluster()
 extensions.preload()
@@ -73,7 +76,8 @@ class LocalCluster:
         self.processes = bool(processes)
         self.memory_limit = memory_limit_bytes(memory_limit, self.n_workers)
         self.name = name
-        self.resources = resources
+        # read here: worker processes do not see this process's dask.config.set
+        self.resources = worker_resources(resources)
         self.validate = validate
         self.allowed_failures = allowed_failures  # None: dask config, else 3
         self.token = token
@@ -91,6 +95,10 @@ class LocalCluster:
         self.host = host
         self.scheduler: Scheduler | None = None
         self.workers: dict = {}
+        self._worker_stops: dict = {}  # name -> trio.Event that retires that worker
+        self._next_name = self.n_workers
+        self._scaling = trio.Lock()
+        self._adaptive = None
         self.status = "created"
         self.asynchronous = bool(asynchronous)
         self._host = BackgroundContext(self._running)
@@ -150,6 +158,7 @@ class LocalCluster:
 
     async def _hold_worker(self, i, task_status=trio.TASK_STATUS_IGNORED):
         name = i
+        retire = self._worker_stops[name] = trio.Event()
         if self.processes:
             server = Nanny(self.scheduler.address, nthreads=self.threads_per_worker, name=name,
                            memory_limit=self.memory_limit, resources=self.resources,
@@ -166,7 +175,7 @@ class LocalCluster:
                 self.workers[name] = server
                 started = True
                 task_status.started()
-                await self._stop.wait()
+                await _first(self._stop, retire)
         except Exception:
             if not started:
                 raise
@@ -175,6 +184,115 @@ class LocalCluster:
             logger.exception("worker %r of the local cluster failed and was closed", name)
         finally:
             self.workers.pop(name, None)
+            self._worker_stops.pop(name, None)
+
+    # ---------------------------------------------------------------- scaling
+
+    def scale(self, n=None, memory=None, cores=None):
+        """Run ``n`` workers: start new ones, or retire the newest idle ones
+        after moving the data only they hold to the others (as dask's
+        ``retire_workers``).  ``cores=`` or ``memory=`` (bytes or "4GB") ask
+        for that many threads or that much memory instead.  A blocking
+        cluster returns when done; an asynchronous one starts at once and
+        returns an awaitable that waits for it."""
+        return self._in_loop(self._scale_to, self._target(n, memory, cores))
+
+    def _target(self, n, memory, cores) -> int:
+        if cores is not None:
+            n = math.ceil(cores / self.threads_per_worker)
+        elif memory is not None:
+            if not self.memory_limit:
+                raise ValueError("scale(memory=) needs workers with a memory_limit")
+            wanted = memory if isinstance(memory, (int, float)) else parse_bytes(memory)
+            n = math.ceil(wanted / self.memory_limit)
+        if n is None:
+            n = 0
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
+            raise ValueError(f"scale() takes a number of workers >= 0, not {n!r}")
+        return int(n)
+
+    def _in_loop(self, async_fn, *args):
+        if self.status != "running":
+            raise RuntimeError(f"{self!r} is {self.status}: it cannot change")
+        if not self.asynchronous:
+            return self._host.call_blocking(async_fn, *args)
+        return _Started(self._host, self._nursery, async_fn, args)
+
+    async def _scale_to(self, n: int):
+        async with self._scaling:
+            have = len(self.workers)
+            if n > have:
+                async with trio.open_nursery() as starting:
+                    for _ in range(n - have):
+                        name, self._next_name = self._next_name, self._next_name + 1
+                        starting.start_soon(self._start_worker, name)
+            elif n < have:
+                await self._retire(self._victims(have - n))
+
+    def _victims(self, count: int) -> list:
+        """The names of ``count`` workers to retire: idle ones first, newest first."""
+        processing = {a: len(ws.processing) for a, ws in self.scheduler.state.workers.items()}
+        return sorted(self.workers, key=lambda name: (
+            processing.get(self.workers[name].address, 0), -_order(name)))[:count]
+
+    async def _retire(self, names: list):
+        addresses = [self.workers[name].address for name in names if name in self.workers]
+        if len(addresses) < len(self.scheduler.state.workers):  # else nowhere to put data
+            await self.scheduler._retire(None, {"workers": addresses, "close": False})
+        for name in names:
+            stop = self._worker_stops.get(name)
+            if stop is not None:
+                stop.set()
+        with trio.move_on_after(60):
+            while any(name in self.workers for name in names):
+                await trio.sleep(0.02)
+
+    def adapt(self, minimum=0, maximum=math.inf, minimum_cores=None, maximum_cores=None,
+              interval="1s", wait_count=3, target_duration="5s", **kwargs):
+        """Scale between ``minimum`` and ``maximum`` workers with the load:
+        up at once when tasks wait for threads, down (retiring idle workers,
+        their data moved) after ``wait_count`` looks in a row, every
+        ``interval``, found fewer needed.  Replaces an earlier ``adapt``;
+        ``.stop()`` on what it returns stops adapting.  ``target_duration``
+        is accepted (trioflow counts runnable tasks, not their durations)."""
+        from trioflow.deploy.adaptive import Adaptive
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        self._adaptive = Adaptive(self, minimum, maximum, minimum_cores, maximum_cores,
+                                  interval, wait_count)
+        self._adaptive.start()
+        return self._adaptive
+
+    # ---------------------------------------------------------------- logs
+
+    def get_logs(self, cluster=True, scheduler=True, workers=True):
+        """Recent log lines: ``{"Cluster": text, "Scheduler": text, worker
+        address: text}`` (what dask's ``Cluster.get_logs`` gives).
+        ``workers`` may list the addresses wanted.  An asynchronous cluster
+        returns an awaitable."""
+        if not self.asynchronous:
+            return self._host.call_blocking(self._get_logs, cluster, scheduler, workers)
+        return self._host.run(self._get_logs, cluster, scheduler, workers)
+
+    async def _get_logs(self, cluster, scheduler, workers):
+        from trioflow.protocol.serialize import deserialize, serialize
+        from trioflow.server.logs import recent
+        logs = {}
+        if cluster:
+            logs["Cluster"] = _text(recent(None, ("trioflow.deploy", "trioflow.nanny")))
+        if scheduler:
+            logs["Scheduler"] = _text(recent(None, ("trioflow.scheduler", "trioflow.comm")))
+        if workers:
+            addresses = (list(self.scheduler.state.workers) if workers is True
+                         else [workers] if isinstance(workers, str) else list(workers))
+            replies = await self.scheduler._broadcast(None, {
+                "workers": addresses, "function": serialize(_worker_logs),
+                "args": serialize(()), "kwargs": serialize({})})
+            for address, reply in replies.items():
+                found = deserialize(reply["result"]) if "result" in reply else [
+                    ("ERROR", reply.get("error") or "no answer")]
+                logs[address] = _text(found)
+        return logs
 
     @property
     def scheduler_address(self) -> str:
@@ -232,3 +350,66 @@ class LocalCluster:
                 self.close()
             except Exception:
                 pass
+
+
+async def _first(*events) -> None:
+    """Return once any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+        async def wait(event):
+            await event.wait()
+            nursery.cancel_scope.cancel()
+        for event in events:
+            nursery.start_soon(wait, event)
+
+
+def _order(name) -> float:
+    return name if isinstance(name, (int, float)) else -1
+
+
+def _text(records) -> str:
+    return "\n".join(line for _level, line in records)
+
+
+def _worker_logs(dask_worker=None):
+    from trioflow.server.logs import recent
+    return recent(None, ("trioflow.worker", "trioflow.comm"))
+
+
+class _Started:
+    """A change to an asynchronous cluster, started at once in its loop (as
+    dask's, it happens whether or not it is awaited); awaiting it waits for
+    it to finish, from trio or asyncio."""
+
+    def __init__(self, host, nursery, async_fn, args):
+        import concurrent.futures
+        self._done = concurrent.futures.Future()
+        self._event = None
+
+        async def run():
+            try:
+                self._done.set_result(await async_fn(*args))
+            except BaseException as exc:  # noqa: B036 - handed to whoever awaits
+                self._done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                if self._event is not None:
+                    self._event.set()
+
+        # in the cluster's nursery: closing the cluster cancels it
+        if host.mode == "trio":
+            self._event = trio.Event()
+            nursery.start_soon(run)
+        else:
+            host.loop.run_sync_soon(nursery.start_soon, run)
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self):
+        if self._event is not None:
+            await self._event.wait()
+        else:
+            import asyncio
+            await asyncio.wrap_future(self._done)
+        return self._done.result()

@@ -35,7 +35,7 @@ class SchedulerExtension:
 
     def worker_joined(self, address: str) -> None:
         """A worker connected.  Messages sent now on its connection
-        (``self.scheduler.workers[address].send``) reach it before any task
+        (``self.scheduler.worker_comms[address].send``) reach it before any task
         is assigned to it (plugins, uploaded files)."""
 
     # ---------------------------------------------------------------- keeping keys alive

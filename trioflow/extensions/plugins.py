@@ -74,7 +74,7 @@ class PluginSchedulerExtension(SchedulerExtension):
         """Send ``msg`` to every current worker now (so it reaches each ahead
         of any task assigned later); return an awaitable of
         ``{address: {"status": "OK"}}`` that raises the first worker's failure."""
-        workers = list(self.scheduler.workers.items())
+        workers = list(self.scheduler.worker_comms.items())
         results: dict = {}
         errors: list = []
         remaining = [len(workers)]
@@ -105,7 +105,7 @@ class PluginSchedulerExtension(SchedulerExtension):
         return replies()
 
     def worker_joined(self, address: str) -> None:
-        conn = self.scheduler.workers[address]
+        conn = self.scheduler.worker_comms[address]
         for name, plugin in self.worker_plugins.items():
             conn.send({"op": "register-worker-plugin", "name": name, "plugin": plugin})
 

@@ -130,7 +130,7 @@ class PubSubSchedulerExtension(SchedulerExtension):
         for address, registration in topic.publishers.items():
             if only is not None and address != only:
                 continue
-            conn = self.scheduler.workers.get(address)
+            conn = self.scheduler.worker_comms.get(address)
             if conn is not None:
                 conn.send({"op": "pubsub-update", "name": name, "registration": registration,
                            "workers": sorted(topic.workers), "clients": bool(topic.clients)})
@@ -153,7 +153,7 @@ class PubSubSchedulerExtension(SchedulerExtension):
     def _add_subscriber(self, peer, msg):
         name = msg["name"]
         topic = self._topic(name)
-        if peer in self.scheduler.workers:
+        if peer in self.scheduler.worker_comms:
             topic.workers.add(peer)
         else:
             topic.clients[(peer, msg["sub"])] = _ClientQueue()
@@ -164,7 +164,7 @@ class PubSubSchedulerExtension(SchedulerExtension):
         topic = self.topics.get(name)
         if topic is None:
             return
-        if peer in self.scheduler.workers:
+        if peer in self.scheduler.worker_comms:
             topic.workers.discard(peer)
         else:
             topic.clients.pop((peer, msg.get("sub")), None)
@@ -176,8 +176,8 @@ class PubSubSchedulerExtension(SchedulerExtension):
         updates sent so far (they reach a worker in order, before this ping)."""
         topic = self.topics.get(msg["name"])
         conns = [] if topic is None else [
-            self.scheduler.workers[address] for address in topic.publishers
-            if address != peer and address in self.scheduler.workers]
+            self.scheduler.worker_comms[address] for address in topic.publishers
+            if address != peer and address in self.scheduler.worker_comms]
         if not conns:
             return True
         return self._ping_all(conns)
@@ -221,7 +221,7 @@ class PubSubSchedulerExtension(SchedulerExtension):
         if not msg.get("clients_only"):
             forward = {"op": "pubsub-msg", "name": name, "msg": payload}
             for address in topic.workers:
-                conn = self.scheduler.workers.get(address)
+                conn = self.scheduler.worker_comms.get(address)
                 if conn is not None:
                     conn.send(forward)
 

@@ -27,6 +27,8 @@ from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
+from trioflow.server import unrunnable
+from trioflow.server.worker_view import WorkersView
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.deaths import DeathReports
@@ -79,7 +81,7 @@ class Scheduler(EnteredFromAsyncio):
         self.id = f"Scheduler-{uuid.uuid4()}"
         self.address: str | None = None
         self.clients: dict[str, Connection] = {}
-        self.workers: dict[str, Connection] = {}
+        self.worker_comms: dict[str, Connection] = {}
         self.worker_info: dict[str, dict] = {}
         #: what nannies said about how their workers ended
         self.deaths = DeathReports()
@@ -109,6 +111,12 @@ class Scheduler(EnteredFromAsyncio):
     def __repr__(self):
         return f"<Scheduler {self.address!r} workers={len(self.state.workers)}>"
 
+    @property
+    def workers(self) -> WorkersView:
+        """address -> the scheduler's view of that worker, as in dask (its
+        connection is ``worker_comms[address]``)."""
+        return WorkersView(self.state, self.worker_info)
+
     # ------------------------------------------------------------ lifetime
 
     async def __aenter__(self):
@@ -120,6 +128,7 @@ class Scheduler(EnteredFromAsyncio):
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token, self.security)
             self.nursery.start_soon(self._check_heartbeats)
+            self.nursery.start_soon(unrunnable.watch, self.state)
             if profile_servers():
                 self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
             from trioflow.extensions import scheduler_extensions
@@ -199,7 +208,7 @@ class Scheduler(EnteredFromAsyncio):
                 if msg.get("op") in ("key-in-memory", "task-erred", "cancelled-key"):
                     finished_unowned.append(msg["key"])
                 continue
-            conn = (self.workers if kind == "worker" else self.clients).get(address)
+            conn = (self.worker_comms if kind == "worker" else self.clients).get(address)
             if conn is not None:
                 conn.send(msg)
         if finished_unowned:
@@ -218,7 +227,7 @@ class Scheduler(EnteredFromAsyncio):
         self._terminate_requested.set()  # whoever runs the scheduler closes it
         # drop every peer now: workers and clients see the scheduler gone
         # rather than wait on a state that will never move again
-        for conn in [*self.clients.values(), *self.workers.values()]:
+        for conn in [*self.clients.values(), *self.worker_comms.values()]:
             conn.close("the scheduler's state machine failed")
 
     async def _check_heartbeats(self):
@@ -229,7 +238,7 @@ class Scheduler(EnteredFromAsyncio):
             self.stimulus(ev.CheckHeartbeats(new_stimulus_id("heartbeat-check")))
             for address in before - set(self.state.workers):
                 logger.warning("worker %s missed its heartbeats; removed", address)
-                conn = self.workers.get(address)
+                conn = self.worker_comms.get(address)
                 if conn is not None:
                     conn.close("heartbeat timeout")
                 self._worker_set_changed()
@@ -276,13 +285,13 @@ class Scheduler(EnteredFromAsyncio):
         async with trio.open_nursery() as requests:
             conn = Connection(comm, lambda msg: self._worker_msg(address, conn, msg, requests),
                               messages.FROM_WORKER)
-            old = self.workers.get(address)
+            old = self.worker_comms.get(address)
             if old is not None:
                 old.close("replaced by a new connection from the same address")
                 self.stimulus(ev.WorkerLeft(address, new_stimulus_id("worker-reconnected")))
             if address in self._leaving:  # its predecessor there is still being removed
                 self._worker_left(address, self.deaths.take(address))
-            self.workers[address] = conn
+            self.worker_comms[address] = conn
             self.worker_info[address] = info
             self._worker_joined(address)
             self.stimulus(ev.WorkerJoined(
@@ -295,8 +304,8 @@ class Scheduler(EnteredFromAsyncio):
             finally:
                 requests.cancel_scope.cancel()
                 self._request_scopes.pop(conn, None)
-                if self.workers.get(address) is conn:
-                    del self.workers[address]
+                if self.worker_comms.get(address) is conn:
+                    del self.worker_comms[address]
                     self.worker_info.pop(address, None)
                     self._peer_left(address)
                     logger.info("worker %s left: %s", address, conn.close_reason or "closed")
@@ -523,7 +532,7 @@ class Scheduler(EnteredFromAsyncio):
         self.stimulus(ev.ClusterRestarted(f"the cluster was restarted by {client_id}",
                                           new_stimulus_id("restart")))
         for address in restarting:
-            conn = self.workers.get(address)
+            conn = self.worker_comms.get(address)
             if conn is not None:
                 conn.send({"op": "close", "restart": True, "reason": "cluster restart"})
         with trio.move_on_after(timeout) as scope:
@@ -552,7 +561,7 @@ class Scheduler(EnteredFromAsyncio):
     def worker_connection(self, address: str) -> Connection:
         # requests for a worker go over its own connection: its listening
         # port takes only what peers may ask (data, actors), never these
-        conn = self.workers.get(address)
+        conn = self.worker_comms.get(address)
         if conn is None:
             raise CommClosedError(f"{address} is not a worker of this scheduler (any more)")
         return conn
@@ -652,7 +661,7 @@ class Scheduler(EnteredFromAsyncio):
                                           "who_has": {k: [address] for k in only_here}})
                 self.stimulus(ev.ReplicaAdded(target, dict(got), new_stimulus_id("retire")))
             if msg.get("close", True):
-                worker = self.workers.get(address)
+                worker = self.worker_comms.get(address)
                 if worker is not None:
                     worker.send({"op": "close", "reason": "retired"})
         if msg.get("close", True):
@@ -664,7 +673,7 @@ class Scheduler(EnteredFromAsyncio):
     async def _terminate(self, client_id, msg):
         """Close every worker, then ask whoever runs this scheduler to close it
         (``terminated()`` returns); the reply goes out first."""
-        await self._retire_workers(client_id, {"workers": list(self.workers)})
+        await self._retire_workers(client_id, {"workers": list(self.worker_comms)})
         self._terminate_requested.set()
         return True
 
@@ -675,9 +684,9 @@ class Scheduler(EnteredFromAsyncio):
         await self._terminate_requested.wait()
 
     async def _retire_workers(self, client_id, msg):
-        addresses = msg.get("workers") or list(self.workers)
+        addresses = msg.get("workers") or list(self.worker_comms)
         for address in addresses:
-            conn = self.workers.get(address)
+            conn = self.worker_comms.get(address)
             if conn is not None:
                 conn.send({"op": "close", "reason": "retired by a client"})
         return list(addresses)

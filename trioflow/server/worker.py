@@ -23,6 +23,7 @@ from functools import partial
 import psutil
 import trio
 
+from trioflow.config import worker_resources
 from trioflow.comm import connect, serve
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.comm.addressing import normalize_address
@@ -105,7 +106,7 @@ class Worker(EnteredFromAsyncio):
         self.nthreads = int(nthreads)
         self.name = name
         self.memory_limit = int(memory_limit or 0)
-        self.resources = dict(resources or {})
+        self.resources = worker_resources(resources)  # None: dask's config, as dask
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
         self.token = token
