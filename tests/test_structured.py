@@ -289,6 +289,8 @@ async def test_worker_close_cancels_async_and_abandons_stuck_sync_with_a_log(tmp
 # ---------------------------------------------------------------- 5. task groups
 
 async def _sleep_long(path):
+    with open(path + ".started", "a") as f:
+        f.write("x")
     try:
         await trio.sleep(60)
     finally:
@@ -327,6 +329,12 @@ async def test_async_task_group_raises_real_errors_and_cancels_the_rest(tmp_path
         with pytest.raises(ExceptionGroup) as info:
             async with client.task_group() as tg:
                 tg.submit(_sleep_long, str(cancelled))
+                # Only a task that has started has a finally to run: with one
+                # thread, _fail could otherwise run first and the cancel would
+                # find _sleep_long still queued.
+                with anyio.fail_after(10):
+                    while not os.path.exists(f"{cancelled}.started"):
+                        await anyio.sleep(0.01)
                 tg.submit(_fail, str(cancelled))
         assert [type(e) for e in info.value.exceptions] == [ValueError]
         with anyio.fail_after(10):
