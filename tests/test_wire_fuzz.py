@@ -82,9 +82,10 @@ def target(request, tmp_path_factory):
     token = TOKEN if request.param == "token" else None
     directory = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     extra = ("--token", token) if token else ()
-    with cli_scheduler(directory, *extra) as (sched_proc, address, scheduler_file):
-        # a scheduler that makes a token of its own unless told one passes it on here
-        token = json.loads(scheduler_file.read_text()).get("token", token)
+    # without --no-token the CLI scheduler would make a token of its own
+    with cli_scheduler(directory, *(extra or ("--no-token",))) as (sched_proc, address,
+                                                                   scheduler_file):
+        assert json.loads(scheduler_file.read_text()).get("token") == token
         with cli_worker(directory, address, "--no-nanny", "--nthreads", "1", *extra) as wproc:
             async def worker_address():
                 async with trio.open_nursery() as nursery:

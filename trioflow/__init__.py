@@ -42,6 +42,7 @@ _PUBLIC = {
     "KilledWorker": "trioflow.errors",
     "CommClosedError": "trioflow.errors",
     "ProtocolError": "trioflow.errors",
+    "AuthenticationError": "trioflow.errors",
     "SerializationError": "trioflow.errors",
     "FutureLostError": "trioflow.errors",
     "Queue": "trioflow.extensions.queue",

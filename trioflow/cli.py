@@ -21,7 +21,11 @@ def _scheduler_parser(sub):
     p.add_argument("--dashboard-address", default=None,
                    help="where the dashboard listens (default :8787, a free port if taken)")
     p.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
-    p.add_argument("--token", default=None, help="require clients and workers to prove this token")
+    _token_arguments(p, "require clients and workers to prove this token (default: a new "
+                        "random one, written to the scheduler file)")
+    p.add_argument("--no-token", action="store_true",
+                   help="require no token: anyone who can reach the port can run code as "
+                        "you, so only on a trusted network")
     p.add_argument("--protocol", default=None, choices=("ws", "wss", "tcp", "tls"),
                    help="ws (default), or wss (TLS; the default with --tls-cert)")
     p.add_argument("--allowed-failures", type=int, default=None, metavar="N",
@@ -38,6 +42,27 @@ def _tls_arguments(p, role):
     p.add_argument("--tls-cert", default=None, help=f"the {role}'s TLS certificate (PEM)")
     p.add_argument("--tls-key", default=None,
                    help=f"the {role}'s TLS private key (PEM), if not in --tls-cert")
+
+
+def _token_arguments(p, what):
+    p.add_argument("--token", default=None,
+                   help=f"{what}. A token on the command line is visible to every user of "
+                        "this machine in ps: prefer --token-file or $TRIOFLOW_TOKEN")
+    p.add_argument("--token-file", default=None,
+                   help="read the token from this file (its text, or a scheduler file's token)")
+
+
+def _given_token(args, command, env=True):
+    """The token of --token, --token-file (or $TRIOFLOW_TOKEN), or None."""
+    from trioflow.comm.tokens import read_token_file, token_from_env
+    if args.token and args.token_file:
+        raise SystemExit(f"trioflow {command}: give --token or --token-file, not both")
+    if args.token_file:
+        try:
+            return read_token_file(args.token_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"trioflow {command}: cannot read --token-file: {exc}") from None
+    return args.token or (token_from_env() if env else None)
 
 
 def _security(args, role):
@@ -69,7 +94,9 @@ def _worker_parser(sub):
     p.add_argument("--dashboard-address", default=None,
                    help="serve each worker's /metrics here (e.g. :0; off by default)")
     p.add_argument("--no-dashboard", action="store_true", help="serve no /metrics endpoint")
-    p.add_argument("--token", default=None, help="token the scheduler requires")
+    _token_arguments(p, "the token the scheduler requires (default: the scheduler file's, "
+                        "$TRIOFLOW_TOKEN, or for a loopback address the one a scheduler of "
+                        "yours on this machine wrote to its runtime file)")
     _tls_arguments(p, "worker")
     p.set_defaults(run=_run_worker, nanny=True)
 
@@ -82,7 +109,7 @@ def _story_parser(sub):
     p.add_argument("keys", nargs="+", metavar="KEY", help="a key or a stimulus id")
     p.add_argument("--scheduler-file", default=None, help="read the scheduler address from here")
     p.add_argument("--scheduler", default=None, help="or the scheduler's address")
-    p.add_argument("--token", default=None, help="token the scheduler requires")
+    _token_arguments(p, "the token the scheduler requires")
     p.add_argument("--json", action="store_true", help="one JSON list per transition")
     p.set_defaults(run=_run_story)
 
@@ -94,7 +121,8 @@ def _run_story(args) -> int:
     if args.scheduler is None and args.scheduler_file is None:
         print("trioflow story: give --scheduler-file or --scheduler", file=sys.stderr)
         return 2
-    with Client(args.scheduler, scheduler_file=args.scheduler_file, token=args.token,
+    with Client(args.scheduler, scheduler_file=args.scheduler_file,
+                token=_given_token(args, "story"),
                 set_as_default=False) as client:
         story = client.story(*args.keys, on_error="ignore")
     for where, key, start, finish, stimulus_id, when in story:
@@ -121,16 +149,41 @@ async def _until_interrupted(scope: trio.CancelScope):
             return
 
 
+def _scheduler_token(args):
+    from trioflow.comm.tokens import new_token
+    token = _given_token(args, "scheduler")
+    if args.no_token:
+        if args.token or args.token_file:
+            raise SystemExit("trioflow scheduler: --no-token and a token contradict each other")
+        logging.getLogger("trioflow.scheduler").warning(
+            "--no-token: this scheduler runs code for anyone who can reach its port; use it "
+            "only on a trusted network")
+        return None
+    return token or new_token()
+
+
+def _print_token_use(scheduler, args):
+    if scheduler.token is None:
+        return
+    where = [f for f in (args.scheduler_file, scheduler.runtime_file) if f]
+    print(f"trioflow scheduler requires a token; it is in {' and '.join(where)} (readable by "
+          "you only). Your workers and clients on this machine find it when they connect to a "
+          "loopback address; elsewhere give them --scheduler-file, --token-file or "
+          "$TRIOFLOW_TOKEN (Client(scheduler_file=...) or token=...)", flush=True)
+
+
 def _run_scheduler(args) -> int:
     from trioflow.server.scheduler import Scheduler
+    token = _scheduler_token(args)
 
     async def main():
         async with Scheduler(host=args.host, port=args.port, scheduler_file=args.scheduler_file,
-                             token=args.token, protocol=args.protocol,
+                             token=token, protocol=args.protocol,
                              security=_security(args, "scheduler"),
                              allowed_failures=args.allowed_failures,
                              dashboard_address=_scheduler_dashboard(args)) as scheduler:
             print(f"trioflow scheduler at {scheduler.address}", flush=True)
+            _print_token_use(scheduler, args)
             if "dashboard" in scheduler.services:
                 from trioflow.utils import dashboard_link
                 link = dashboard_link(scheduler.dashboard_host, scheduler.services["dashboard"])
@@ -172,12 +225,14 @@ def _run_worker(args) -> int:
     from trioflow.server.worker import Worker
     from trioflow.utils import memory_limit_bytes
 
-    address = args.scheduler
+    # $TRIOFLOW_TOKEN comes after the scheduler file's: connect() reads it
+    address, token = args.scheduler, _given_token(args, "worker", env=False)
     if address is None:
         if args.scheduler_file is None:
             print("trioflow worker: give a scheduler address or --scheduler-file", file=sys.stderr)
             return 2
-        address = _wait_for_scheduler_file(args.scheduler_file)
+        info = _wait_for_scheduler_file(args.scheduler_file)
+        address, token = info["address"], token or info.get("token")
     nworkers = max(1, args.nworkers)
     nthreads = args.nthreads or max(1, (os.cpu_count() or 1) // nworkers)
     memory_limit = memory_limit_bytes(args.memory_limit, nworkers)
@@ -191,7 +246,7 @@ def _run_worker(args) -> int:
 
     async def run_one(i):
         kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
-                      resources=resources, host=args.host, token=args.token,
+                      resources=resources, host=args.host, token=token,
                       security=security,
                       dashboard_address=None if args.no_dashboard else args.dashboard_address)
         if args.nanny:
@@ -222,8 +277,11 @@ def _wait_for_scheduler_file(path, timeout=60.0):
     while True:
         try:
             with open(path) as f:
-                return json.load(f)["address"]
-        except (OSError, ValueError, KeyError):
+                info = json.load(f)
+            if isinstance(info.get("address"), str):
+                return info
+            raise ValueError("no address yet")
+        except (OSError, ValueError, AttributeError):
             if time.monotonic() > deadline:
                 raise SystemExit(f"trioflow worker: no scheduler file at {path} after {timeout} s")
             time.sleep(0.1)

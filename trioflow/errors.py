@@ -38,13 +38,18 @@ class ProtocolError(TrioflowError):
     """A peer sent something that is not trioflow's protocol."""
 
 
+class AuthenticationError(ProtocolError):
+    """A server refused this process's token (or its lack of one) in the
+    handshake; the message names the server and what was wrong."""
+
+
 class SerializationError(TrioflowError, TypeError):
     """An object could not be pickled or unpickled; the message names it."""
 
 
 _BY_NAME = {cls.__name__: cls for cls in (
     TimeoutError, CancelledError, KilledWorker, FutureLostError, ActorLostError, CommClosedError,
-    ProtocolError, SerializationError)}
+    ProtocolError, AuthenticationError, SerializationError)}
 
 
 def error_from_kind(kind: str, text: str) -> Exception:

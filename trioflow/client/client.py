@@ -8,7 +8,6 @@ it.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import uuid
 import weakref
@@ -24,6 +23,7 @@ from trioflow.client.graph_calls import GraphsMixin
 from trioflow.client.introspection import IntrospectionMixin, current_client
 from trioflow.client.options import check_key, optional_workers, task_options
 from trioflow.comm.addressing import normalize_address
+from trioflow.comm.tokens import read_scheduler_file, write_private_json
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
@@ -69,6 +69,9 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
     ``tcp://``), ``Client(cluster)`` or ``Client(scheduler_file="s.json")``
     connect to a running one.
 
+    ``token=`` (else the scheduler file's, or $TRIOFLOW_TOKEN) is the token the
+    scheduler requires; to a loopback address a client finds its user's by itself.
+
     ``security=`` (a ``trioflow.Security``) gives the TLS settings for a
     wss:// scheduler; ``security=True`` without an address starts a local
     cluster whose processes talk TLS with a throwaway certificate.
@@ -101,8 +104,7 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
         self._dashboard: tuple | None = None  # (host, port) the scheduler reported
 
         if scheduler_file is not None and address is None:
-            with open(scheduler_file) as f:
-                address = json.load(f)["address"]
+            address, self._token = read_scheduler_file(scheduler_file, token)
         if address is None:
             unknown = set(kwargs) - _CLUSTER_KWARGS
             if unknown:
@@ -119,6 +121,7 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
                 address = address.scheduler_address
                 if self.security is None:
                     self.security = getattr(self.cluster, "security", None)
+                self._token = token or getattr(self.cluster, "token", None)
             self.scheduler_address = normalize_address(address)
             if self.security is not None:
                 self.security.check_address(self.scheduler_address, "scheduler address")
@@ -145,7 +148,7 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
             self.cluster = LocalCluster(**self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
-            self.security = self.cluster.security
+            self.security, self._token = self.cluster.security, self.cluster.token
         try:
             self._new_core()
             self._host.start_blocking()
@@ -163,7 +166,7 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
             self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
-            self.security = self.cluster.security
+            self.security, self._token = self.cluster.security, self.cluster.token
         try:
             self._new_core()
             await self._host.start_async()
@@ -328,9 +331,11 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
             await self._close_async()
 
     def write_scheduler_file(self, scheduler_file: str):
-        """Write the scheduler's address as JSON so other clients can find it."""
-        with open(scheduler_file, "w") as f:
-            json.dump({"address": self.scheduler_address, "type": "Scheduler"}, f)
+        """Write the scheduler's address (and token) as JSON so other clients
+        can find it; the file is readable by this user only."""
+        token = self._core.token if self._core is not None else self._token
+        info = {"address": self.scheduler_address, "type": "Scheduler", "token": token}
+        write_private_json(scheduler_file, {k: v for k, v in info.items() if v is not None})
 
     # ---------------------------------------------------------------- submission
 

@@ -72,6 +72,8 @@ class ClientCore:
                                  timeout=self.timeout, security=self.security,
                                  role=self.security_role,
                                  info={"role": "client", "id": self.id, "name": self.name})
+            if self.token is None:  # found on this machine: workers require it too
+                self.token = comm.token
             self.scheduler = Connection(comm, self._on_message)
             self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
                                        self.token, security=self.security,

@@ -10,7 +10,8 @@ from typing import Awaitable, Callable
 import trio
 
 from trioflow.comm.addressing import normalize_address, parse_address
-from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.comm import tokens
+from trioflow.errors import AuthenticationError, CommClosedError, ProtocolError
 from trioflow.protocol.messages import HELLO, BadMessage
 
 logger = logging.getLogger("trioflow.comm")
@@ -29,6 +30,8 @@ class Comm:
     local_address: str = ""
     #: what the peer said about itself in the handshake
     peer_info: dict = {}
+    #: the token this end proved to the server it connected to (None: none asked)
+    token: str | None = None
 
     async def send(self, msgs: list) -> None:
         raise NotImplementedError
@@ -53,11 +56,11 @@ def _proof(token: str, nonce: bytes) -> bytes:
     return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
 
 
-async def _server_handshake(comm: Comm, token: str | None) -> dict:
+async def _server_handshake(comm: Comm, token: str | None, role: str) -> dict:
     nonce = os.urandom(16)
     with trio.fail_after(HANDSHAKE_TIMEOUT):
         await comm.send([{"op": "hello", "version": PROTOCOL_VERSION, "nonce": nonce,
-                          "auth": token is not None}])
+                          "auth": token is not None, "role": role}])
         batch = await comm.recv()
     msg = batch[0] if batch else {}
     if msg.get("op") != "hello":
@@ -71,21 +74,53 @@ async def _server_handshake(comm: Comm, token: str | None) -> dict:
         await _refuse(comm, error)
         raise ProtocolError(error)
     if token is not None:
+        # checked before anything else the peer sent is looked at: nothing
+        # from a peer without the token is ever unpickled
         proof = msg.get("proof")
-        if not isinstance(proof, bytes) or not hmac.compare_digest(proof, _proof(token, nonce)):
-            error = "wrong or missing token: the peer's proof of the shared token does not match"
-            await _refuse(comm, error)
-            raise ProtocolError(error)
+        if proof is None:
+            error = f"missing token: the peer proved no token, and this {role} requires one"
+        elif not isinstance(proof, bytes) or not hmac.compare_digest(proof, _proof(token, nonce)):
+            error = f"wrong token: the peer's proof does not match this {role}'s token"
+        else:
+            error = None
+        if error is not None:
+            await _refuse(comm, error, auth=True)
+            raise AuthenticationError(error)
     comm.handshake_done(trusted=token is not None)
     await comm.send([{"op": "welcome"}])
     return dict(msg.get("info") or {})
 
 
-async def _refuse(comm: Comm, error: str):
+async def _refuse(comm: Comm, error: str, auth: bool = False):
     try:
-        await comm.send([{"op": "refused", "text": error}])
+        await comm.send([{"op": "refused", "text": error, "auth": auth}])
     except CommClosedError:
         pass
+
+
+#: seconds a connection to loopback waits for a starting scheduler's runtime file
+RUNTIME_FILE_GRACE = 0.5
+
+
+async def _find_token(address: str) -> tuple[str | None, str]:
+    """A token for a server that asked for one when none was given: from
+    $TRIOFLOW_TOKEN, else (loopback addresses only) from the runtime file of
+    a scheduler of this user on this machine.  Returns (token, where from)."""
+    token = tokens.token_from_env()
+    if token is not None:
+        return token, f"from ${tokens.TOKEN_ENV}"
+    scheme, host, port = parse_address(address)
+    if scheme == "inproc" or not tokens.is_loopback(host):
+        return None, ""
+    # the scheduler writes the file as soon as it listens: allow for a peer
+    # that reached it within that moment
+    with trio.move_on_after(RUNTIME_FILE_GRACE):
+        while True:
+            found = tokens.find_runtime_token(host, port)
+            if found is not None:
+                return found[0], f"found in {found[1]}"
+            await trio.sleep(0.05)
+    return None, ""
 
 
 async def _client_handshake(comm: Comm, info: dict, token: str | None):
@@ -98,21 +133,36 @@ async def _client_handshake(comm: Comm, info: dict, token: str | None):
             raise ProtocolError(
                 f"protocol version mismatch: {comm.peer_address} speaks {msg.get('version')!r}, "
                 f"this process {PROTOCOL_VERSION}; install the same trioflow version everywhere")
+        role = msg.get("role") if isinstance(msg.get("role"), str) else "server"
         reply = {"op": "hello", "version": PROTOCOL_VERSION, "info": info}
+        source = "given with token="
         if msg.get("auth"):
             if token is None:
-                raise ProtocolError(f"{comm.peer_address} requires a token and none was given")
+                token, source = await _find_token(comm.peer_address)
             nonce = msg.get("nonce")
             if not isinstance(nonce, bytes):
                 raise ProtocolError(f"{comm.peer_address} asked for a token without a nonce")
-            reply["proof"] = _proof(token, nonce)
+            if token is not None:
+                reply["proof"] = _proof(token, nonce)
+        else:
+            token = None  # nothing proved: nothing to pass on to this server's peers
         await comm.send([reply])
         batch = await comm.recv()
     msg = batch[0] if batch else {}
     if msg.get("op") == "refused":
-        raise ProtocolError(f"{comm.peer_address} refused the connection: {msg.get('text')}")
+        text = msg.get("text")
+        if msg.get("auth"):
+            if token is None:
+                raise AuthenticationError(
+                    f"the {role} at {comm.peer_address} requires a token; pass token= or "
+                    f"scheduler_file= (or set ${tokens.TOKEN_ENV})")
+            raise AuthenticationError(
+                f"the {role} at {comm.peer_address} refused the token {source}: it is not the "
+                f"token the {role} was started with ({text})")
+        raise ProtocolError(f"{comm.peer_address} refused the connection: {text}")
     if msg.get("op") != "welcome":
         raise ProtocolError(f"{comm.peer_address} broke the handshake")
+    comm.token = token
     comm.handshake_done(trusted=True)  # the server this process chose to connect to
 
 
@@ -163,19 +213,23 @@ async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = No
 
 
 async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
-                token: str | None = None, security=None, role: str = "scheduler",
+                token: str | None | Callable[[], str | None] = None, security=None,
+                role: str = "scheduler",
                 check_info: Callable[[dict], None] | None = None,
                 task_status=trio.TASK_STATUS_IGNORED):
     """Accept connections at ``address`` until cancelled; run ``handler(comm)``
     for each after a successful handshake.  ``task_status.started`` gets the
-    bound address (the real port when 0 was asked).  ``check_info(info)``
+    bound address (the real port when 0 was asked).  ``token``: the token a
+    peer must prove, or a function that says it at each handshake.
+    ``check_info(info)``
     raises ProtocolError for what a peer said about itself that this server
     does not take.  A connection whose handshake fails is closed with one
     log line; the server goes on."""
 
     async def guarded(comm: Comm):
         try:
-            comm.peer_info = await _server_handshake(comm, token)
+            required = token() if callable(token) else token
+            comm.peer_info = await _server_handshake(comm, required, role)
             if check_info is not None:
                 check_info(comm.peer_info)
         except (ProtocolError, CommClosedError, trio.TooSlowError) as exc:
@@ -191,6 +245,9 @@ async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
 
     scheme, host, port = parse_address(address)
     if scheme == "inproc":
+        # a peer on inproc:// is code in this very process, which can reach
+        # everything anyway: a token would protect nothing
+        token = None
         from trioflow.comm import inproc
         await inproc.serve(address, guarded, task_status=task_status)
     else:

@@ -19,6 +19,7 @@ from trioflow import extensions
 from trioflow.server.background import BackgroundContext
 from trioflow.comm.inproc import new_address
 from trioflow.config import worker_resources
+from trioflow.comm.tokens import new_token
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
@@ -54,8 +55,11 @@ class LocalCluster:
     dashboard on ``dashboard_address`` (``":8787"`` by default, a free port
     if that one is taken; None or False: none); ``worker_dashboard_address``
     gives each worker a /metrics endpoint (``":0"``: any free port).
-    ``silence_logs`` and ``interface`` are accepted and unused.  Use as a
-    context manager or call ``close()``."""
+    ``silence_logs`` and ``interface`` are accepted and unused.  The scheduler
+    and workers require a token made for this cluster (``token=`` gives one,
+    ``token=False`` turns it off); ``Client(cluster)`` uses it, and a client
+    of the same user on this machine finds it for ``cluster.scheduler_address``.
+    Use as a context manager or call ``close()``."""
 
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
                  memory_limit="auto", dashboard_address=_DEFAULT, scheduler_port=0,
@@ -80,7 +84,8 @@ class LocalCluster:
         self.resources = worker_resources(resources)
         self.validate = validate
         self.allowed_failures = allowed_failures  # None: dask config, else 3
-        self.token = token
+        # its own processes prove a token made for this cluster (token=False: none)
+        self.token = None if token is False else (token or new_token())
         self.dashboard_address = (default_dashboard_address() if dashboard_address is _DEFAULT
                                   else dashboard_address)
         self.worker_dashboard_address = worker_dashboard_address

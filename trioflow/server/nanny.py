@@ -53,8 +53,8 @@ class Nanny(EnteredFromAsyncio):
                  startup_timeout: float = 60, security=None, dashboard_address=None,
                  **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
-            with open(scheduler_file) as f:
-                scheduler_ip = json.load(f)["address"]
+            from trioflow.comm.tokens import read_scheduler_file
+            scheduler_ip, token = read_scheduler_file(scheduler_file, token)
         self.scheduler_address = normalize_address(scheduler_ip)
         self.nthreads = nthreads
         self.name = name

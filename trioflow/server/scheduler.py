@@ -17,7 +17,8 @@ from functools import partial
 
 import trio
 
-from trioflow.comm import serve
+from trioflow.comm import serve, tokens
+from trioflow.comm.addressing import parse_address
 from trioflow.comm.connection import Connection, reply_error, reply_ok
 from trioflow.core import events as ev
 from trioflow.config import config_value, env_name
@@ -49,7 +50,11 @@ class Scheduler(EnteredFromAsyncio):
 
     ``address`` picks the transport (``ws://host:port`` or ``inproc://``); by
     default it listens on ``ws://{host}:{port}``, and port 0 picks a free one.
-    ``scheduler_file`` is written once listening (JSON with ``"address"``).
+    ``scheduler_file`` is written once listening (JSON with ``"address"``
+    and, with ``token=``, the token; mode 0600).  With a token, a socket
+    scheduler also writes a runtime file for same-machine loopback peers
+    (see ``trioflow.comm.tokens``).  ``Scheduler`` itself requires no token
+    unless given one; the CLI and ``LocalCluster`` make one.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, address: str | None = None,
@@ -78,6 +83,8 @@ class Scheduler(EnteredFromAsyncio):
         self._listen = address or f"{protocol}://{host}:{port}"
         self.scheduler_file = scheduler_file
         self.token = token
+        #: where same-machine peers find the token (None: no token, or inproc)
+        self.runtime_file: str | None = None
         self.id = f"Scheduler-{uuid.uuid4()}"
         self.address: str | None = None
         self.clients: dict[str, Connection] = {}
@@ -127,6 +134,8 @@ class Scheduler(EnteredFromAsyncio):
         try:
             self.address = await self.nursery.start(
                 _serve_task, self._listen, self._handle_comm, self.token, self.security)
+            # before anything awaits: a peer's handshake must find the file
+            self._announce_listening()
             self.nursery.start_soon(self._check_heartbeats)
             self.nursery.start_soon(unrunnable.watch, self.state)
             if profile_servers():
@@ -169,6 +178,8 @@ class Scheduler(EnteredFromAsyncio):
         finally:
             self.status = "closed"
             self._closed.set()
+            if self.runtime_file is not None:
+                tokens.remove_runtime_file(self.runtime_file, self.id)
             if self.scheduler_file and os.path.exists(self.scheduler_file):
                 try:
                     with open(self.scheduler_file) as f:
@@ -183,8 +194,28 @@ class Scheduler(EnteredFromAsyncio):
         await self._closed.wait()
 
     def write_scheduler_file(self, path: str):
-        with open(path, "w") as f:
-            json.dump({"address": self.address, "id": self.id, "type": "Scheduler"}, f)
+        info = {"address": self.address, "id": self.id, "type": "Scheduler"}
+        if self.token is not None:
+            info["token"] = self.token
+        tokens.write_private_json(path, info)
+
+    def _announce_listening(self):
+        scheme, host, port = parse_address(self.address)
+        if scheme == "inproc":
+            return
+        if self.token is not None:
+            self.runtime_file = tokens.write_runtime_file(host, port, self.address, self.token,
+                                                          self.id)
+        if tokens.is_loopback(host):
+            return
+        if self.token is None:
+            logger.warning("the scheduler at %s requires no token: anyone who can reach this "
+                           "port can run code as this user", self.address)
+        if scheme == "ws":
+            logger.warning("the scheduler listens on %s without TLS: its traffic (tasks, "
+                           "results) crosses the network unencrypted and can be read or "
+                           "altered; serve wss:// (--tls-cert/--tls-key, security=) beyond a "
+                           "trusted network", self.address)
 
     # ------------------------------------------------------------ events
 

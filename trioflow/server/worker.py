@@ -24,7 +24,7 @@ import psutil
 import trio
 
 from trioflow.config import worker_resources
-from trioflow.comm import connect, serve
+from trioflow.comm import connect, serve, tokens
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.comm.addressing import normalize_address
 from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
@@ -95,9 +95,7 @@ class Worker(EnteredFromAsyncio):
                  warm_imports: tuple[str, ...] = (), security=None,
                  dashboard_address=None, dashboard=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
-            import json
-            with open(scheduler_file) as f:
-                scheduler_ip = json.load(f)["address"]
+            scheduler_ip, token = tokens.read_scheduler_file(scheduler_file, token)
         if scheduler_ip is None:
             raise ValueError("Worker needs a scheduler address or scheduler_file=")
         if scheduler_port is not None:
@@ -109,7 +107,8 @@ class Worker(EnteredFromAsyncio):
         self.resources = worker_resources(resources)  # None: dask's config, as dask
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
-        self.token = token
+        self.token = token  # None: the one it proves to the scheduler, learnt on connecting
+        self._token_known = token is not None
         self.security = security
         self.warm_imports = tuple(warm_imports)  # see trioflow.server.warm_imports
         if listen_address is None:
@@ -191,6 +190,9 @@ class Worker(EnteredFromAsyncio):
                 "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
                 "dashboard_port": self.services.get("dashboard"),
                 "host": self.address.split("://", 1)[-1].rsplit(":", 1)[0]})
+            if not self._token_known:
+                self.token = self._peers.token = comm.token
+                self._token_known = True
             self.scheduler = Connection(comm, self._scheduler_msg, messages.FROM_SCHEDULER)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
@@ -257,8 +259,9 @@ class Worker(EnteredFromAsyncio):
         await self._finished.wait()
 
     async def _serve_task(self, task_status=trio.TASK_STATUS_IGNORED):
-        await serve(self._listen, self._handle_comm, token=self.token, security=self.security,
-                    role="worker", check_info=_check_peer_info, task_status=task_status)
+        await serve(self._listen, self._handle_comm, security=self.security, role="worker",
+                    token=lambda: self.token if self._token_known else _UNGUESSABLE,
+                    check_info=_check_peer_info, task_status=task_status)
 
     async def _scheduler_stream(self):
         await self.scheduler.run()
@@ -747,6 +750,9 @@ def _without_own_frame(exc: BaseException) -> BaseException:
     return exc.with_traceback(tb)
 
 
+#: a token no peer knows: required until the scheduler connection tells the real one
+#: (until then no peer has been told this worker's address either)
+_UNGUESSABLE = tokens.new_token()
 _CALLER_FILES = frozenset({__file__, run_coroutine.__code__.co_filename})
 
 
