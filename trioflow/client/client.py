@@ -32,6 +32,9 @@ from trioflow.utils import dashboard_link, parse_timedelta
 logger = logging.getLogger("trioflow.client")
 
 _no_default = "__no_default__"
+
+#: tasks per update-graph message (the scheduler takes one message in one step)
+GRAPH_PART = 2_000
 _default_client: "weakref.ref[Client] | None" = None
 _clients: "weakref.WeakValueDictionary[str, Client]" = weakref.WeakValueDictionary()
 
@@ -425,7 +428,9 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
                                  keys[i] if keys is not None else None, pure, prefix, options)
             tasks.append(task)
             futures.append(Future(k, self, inform=False))
-        batch = int(batch_size) if batch_size else len(tasks) or 1
+        # parts of a bounded size even without batch_size: the scheduler
+        # takes each in one step, so a million tasks never stall its loop
+        batch = min(int(batch_size), GRAPH_PART) if batch_size else GRAPH_PART
         for start in range(0, len(tasks), batch):
             chunk = tasks[start:start + batch]
             self._core.send({"op": "update-graph", "tasks": chunk,

@@ -23,6 +23,9 @@ from trioflow.protocol.messages import CONNECTION_OPS, Accepts, BadMessage
 
 logger = logging.getLogger("trioflow.comm")
 
+#: at most about this many items in one batch (see Connection._next_batch)
+BATCH_ITEMS = 4_000
+
 
 class Connection:
     def __init__(self, comm: Comm, handler: Callable[[dict], None] | None = None,
@@ -153,7 +156,7 @@ class Connection:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 if self._buffer:
-                    batch, self._buffer = self._buffer, []
+                    batch = self._next_batch()
                     n = len(batch)
                     try:
                         await self.comm.send(batch)
@@ -193,6 +196,25 @@ class Connection:
             else:
                 good.append(msg)
         return good
+
+    def _next_batch(self) -> list:
+        """The queued messages up to BATCH_ITEMS items (a message counts its
+        ``tasks`` too), so that a million-task graph goes out as many frames
+        and the receiver decodes and handles one part at a time; the rest
+        stays queued for the next round."""
+        buffer, weight, n = self._buffer, 0, 0
+        for msg in buffer:
+            n += 1
+            tasks = msg.get("tasks")
+            weight += 1 + (len(tasks) if type(tasks) in (list, tuple) else 0)
+            if weight >= BATCH_ITEMS:
+                break
+        if n == len(buffer):
+            self._buffer = []
+            return buffer
+        self._buffer = buffer[n:]
+        self._wake.set()
+        return buffer[:n]
 
     async def _recv_loop(self):
         try:

@@ -17,7 +17,8 @@ from itertools import count
 from typing import Any
 
 from trioflow.core import events as ev
-from trioflow.core.keys import key_prefix
+from trioflow.core.records import (EMPTY, TaskState, WorkerState, minus, plus, priority_int,
+                                   priority_tuple, SetSharer)
 from trioflow.core.transitions import (TRANSITION_LOG_LENGTH, InvalidTransition,
                                        TransitionLog, validate_moved)
 
@@ -27,94 +28,6 @@ STATES = ("released", "waiting", "queued", "processing", "memory", "erred", "no-
 #: dask's ``distributed.scheduler.allowed-failures``: a task may be executing on
 #: this many workers that die; one more death makes it KilledWorker
 ALLOWED_FAILURES = 3
-
-
-class TaskState:
-    __slots__ = (
-        "key", "prefix", "run_spec", "state", "dependencies", "dependents",
-        "waiting_on", "waiters", "who_wants", "who_has", "processing_on",
-        "priority", "nbytes", "type_name", "exception", "traceback", "text",
-        "kind", "exception_blame", "retries", "worker_restrictions",
-        "allow_other_workers", "resources", "suspicious", "deaths", "executing_on",
-        "actor", "timeout", "long_running", "is_async",
-    )
-
-    def __init__(self, key, run_spec=None):
-        self.key = key
-        self.prefix = key_prefix(key)
-        self.run_spec = run_spec
-        self.state = "released"
-        self.dependencies: set[TaskState] = set()
-        self.dependents: set[TaskState] = set()
-        self.waiting_on: set[TaskState] = set()
-        self.waiters: set[TaskState] = set()
-        self.who_wants: set[str] = set()
-        self.who_has: set[WorkerState] = set()
-        self.processing_on: WorkerState | None = None
-        self.priority: tuple = (0,)
-        self.nbytes = 0
-        self.type_name = ""
-        self.exception = None
-        self.traceback = None
-        self.text = ""
-        self.kind = ""
-        self.exception_blame: TaskState | None = None
-        self.retries = 0
-        self.worker_restrictions: set | None = None
-        self.allow_other_workers = False
-        self.resources: dict | None = None
-        # dask's rule: a worker's death counts against a task only if the
-        # worker had started running it, not if it was only assigned there
-        self.suspicious = 0
-        self.deaths: list[str] = []  # "address (how it died)" of each counted death
-        # the worker that reported starting the current run; meaningful only
-        # while processing_on is that same worker
-        self.executing_on: WorkerState | None = None
-        self.actor = False
-        self.timeout = None
-        self.long_running = False
-        self.is_async = False
-
-    def __repr__(self):
-        return f"<Task {self.key!r} {self.state}>"
-
-    def __hash__(self):
-        # by key, not id(): set iteration order (and so every decision made
-        # while walking a set of tasks) must not change from run to run
-        return hash(self.key)
-
-    def __lt__(self, other):  # for heaps of (priority, task)
-        return self.priority < other.priority
-
-
-class WorkerState:
-    __slots__ = ("address", "nthreads", "memory_limit", "name", "resources",
-                 "processing", "long_running", "has_what", "nbytes", "last_seen",
-                 "metrics")
-
-    def __init__(self, address, nthreads, memory_limit=0, name=None, resources=None):
-        self.address = address
-        self.nthreads = nthreads
-        self.memory_limit = memory_limit
-        self.name = name if name is not None else address
-        self.resources = dict(resources or {})
-        self.processing: set[TaskState] = set()
-        self.long_running: set[TaskState] = set()
-        self.has_what: set[TaskState] = set()
-        self.nbytes = 0
-        self.last_seen = 0.0
-        self.metrics: dict = {}
-
-    def __repr__(self):
-        return f"<Worker {self.address!r} processing={len(self.processing)}>"
-
-    def __hash__(self):
-        return hash(self.address)  # deterministic set order, as for TaskState
-
-    @property
-    def occupancy(self) -> float:
-        return (len(self.processing) - len(self.long_running)) / max(self.nthreads, 1)
-
 
 #: the legal moves: (start, finish) -> the method that makes it.  Anything else
 #: raises InvalidTransition.  "forgotten" is not a state: the task is removed.
@@ -186,6 +99,7 @@ class SchedulerState:
         self._prefix_duration: dict[str, float] = {}
         self.n_forgotten = 0  # tasks ever forgotten (a Prometheus counter)
         self._out: list[tuple[str, str, dict]] = []
+        self._share = SetSharer()
         self._worker_batches: dict[str, list] = defaultdict(list)
         self._moves = {pair: getattr(self, name) for pair, name in MOVES.items()}
         self._handlers = {
@@ -287,7 +201,7 @@ class SchedulerState:
     def _recommend_erred(self, ts: TaskState, recs: dict, exception=None, traceback=None,
                          text="", kind="", blame: TaskState | None = None):
         if blame is ts:
-            ts.exception, ts.traceback, ts.text, ts.kind = exception, traceback, text, kind
+            ts.error = (exception, traceback, text, kind)
         ts.exception_blame = None if blame is ts else blame
         recs[ts] = "erred"
 
@@ -321,9 +235,9 @@ class SchedulerState:
         self._wait_for_dependencies(ts, recs)
 
     def _wait_for_dependencies(self, ts: TaskState, recs: dict):
-        ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"}
+        ts.waiting_on = {d for d in ts.dependencies if d.state != "memory"} or EMPTY
         for dep in ts.dependencies:
-            dep.waiters.add(ts)
+            dep.waiters = plus(dep.waiters, ts)
         for dep in ts.waiting_on:
             if dep.state == "erred":
                 self._recommend_erred(ts, recs, blame=dep.exception_blame or dep)
@@ -376,7 +290,7 @@ class SchedulerState:
         self._abandon(ts)
         ts.state = "released"
         for dep in ts.dependencies:
-            dep.waiters.discard(ts)
+            dep.waiters = minus(dep.waiters, ts)
         for dep in ts.dependencies:
             self._recommend_release(dep, recs)
         recs[ts] = "forgotten"
@@ -385,8 +299,7 @@ class SchedulerState:
         """Its value is on ``ts.who_has``, computed there or put there."""
         self._abandon(ts)
         if ts.state == "erred":
-            ts.exception = ts.traceback = ts.exception_blame = None
-            ts.text = ts.kind = ""
+            ts.error = ts.exception_blame = None
         ts.state = "memory"
         if ts.who_wants:
             msg = {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
@@ -396,11 +309,11 @@ class SchedulerState:
         # the worklist pops last-in first: the highest priority goes in last
         for dependent in sorted(ts.waiters, key=lambda t: t.priority, reverse=True):
             if dependent.state == "waiting":
-                dependent.waiting_on.discard(ts)
+                dependent.waiting_on = minus(dependent.waiting_on, ts)
                 if not dependent.waiting_on:
                     recs[dependent] = "processing"
         for dep in ts.dependencies:
-            dep.waiters.discard(ts)
+            dep.waiters = minus(dep.waiters, ts)
             self._recommend_release(dep, recs)
         self._recommend_release(ts, recs)
 
@@ -413,7 +326,7 @@ class SchedulerState:
         ts.state = "released"
         for dependent in ts.waiters:
             if dependent.state == "waiting":
-                dependent.waiting_on.add(ts)
+                dependent.waiting_on = plus(dependent.waiting_on, ts)
             elif dependent.state in _ACTIVE:
                 recs[dependent] = "waiting"
         if ts.who_wants or ts.waiters:
@@ -429,7 +342,7 @@ class SchedulerState:
         self._abandon(ts)
         ts.state = "erred"
         for dep in ts.dependencies:
-            dep.waiters.discard(ts)
+            dep.waiters = minus(dep.waiters, ts)
         if ts.who_wants:
             msg = self._erred_msg(ts)
             for c in ts.who_wants:
@@ -445,8 +358,7 @@ class SchedulerState:
     def _erred_to_released(self, ts: TaskState, recs: dict):
         """Retried: its futures, in every client, are pending again."""
         ts.state = "released"
-        ts.exception = ts.traceback = ts.exception_blame = None
-        ts.text = ts.kind = ""
+        ts.error = ts.exception_blame = None
         for c in ts.who_wants:
             self._to_client(c, {"op": "task-retried", "key": ts.key})
 
@@ -457,10 +369,10 @@ class SchedulerState:
         self.n_forgotten += 1
         self._abandon(ts)
         for dep in ts.dependencies:
-            dep.dependents.discard(ts)
-            dep.waiters.discard(ts)
+            dep.dependents = minus(dep.dependents, ts)
+            dep.waiters = minus(dep.waiters, ts)
             self._recommend_release(dep, recs)
-        ts.dependencies = set()
+        ts.dependencies = EMPTY
         ts.state = "forgotten"
 
     # ------------------------------------------------------------ clients
@@ -472,7 +384,7 @@ class SchedulerState:
         self.clients.discard(e.client)
         wanted = [ts for ts in self.tasks.values() if e.client in ts.who_wants]
         for ts in wanted:
-            ts.who_wants.discard(e.client)
+            ts.who_wants = self._share(ts.who_wants - {e.client})
         self._release(wanted)
 
     def _graph_submitted(self, e: ev.GraphSubmitted):
@@ -489,7 +401,7 @@ class SchedulerState:
                 ts = self.tasks[spec.key] = TaskState(spec.key, spec.run_spec)
             else:
                 ts.run_spec = spec.run_spec
-            ts.priority = (-spec.priority, generation, order)
+            ts.priority = priority_int(spec.priority, generation, order)
             ts.retries = spec.retries
             ts.worker_restrictions = set(spec.workers) if spec.workers else None
             ts.allow_other_workers = spec.allow_other_workers
@@ -505,12 +417,12 @@ class SchedulerState:
                 if dep is None:
                     lost.append((ts, dep_key))
                     continue
-                ts.dependencies.add(dep)
-                dep.dependents.add(ts)
+                ts.dependencies = plus(ts.dependencies, dep)
+                dep.dependents = plus(dep.dependents, ts)
         for key in e.wanted:
             ts = self.tasks.get(key)
             if ts is not None:
-                ts.who_wants.add(e.client)
+                ts.who_wants = self._share(ts.who_wants | {e.client})
         for ts, dep_key in lost:
             if ts.state == "memory":
                 # scattered data given a recipe it cannot use: keep the value, and
@@ -542,7 +454,7 @@ class SchedulerState:
                                            "traceback": None, "kind": "FutureLostError",
                                            "text": f"the scheduler does not know key {key!r}"})
                 continue
-            ts.who_wants.add(e.client)
+            ts.who_wants = self._share(ts.who_wants | {e.client})
             if ts.state == "released":
                 self._run({ts: "waiting"})
             self._report_state(ts, {e.client})
@@ -562,7 +474,7 @@ class SchedulerState:
         for key in e.keys:
             ts = self.tasks.get(key)
             if ts is not None and e.client in ts.who_wants:
-                ts.who_wants.discard(e.client)
+                ts.who_wants = self._share(ts.who_wants - {e.client})
                 touched.append(ts)
         self._release(touched)
 
@@ -586,7 +498,7 @@ class SchedulerState:
                 clients = set(ts.who_wants)
             for c in clients:
                 self._to_client(c, {"op": "cancelled-key", "key": ts.key})
-            ts.who_wants -= clients
+            ts.who_wants = self._share(ts.who_wants - clients)
             if ts.key in cancelled_keys and ts.who_wants:
                 continue  # another client still wants it: only this client lets go
             doomed.append(ts)
@@ -629,7 +541,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None:
                 ts = self.tasks[key] = TaskState(key)
-            ts.who_wants.add(e.client)
+            ts.who_wants = self._share(ts.who_wants | {e.client})
             if not holders:
                 if ts.state != "memory":
                     self._err(ts, text=f"scattered data for {key!r} was lost: its "
@@ -686,8 +598,9 @@ class SchedulerState:
         # first, so that none is scheduled while a lost dependency still looks
         # like it is in memory
         lost = []
+        self._share.clear()  # none may keep the gone worker alive
         for ts in ws.has_what:
-            ts.who_has.discard(ws)
+            ts.who_has = self._share(ts.who_has - {ws})
             if not ts.who_has and ts.state == "memory":
                 lost.append(ts)
         ws.has_what.clear()
@@ -701,8 +614,7 @@ class SchedulerState:
             counted = ts.executing_on is ws
             self._detach(ts)
             if counted:
-                ts.suspicious += 1
-                ts.deaths.append(f"{ws.address} ({cause})" if cause else ws.address)
+                ts.deaths += (f"{ws.address} ({cause})" if cause else ws.address,)
             if counted and ts.suspicious > self.allowed_failures:
                 self._err(ts, text=_killed_worker_text(ts, self.allowed_failures),
                           kind="KilledWorker", blame=ts)
@@ -812,7 +724,7 @@ class SchedulerState:
         holder = self.workers.get(e.holder)
         if ts is None or holder is None or holder not in ts.who_has:
             return
-        ts.who_has.discard(holder)
+        ts.who_has = self._share(ts.who_has - {holder})
         holder.has_what.discard(ts)
         holder.nbytes -= ts.nbytes
         if not ts.who_has and ts.state == "memory":
@@ -847,7 +759,7 @@ class SchedulerState:
         ws = self.workers.get(e.worker)
         if ts is None or ws is None or ws not in ts.who_has or len(ts.who_has) < 2:
             return
-        ts.who_has.discard(ws)
+        ts.who_has = self._share(ts.who_has - {ws})
         ws.has_what.discard(ts)
         ws.nbytes -= ts.nbytes
         self._free_on_worker(ws, [ts.key])
@@ -956,7 +868,7 @@ class SchedulerState:
             "run_spec": ts.run_spec,
             "who_has": {d.key: [w.address for w in d.who_has] for d in ts.dependencies},
             "nbytes": {d.key: d.nbytes for d in ts.dependencies},
-            "priority": ts.priority,
+            "priority": priority_tuple(ts.priority),
             "resources": ts.resources,
             "actor": ts.actor,
             "timeout": ts.timeout,
@@ -979,7 +891,7 @@ class SchedulerState:
 
     def _add_holder(self, ts: TaskState, ws: WorkerState):
         if ws not in ts.who_has:
-            ts.who_has.add(ws)
+            ts.who_has = self._share(ts.who_has | {ws})
             ws.has_what.add(ts)
             ws.nbytes += ts.nbytes
 
@@ -1008,14 +920,14 @@ class SchedulerState:
                 self._free_on_worker(ws, [ts.key])
         self.unrunnable.discard(ts)
         self.queued_set.discard(ts)  # its heap entry is skipped as stale
-        ts.waiting_on = set()
+        ts.waiting_on = EMPTY
 
     def _free_data(self, ts: TaskState):
         for ws in ts.who_has:
             ws.has_what.discard(ts)
             ws.nbytes -= ts.nbytes
             self._free_on_worker(ws, [ts.key])
-        ts.who_has = set()
+        ts.who_has = EMPTY
 
     # ------------------------------------------------------------ queries
 

@@ -7,6 +7,7 @@ import logging
 
 import trio
 
+from trioflow.core.records import priority_tuple
 from trioflow.dashboard import pages
 from trioflow.dashboard.binding import bind, parse_address, server_host
 from trioflow.dashboard.feed import COUNT_SLICE, SchedulerFeed
@@ -157,7 +158,7 @@ async def task_info(scheduler, text: str) -> dict:
     def edges(tasks):
         return [{"key": str(t.key), "state": t.state} for t in list(tasks)[:MAX_EDGES]]
 
-    facts = {"prefix": ts.prefix, "priority": ts.priority, "bytes": ts.nbytes,
+    facts = {"prefix": ts.prefix, "priority": list(priority_tuple(ts.priority)), "bytes": ts.nbytes,
              "type": ts.type_name or "-", "wanted by": ", ".join(sorted(ts.who_wants)) or "-",
              "processing on": ts.processing_on.address if ts.processing_on else "-",
              "retries left": ts.retries}

@@ -22,6 +22,7 @@ from trioflow.comm.addressing import parse_address
 from trioflow.comm.connection import Connection, reply_error, reply_ok
 from trioflow.core import events as ev
 from trioflow.config import config_value, env_name
+from trioflow.core.records import Interner
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
 from trioflow.core.transitions import InvalidTransition
 from trioflow.errors import CommClosedError
@@ -97,6 +98,7 @@ class Scheduler(EnteredFromAsyncio):
         self.extensions: dict[str, object] = {}
         self._extension_handlers: dict = {}
         self._request_scopes: dict = {}  # connection -> rid -> cancel scope of a request
+        self._functions = Interner(1024)  # see _shared_function
         self._workers_changed = trio.Event()
         self._nursery_manager = None
         self.nursery: trio.Nursery | None = None
@@ -470,9 +472,11 @@ class Scheduler(EnteredFromAsyncio):
             scope.cancel()
 
     def _update_graph(self, client_id, msg):
+        share = self._shared_function
         tasks = tuple(
             ev.TaskSpec(
-                key=t["key"], run_spec=t.get("run_spec"), dependencies=tuple(t.get("deps") or ()),
+                key=t["key"], run_spec=share(t.get("run_spec")),
+                dependencies=tuple(t.get("deps") or ()),
                 priority=t.get("priority") or 0,
                 workers=tuple(t["workers"]) if t.get("workers") else None,
                 allow_other_workers=bool(t.get("allow_other_workers")),
@@ -482,6 +486,13 @@ class Scheduler(EnteredFromAsyncio):
             for t in msg["tasks"])
         self.stimulus(ev.GraphSubmitted(client_id, tasks, tuple(msg.get("wanted") or ()),
                                         stimulus_id=_stimulus(msg, "update-graph")))
+
+    def _shared_function(self, run_spec):
+        """``run_spec`` with its pickled function replaced by an equal bytes
+        object already held: a million tasks of one function keep one copy."""
+        if type(run_spec) is not tuple or len(run_spec) != 2 or type(run_spec[0]) is not bytes:
+            return run_spec
+        return (self._functions(run_spec[0]), run_spec[1])
 
     def _release_keys(self, client_id, msg):
         self.stimulus(ev.KeysReleased(client_id, tuple(msg["keys"]), _stimulus(msg, "client-releases-keys")))
