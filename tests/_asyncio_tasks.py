@@ -47,6 +47,14 @@ async def trio_then_asyncio():
     await asyncio.sleep(0)
 
 
+async def trio_or_asyncio(which):
+    if which == "trio":
+        await trio.sleep(0)
+    else:
+        await asyncio.sleep(0)
+    return which
+
+
 async def asyncio_until_cancelled(started, cancelled, cleanup_seconds=0.0):
     """Touch ``started``, sleep for ever in asyncio; when cancelled, run
     ``cleanup_seconds`` of asyncio cleanup and then touch ``cancelled``."""

@@ -1,8 +1,7 @@
 """asyncio code inside tasks and actors, and the servers under asyncio.run.
 
-``async def`` tasks and actor methods that use asyncio run on the worker's
-loop (trio is a guest of an asyncio loop there), next to trio and anyio
-tasks; cancelling a future cancels its asyncio task at once.  Scheduler,
+``async def`` tasks and actor methods that use asyncio run on an asyncio
+side loop of the worker's trio loop, next to trio and anyio tasks; cancelling a future cancels its asyncio task at once.  Scheduler,
 Worker, Nanny and LocalCluster work inside ``asyncio.run``.
 """
 
@@ -22,6 +21,7 @@ from _asyncio_tasks import (
     asyncio_until_cancelled,
     asyncio_wait_for,
     trio_double,
+    trio_or_asyncio,
     trio_then_asyncio,
 )
 from _tasks import inc
@@ -190,17 +190,37 @@ def test_server_threads_are_gone_after_asyncio_run(check_leaks):
 # ------------------------------------------------------------------ under trio
 
 
-def test_worker_in_trio_run_explains_asyncio_tasks(check_leaks):
+def test_worker_in_trio_run_runs_asyncio_tasks_on_a_side_loop_it_then_stops(check_leaks):
     async def main():
         async with Scheduler() as s, Worker(s.address) as w, \
                 Client(s.address, asynchronous=True) as c:
             assert await c.submit(trio_double, 2) == 4
             assert await c.submit(anyio_triple, 2) == 6
-            with pytest.raises(RuntimeError, match="processes=True"):
-                await c.submit(asyncio_sleep_inc, 1)
+            assert await c.submit(asyncio_sleep_inc, 1) == 2
+            assert [t for t in threading.enumerate() if t.name == "trioflow-asyncio"]
             assert w.status == "running"
 
     trio.run(main)
+    # the side loop belonged to that trio run
+    assert not [t for t in threading.enumerate() if t.name == "trioflow-asyncio"]
+
+
+def test_a_function_keeps_the_loop_its_first_run_chose(client, tmp_path):
+    # first runs choose (asyncio, trio); later runs take the remembered path,
+    # including cancellation of a whole-asyncio run
+    assert client.submit(asyncio_sleep_inc, 1, pure=False).result(timeout=20) == 2
+    assert client.submit(trio_double, 1, pure=False).result(timeout=20) == 2
+    assert client.gather(client.map(asyncio_sleep_inc, range(10), pure=False)) == list(range(1, 11))
+    assert client.gather(client.map(trio_double, range(10), pure=False)) == [2 * i for i in range(10)]
+    for attempt in range(2):
+        started, cancelled = tmp_path / f"started{attempt}", tmp_path / f"cancelled{attempt}"
+        future = client.submit(asyncio_until_cancelled, str(started), str(cancelled), pure=False)
+        wait_until(started.exists, timeout=20, message="the asyncio task started")
+        future.cancel()
+        wait_until(cancelled.exists, timeout=10, message="CancelledError reached the asyncio task")
+    with pytest.raises(RuntimeError, match="earlier run"):
+        client.submit(trio_or_asyncio, "trio", pure=False).result(timeout=20)  # chooses trio
+        client.submit(trio_or_asyncio, "asyncio", pure=False).result(timeout=20)
 
 
 def test_worker_process_hosts_asyncio_with_trio_client(check_leaks):

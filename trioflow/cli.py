@@ -219,7 +219,6 @@ def _parse_resources(text):
 def _run_worker(args) -> int:
     import os
 
-    from trioflow.server.asyncio_bridge import run_as_guest
     from trioflow.server.nanny import Nanny
     from trioflow.server.warm_imports import warm_import_names
     from trioflow.server.worker import Worker
@@ -266,8 +265,7 @@ def _run_worker(args) -> int:
             nursery.cancel_scope.cancel()
         return 0
 
-    # asyncio hosts trio, so that async tasks may use either (--no-nanny workers)
-    return run_as_guest(main)
+    return trio.run(main)
 
 
 def _wait_for_scheduler_file(path, timeout=60.0):

@@ -3,17 +3,14 @@
 Every blocking Client and LocalCluster in a process shares one loop thread,
 so in-process servers and clients can talk over inproc:// channels.  The
 thread starts with its first user and stops (and is joined) when the last
-one is done, so nothing outlives ``close()``.  Its trio loop runs as a guest
-of an asyncio loop (``asyncio_bridge``), so that in-process workers can run
-``async def`` tasks that use asyncio."""
+one is done, so nothing outlives ``close()``.  (The asyncio code of in-process
+workers' ``async def`` tasks runs on a side loop: see ``asyncio_bridge``.)"""
 from __future__ import annotations
 
 import threading
 
 import trio
 from anyio.from_thread import BlockingPortal
-
-from trioflow.server.asyncio_bridge import run_as_guest
 
 try:  # the portal loads anyio's trio backend on first use: load it with us
     import anyio._backends._trio  # noqa: F401
@@ -71,7 +68,7 @@ class LoopRunner:
 
 
 class _LoopThread:
-    """The thread: asyncio hosting trio, which holds a BlockingPortal open
+    """The thread: trio, holding a BlockingPortal open
     until ``stop``."""
 
     def __init__(self):
@@ -89,7 +86,7 @@ class _LoopThread:
 
     def _main(self):
         try:
-            run_as_guest(self._serve)
+            trio.run(self._serve)
         except BaseException as exc:  # noqa: B036 - handed to the thread that started us
             self._error = exc
             self._ready.set()

@@ -17,7 +17,6 @@ import sys
 import psutil
 import trio
 
-from trioflow.server.asyncio_bridge import run_as_guest
 from trioflow.server.nanny import ADDRESS_LINE, EXIT_LOST_SCHEDULER, LOST_SCHEDULER
 from trioflow.server.warm_imports import warm_import_names
 from trioflow.security import Security
@@ -90,8 +89,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
-    # asyncio hosts trio, so async tasks may use either (see asyncio_bridge)
-    status, code = run_as_guest(_main, args)
+    status, code = trio.run(_main, args)
     _tell_nanny(args.nanny_fd, status)
     return code
 
