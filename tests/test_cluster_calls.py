@@ -96,7 +96,9 @@ def test_get_logs_has_the_cluster_the_scheduler_and_each_worker():
 def test_adapt_scales_with_the_load_and_back():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        adaptive = cluster.adapt(minimum=1, maximum=3, interval="50ms", wait_count=2)
+        # dask's rules: 20 tasks of 0.2 s are 4 s of work, 4 workers for target_duration=1s
+        adaptive = cluster.adapt(minimum=1, maximum=3, interval="50ms", wait_count=2,
+                                 target_duration="1s")
         futures = client.map(slow_inc, range(20))
         wait_until(lambda: len(cluster.workers) == 3, timeout=20, message="scaled up to 3")
         assert client.gather(futures) == list(range(1, 21))

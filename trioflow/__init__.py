@@ -24,6 +24,10 @@ _PUBLIC = {
     "fire_and_forget": "trioflow.client.fire_and_forget",
     "futures_of": "trioflow.client.containers",
     "LocalCluster": "trioflow.deploy.local",
+    "SpecCluster": "trioflow.deploy.spec",
+    "ProcessInterface": "trioflow.deploy.spec",
+    "Status": "trioflow.deploy.spec",
+    "Adaptive": "trioflow.deploy.adaptive",
     "Scheduler": "trioflow.server.scheduler",
     "Worker": "trioflow.server.worker",
     "Nanny": "trioflow.server.nanny",
@@ -78,11 +82,8 @@ _NOT_HERE = {
     "Environ": "set environment variables before starting the workers (the nanny passes "
                "its environment on)",
     "MultiLock": "use one Lock per resource, acquired in a fixed order",
-    "SpecCluster": "use LocalCluster, or start `trioflow scheduler` and `trioflow worker` "
-                   "processes yourself",
     "SSHCluster": "start `trioflow scheduler` and `trioflow worker` over ssh yourself",
     "SubprocessCluster": "use LocalCluster(processes=True)",
-    "Adaptive": "use cluster.adapt(minimum=, maximum=) on a LocalCluster",
     "Reschedule": "raise an exception and let retries= run the task again",
     "get_task_metadata": "use client.get_metadata / set_metadata",
     "span": "spans are not kept: use get_task_stream() or performance_report()",

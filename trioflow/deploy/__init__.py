@@ -1,3 +1,5 @@
+from trioflow.deploy.adaptive import Adaptive
 from trioflow.deploy.local import LocalCluster
+from trioflow.deploy.spec import ProcessInterface, SpecCluster, Status
 
-__all__ = ["LocalCluster"]
+__all__ = ["Adaptive", "LocalCluster", "ProcessInterface", "SpecCluster", "Status"]

@@ -20,7 +20,7 @@ import trio
 from trioflow.comm import serve, tokens
 from trioflow.comm.addressing import parse_address
 from trioflow.comm.connection import Connection, reply_error, reply_ok
-from trioflow.core import events as ev
+from trioflow.core import adaptive, events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.records import Interner
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
@@ -37,6 +37,7 @@ from trioflow.server.deaths import DeathReports
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
+from trioflow.utils import parse_timedelta
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -546,6 +547,18 @@ class Scheduler(EnteredFromAsyncio):
     def _identity(self, client_id, msg):
         return self.identity()
 
+    def adaptive_target(self, target_duration=None) -> int:
+        """How many workers the load asks for, by dask's rules (core/adaptive.py)."""
+        return adaptive.adaptive_target(self.state, parse_timedelta(
+            target_duration or config_value("distributed.adaptive.target-duration", "5s")))
+
+    def workers_to_close(self, target=None, n=None, memory_ratio=None, attribute="address"):
+        return adaptive.workers_to_close(self.state, target, n, memory_ratio, attribute)
+
+    def _adaptive_request(self, client_id, msg):  # what cluster.adapt() asks each interval
+        return adaptive.bounded_reply(self.adaptive_target(msg.get("target_duration")),
+                                      self.state, msg.get("minimum"), msg.get("maximum"))
+
     async def _wait_for_workers(self, client_id, msg):
         n = int(msg["n"])
         while len(self.state.workers) < n:
@@ -823,6 +836,7 @@ _CLIENT_REQUESTS = {
     "has-what": Scheduler._has_what,
     "nthreads": Scheduler._nthreads,
     "identity": Scheduler._identity,
+    "adaptive-target": Scheduler._adaptive_request,
     "wait-for-workers": Scheduler._wait_for_workers,
     "run-on-scheduler": Scheduler._run_on_scheduler,
     "worker-addresses": Scheduler._worker_addresses,
