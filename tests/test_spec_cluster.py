@@ -192,7 +192,7 @@ def test_specs_are_checked():
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_an_asyncio_deployer_under_trio(anyio_backend):
-    # trio's own loop has no asyncio: the deployer's coroutines run in the loop thread
+    # under trio.run: the asyncio deployer runs on the side loop
     async with SpecCluster(scheduler={"cls": Scheduler, "options": {}},
                            workers={"a": WORKER}, asynchronous=True) as cluster:
         async with Client(cluster, asynchronous=True) as client:

@@ -12,8 +12,8 @@ awaited (that starts it), its ``address`` read, and at the end its
 - a ``ProcessInterface`` subclass, whose ``start()`` asks something else
   (a batch queue, Kubernetes, SSH, a subprocess) for the process and whose
   ``close()`` takes it away.  Deployers are written with asyncio, as for
-  dask: their coroutines run on the asyncio loop that hosts the cluster's
-  trio loop (the shared loop thread for blocking and asyncio callers).
+  dask: their coroutines run on trioflow's asyncio side loop
+  (``server/asyncio_bridge.run_coroutine``), trio code on trio.
 
 The cluster talks to its scheduler directly when it runs in this process,
 otherwise through a client connection, to retire workers (their data moved
@@ -36,7 +36,7 @@ import trio
 from trioflow.comm import connect
 from trioflow.comm.connection import Connection
 from trioflow.comm.tokens import new_token
-from trioflow.server.asyncio_bridge import asyncio_host, run_coroutine
+from trioflow.server.asyncio_bridge import run_coroutine
 from trioflow.server.background import BackgroundContext, current_library
 from trioflow.utils import parse_bytes
 
@@ -233,7 +233,6 @@ class SpecCluster:
         self._i = 0
         self._correcting = trio.Lock()
         self._adaptive = None
-        self._bridge = None  # the loop thread that runs asyncio deployers for trio callers
         self._remote = None  # the connection to a scheduler not in this process
         self._nursery = None
         self.status = Status.created
@@ -313,27 +312,21 @@ class SpecCluster:
     # ---------------------------------------------------------------- running
 
     async def _drive(self, obj, method_name):
-        """Await ``obj.method()`` (a deployer's coroutine) on a loop that can run it."""
-        async def call():
-            if method_name == "__await__":
-                return await obj
-            return await getattr(obj, method_name)()
-
+        """``await obj`` (``"start"``) or ``await obj.close()``, on the loop the
+        deployer's code needs: trio's, or asyncio's (the side loop of
+        ``run_coroutine``) for the asyncio code dask's deployers are."""
         if isinstance(obj, _Hosted):
-            return await call()
-
-        if asyncio_host() is not None:
-            return await run_coroutine(call())
-        # a trio program's own loop has no asyncio: deployers run in the
-        # shared loop thread, whose trio is a guest of asyncio
-        from trioflow.server.loop_thread import LoopRunner
-        if self._bridge is None:
-            self._bridge = LoopRunner.acquire()
-        bridge = self._bridge
-
-        async def there():
-            return await run_coroutine(call())
-        return await trio.to_thread.run_sync(bridge.call, there)
+            return await (obj if method_name == "start" else obj.close())
+        if method_name == "close":
+            return await run_coroutine(obj.close())
+        if isinstance(obj, ProcessInterface):
+            if obj.status == Status.created:
+                # the deployer's own coroutine, so the loop it picks is its own
+                await run_coroutine(obj.start())
+                if obj.status == Status.created:  # a start() that forgot super()
+                    obj.status = Status.running
+            return obj
+        return await run_coroutine(_awaited(obj))
 
     async def _open(self, spec, *args, **given):
         cls, options = self._options(spec, **given)
@@ -341,7 +334,7 @@ class SpecCluster:
             obj = _Hosted(cls(*args, **options), self._nursery, self._hosted_exited)
         else:
             obj = cls(*args, **options)
-        await self._drive(obj, "__await__")
+        await self._drive(obj, "start")
         return obj
 
     def _hosted_exited(self, obj):
@@ -384,9 +377,6 @@ class SpecCluster:
                 with trio.CancelScope(shield=True):
                     await self._shut_down(scheduler)
                 nursery.cancel_scope.cancel()
-        if self._bridge is not None:
-            self._bridge.release()
-            self._bridge = None
 
     async def _shut_down(self, scheduler):
         if self._adaptive is not None:
@@ -669,6 +659,10 @@ class SpecCluster:
                 self.close()
             except Exception:
                 pass
+
+
+async def _awaited(obj):
+    return await obj
 
 
 def _single(group: BaseExceptionGroup) -> BaseException:
