@@ -5,6 +5,7 @@ from dask's config (point 6): ``LocalCluster.scale``, ``adapt``,
 a task no worker can run is logged instead of waiting silently."""
 
 import os
+import threading
 import time
 
 import dask
@@ -108,6 +109,22 @@ def test_adapt_scales_with_the_load_and_back():
         adaptive.stop()
         with pytest.raises(ValueError, match="minimum"):
             cluster.adapt(minimum=3, maximum=1)
+
+
+def test_a_cluster_still_adapting_closes():
+    # dask's examples close the cluster without stopping adapt() first
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                           dashboard_address=None)
+    try:
+        cluster.adapt(minimum=1, maximum=2, interval="50ms")
+        with Client(cluster) as client:
+            assert client.submit(slow_inc, 1).result() == 2
+    finally:
+        done = threading.Event()
+        closer = threading.Thread(target=lambda: (cluster.close(), done.set()), daemon=True)
+        closer.start()
+        assert done.wait(30), "LocalCluster.close() hung while adapt() was running"
+    assert cluster.status == "closed"
 
 
 @pytest.mark.anyio

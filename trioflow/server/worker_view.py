@@ -39,6 +39,10 @@ class WorkerView:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in ("send", "request", "send_request", "close"):
+            raise AttributeError(f"Scheduler.workers[address] is the worker's state, as in "
+                                 f"dask; its connection is Scheduler.worker_comms[address] "
+                                 f"(no {name!r} here)")
         return getattr(self._state, name)
 
     def __dir__(self):
