@@ -28,6 +28,7 @@ _PUBLIC = {
     "ProcessInterface": "trioflow.deploy.spec",
     "Status": "trioflow.deploy.spec",
     "Adaptive": "trioflow.deploy.adaptive",
+    "SSHCluster": "trioflow.deploy.ssh",
     "Scheduler": "trioflow.server.scheduler",
     "Worker": "trioflow.server.worker",
     "Nanny": "trioflow.server.nanny",
@@ -82,7 +83,6 @@ _NOT_HERE = {
     "Environ": "set environment variables before starting the workers (the nanny passes "
                "its environment on)",
     "MultiLock": "use one Lock per resource, acquired in a fixed order",
-    "SSHCluster": "start `trioflow scheduler` and `trioflow worker` over ssh yourself",
     "SubprocessCluster": "use LocalCluster(processes=True)",
     "Reschedule": "raise an exception and let retries= run the task again",
     "get_task_metadata": "use client.get_metadata / set_metadata",

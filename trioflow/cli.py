@@ -1,4 +1,4 @@
-"""The ``trioflow`` console script: ``scheduler``, ``worker``, ``story`` and ``demo``."""
+"""The ``trioflow`` console script: ``scheduler``, ``worker``, ``ssh``, ``story`` and ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -134,6 +134,63 @@ def _run_story(args) -> int:
     if not story:
         print(f"no transitions of {', '.join(args.keys)} are remembered", file=sys.stderr)
         return 1
+    return 0
+
+
+def _ssh_parser(sub):
+    p = sub.add_parser("ssh", help="start a cluster on hosts over SSH",
+                       description="Start a scheduler on the first host and a nanny on each "
+                                   "other host over SSH (asyncssh), until interrupted. The "
+                                   "token goes to the hosts over SSH, never on a command line.")
+    p.add_argument("hosts", nargs="+", metavar="HOST",
+                   help="the scheduler's host, then one per worker (repeat for more)")
+    p.add_argument("--scheduler-port", type=int, default=8786, help="default 8786; 0 picks one")
+    p.add_argument("--scheduler-file", default=None,
+                   help="write the scheduler's address and token here (mode 0600)")
+    p.add_argument("--nthreads", type=int, default=None, help="threads per worker")
+    p.add_argument("--memory-limit", default="auto", help="bytes per worker ('4GB', 'auto')")
+    p.add_argument("--ssh-username", default=None, help="user on the hosts")
+    p.add_argument("--ssh-port", type=int, default=None, help="the hosts' SSH port")
+    p.add_argument("--ssh-private-key", default=None, help="private key file to log in with")
+    p.add_argument("--ssh-known-hosts", default=None,
+                   help="known_hosts file to check the hosts' keys against (default "
+                        "~/.ssh/known_hosts)")
+    p.add_argument("--remote-python", default=None,
+                   help="python on the hosts (default: this one's path)")
+    p.add_argument("--no-nanny", dest="nanny", action="store_false",
+                   help="run the workers without nannies")
+    p.set_defaults(run=_run_ssh, nanny=True)
+
+
+def _run_ssh(args) -> int:
+    import threading
+
+    from trioflow.comm.tokens import write_private_json
+    from trioflow.deploy.ssh import SSHCluster
+    connect = {key: value for key, value in (("username", args.ssh_username),
+                                             ("port", args.ssh_port)) if value is not None}
+    if args.ssh_private_key:
+        connect["client_keys"] = [args.ssh_private_key]
+    if args.ssh_known_hosts:
+        connect["known_hosts"] = args.ssh_known_hosts
+    worker_options = {"memory_limit": args.memory_limit, "nanny": args.nanny}
+    if args.nthreads:
+        worker_options["nthreads"] = args.nthreads
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with SSHCluster(args.hosts, connect_options=connect, worker_options=worker_options,
+                    scheduler_options={"port": args.scheduler_port},
+                    remote_python=args.remote_python) as cluster:
+        if args.scheduler_file:
+            write_private_json(args.scheduler_file, {"address": cluster.scheduler_address,
+                                                     "token": cluster.token})
+        print(f"trioflow scheduler at {cluster.scheduler_address}", flush=True)
+        print(f"trioflow ssh: {len(cluster.workers)} worker(s) on {', '.join(args.hosts[1:])}; "
+              "connect with --scheduler-file"
+              + (f" {args.scheduler_file}" if args.scheduler_file else " (none given: pass "
+                 "--scheduler-file to get the token)"), flush=True)
+        stop.wait()
     return 0
 
 
@@ -289,9 +346,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
         prog="trioflow", description="trioflow: dask.distributed's futures API on Trio.")
-    sub = parser.add_subparsers(dest="command", metavar="{scheduler,worker,story,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{scheduler,worker,ssh,story,demo}")
     _scheduler_parser(sub)
     _worker_parser(sub)
+    _ssh_parser(sub)
     _story_parser(sub)
     _demo_parser(sub)
     if argv and argv[0] == "demo":
