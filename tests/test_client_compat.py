@@ -155,6 +155,47 @@ def test_what_trioflow_has_not_says_what_to_use_instead(inproc_client):
         trioflow.not_a_name_anywhere
 
 
+#: the public names of dask.distributed 2026.8 (its ``__all__``) and of its Client
+DASK_NAMES = """Actor ActorFuture Adaptive BaseActorFuture CancelledError Client
+CompatibleExecutor CondaInstall Environ Event Future InstallPlugin KilledWorker LocalCluster
+Lock MultiLock Nanny NannyPlugin PipInstall Queue Reschedule SSHCluster Scheduler
+SchedulerPlugin Security Semaphore SpecCluster Status SubprocessCluster TimeoutError
+UploadDirectory UploadFile Variable Worker WorkerPlugin as_completed config connect
+default_client fire_and_forget futures_of get_client get_task_metadata get_task_stream
+get_worker local_client performance_report print progress rejoin rpc secede span sync wait
+warn widgets worker_client""".split()
+DASK_CLIENT_NAMES = """amm as_current asynchronous benchmark_hardware call_stack cancel close
+compute current dashboard_link dump_cluster_state forward_logging futures_of gather get
+get_dataset get_events get_executor get_metadata get_scheduler_logs get_task_stream
+get_versions get_worker_logs has_what list_datasets log_event loop map nbytes ncores
+normalize_collection nthreads persist processing profile publish_dataset rebalance
+register_plugin register_worker_callbacks replicate restart restart_workers retire_workers
+retry run run_on_scheduler scatter scheduler_info set_metadata shutdown start story submit
+subscribe_topic sync unforward_logging unpublish_dataset unregister_scheduler_plugin
+unregister_worker_plugin unsubscribe_topic upload_file wait_for_workers who_has
+write_scheduler_file""".split()
+
+
+@pytest.mark.parametrize("name", DASK_NAMES)
+def test_every_name_of_dask_distributed_is_here_or_says_what_to_use(name):
+    try:
+        exec(f"from trioflow import {name}", {})
+    except ImportError as exc:
+        assert f"trioflow has no {name!r} (dask.distributed has): " in str(exc)
+        assert len(str(exc).split(": ", 1)[1]) > 10  # the advice itself
+
+
+def test_every_name_of_dasks_client_is_here_or_says_what_to_use(inproc_client):
+    lacking = []
+    for name in DASK_CLIENT_NAMES:
+        try:
+            getattr(inproc_client, name)
+        except AttributeError as exc:
+            assert f"trioflow's Client has no {name!r}: " in str(exc), name
+            lacking.append(name)
+    assert len(lacking) < 10, lacking  # the few docs/dask-compatibility.md lists
+
+
 def test_sync_from_a_closed_client_says_it_is_not_running():
     client = Client(processes=False, n_workers=1, dashboard_address=None)
     client.close()

@@ -111,6 +111,23 @@ def test_adapt_scales_with_the_load_and_back():
             cluster.adapt(minimum=3, maximum=1)
 
 
+def test_get_client_gives_the_clusters_client_and_missing_names_say_what_to_use():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        with cluster.get_client() as client:  # none yet: a new one, of this cluster
+            assert client.cluster is cluster
+            assert client.submit(inc, 1).result() == 2
+            assert cluster.get_client() is client  # the current one, not another
+        with Client(cluster) as mine:
+            assert cluster.get_client() is mine
+        for name, advice in [("loop", "asynchronous=True"), ("sync", "client.sync"),
+                             ("start_worker", "scale")]:
+            with pytest.raises(AttributeError, match=advice):
+                getattr(cluster, name)
+        with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+            cluster.nonsense
+
+
 def test_a_cluster_still_adapting_closes():
     # dask's examples close the cluster without stopping adapt() first
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,

@@ -196,6 +196,21 @@ def test_future_on_queue_stays_alive_until_taken(inproc_client):
     wait_until(lambda: key_is_forgotten(client, key), message="taken future released")
 
 
+def test_queue_close_empties_it_and_lets_go_of_its_futures(inproc_client):
+    q = Queue("q-close")
+    [scattered] = inproc_client.scatter([10])
+    q.put(scattered)
+    q.put("a value")
+    key, scattered = scattered.key, None
+    gc.collect()
+    q.close()  # one-way, as dask's
+    assert q.qsize() == 0
+    wait_until(lambda: key_is_forgotten(inproc_client, key), message="its future released")
+    assert queue_state(inproc_client, "q-close") is None
+    q.put(3)  # a later put starts it afresh
+    assert q.get(timeout=5) == 3
+
+
 def test_future_taken_while_the_taker_drops_its_own_copy_stays_alive(inproc_client):
     """The getter's client already holds a future of the key and lets go of
     it while the reply is on its way: the key must outlive that moment."""

@@ -92,6 +92,10 @@ _NOT_HERE = {
     "rpc": "use the Client's methods, or client.scheduler for the scheduler's address "
            "and identity()",
     "CompatibleExecutor": "use client.get_executor()",
+    "BaseActorFuture": "use trioflow.ActorFuture (what an actor's method calls return)",
+    "connect": "connect to a scheduler with Client(address)",
+    "sync": "run a coroutine function through a client's loop with client.sync(func, *args)",
+    "widgets": "trioflow has no Jupyter widgets: open the dashboard (client.dashboard_link)",
 }
 
 

@@ -126,12 +126,17 @@ class CompatMixin:
                       if not n.startswith("_") or (n.startswith("__") and n.endswith("__")))
 
     def __getattr__(self, name):
-        advice = UNSUPPORTED.get(name)
-        if advice is not None:
-            raise AttributeError(f"trioflow's Client has no {name!r}: {advice}",
-                                 name=name, obj=self)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}",
-                             name=name, obj=self)
+        raise missing_attribute(self, name, UNSUPPORTED, "Client")
+
+
+def missing_attribute(obj, name: str, unsupported: dict, what: str) -> AttributeError:
+    """The AttributeError for ``obj.name``: with what to use instead when
+    ``name`` is one of dask's that ``unsupported`` lists."""
+    advice = unsupported.get(name)
+    if advice is not None:
+        return AttributeError(f"trioflow's {what} has no {name!r}: {advice}", name=name, obj=obj)
+    return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
+                          name=name, obj=obj)
 
 
 async def _run_user_function(func, args, kwargs, seconds):

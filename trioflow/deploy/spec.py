@@ -36,6 +36,7 @@ import trio
 from trioflow.comm import connect
 from trioflow.comm.connection import Connection
 from trioflow.comm.tokens import new_token
+from trioflow.deploy.compat import ClusterCompatMixin
 from trioflow.server.asyncio_bridge import run_coroutine
 from trioflow.server.background import BackgroundContext, current_library
 from trioflow.utils import parse_bytes
@@ -201,7 +202,7 @@ def _check_spec(spec, what):
     return spec
 
 
-class SpecCluster:
+class SpecCluster(ClusterCompatMixin):
     """A cluster made from specs (see the module docstring).
 
     ``scheduler``: the scheduler's spec; ``workers``: ``{name: spec}`` to

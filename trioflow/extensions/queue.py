@@ -5,6 +5,8 @@ Items are pickled by the putter.  Futures inside an item keep their keys
 alive while the item waits in the queue (holder ``queue-<name>``) and belong
 to the getter's client once taken.
 
+``close()`` empties the queue and releases the futures in it.
+
 Every blocking call is one request that stays open on the scheduler (no
 polling), with its timeout kept there too, and is cancel-safe:
 
@@ -69,6 +71,7 @@ class QueueExtension(SchedulerExtension):
             "queue-qsize": self.qsize,
             "queue-delivered": self.delivered,
             "queue-put-back": self.put_back,
+            "queue-release": self.release,
         }
 
     def peer_left(self, peer: str) -> None:
@@ -195,6 +198,19 @@ class QueueExtension(SchedulerExtension):
                 "keys": [list(item_keys) for _, item_keys in taken],
                 "delivery": delivery}
 
+    def release(self, peer, msg):
+        """One-way (``Queue.close()``): drop what the queue holds, futures too."""
+        name = msg["name"]
+        state = self.queues.get(name)
+        if state is None:
+            return
+        dropped = [k for _, keys in state.items for k in keys]
+        state.items.clear()
+        state.held.release(dropped)
+        state.notify()
+        if not state.busy and self.queues.get(name) is state:
+            del self.queues[name]
+
     def qsize(self, peer, msg) -> int:
         state = self.queues.get(msg["name"])
         return 0 if state is None else len(state.items)
@@ -283,3 +299,8 @@ class Queue(ClientObject):
     def qsize(self, **kwargs):
         """How many items are in the queue now."""
         return self._ask({"op": "queue-qsize", "name": self.name})
+
+    def close(self):
+        """Empty the queue and let go of the futures in it, as dask's
+        ``Queue.close``; a later ``put`` starts it afresh."""
+        self.client._core.send({"op": "queue-release", "name": self.name})
