@@ -201,3 +201,28 @@ def test_sync_from_a_closed_client_says_it_is_not_running():
     client.close()
     with pytest.raises(trioflow.errors.TrioflowError, match="not running"):
         client.sync(asyncio_add, 1, 2)
+
+
+def test_client_without_an_address_connects_where_dasks_config_says(inproc_client, monkeypatch):
+    import dask
+    address = inproc_client.scheduler_address
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    with Client() as client:
+        assert client.scheduler_address == address and client.cluster is None
+        assert client.submit(inc, 1).result(timeout=10) == 2
+    with pytest.raises(TypeError, match="scheduler-address"):
+        Client(n_workers=2)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    with dask.config.set({"scheduler-address": address}), Client() as client:
+        assert client.scheduler_address == address
+
+
+def test_the_compatibility_page_lists_every_name_trioflow_has_not():
+    import pathlib
+    from trioflow.client.compat import UNSUPPORTED as client_names
+    from trioflow.deploy.compat import UNSUPPORTED as cluster_names
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "dask-compatibility.md")
+    text = page.read_text()
+    missing = [name for name in [*trioflow._NOT_HERE, *client_names, *cluster_names]
+               if f"`{name}`" not in text]
+    assert not missing, f"docs/dask-compatibility.md does not mention {missing}"

@@ -24,6 +24,7 @@ from trioflow.client.introspection import IntrospectionMixin, current_client
 from trioflow.client.options import check_key, optional_workers, task_options
 from trioflow.comm.addressing import normalize_address
 from trioflow.comm.tokens import read_scheduler_file, write_private_json
+from trioflow.config import config_value
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
@@ -108,6 +109,11 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
 
         if scheduler_file is not None and address is None:
             address, self._token = read_scheduler_file(scheduler_file, token)
+        elif address is None:
+            address = config_value("scheduler-address")  # DASK_SCHEDULER_ADDRESS, as dask
+            if address is not None and kwargs:
+                raise TypeError(f"Client() got cluster argument(s) {sorted(kwargs)}, but dask's "
+                                f"config 'scheduler-address' names {address!r} to connect to")
         if address is None:
             unknown = set(kwargs) - _CLUSTER_KWARGS
             if unknown:
