@@ -4,6 +4,7 @@ primitives, ``dir()`` of actors and clients, ``get_task_stream``, and
 errors that say what to use instead of what trioflow has not."""
 
 import asyncio
+import time
 import traceback
 
 import pytest
@@ -226,3 +227,17 @@ def test_the_compatibility_page_lists_every_name_trioflow_has_not():
     missing = [name for name in [*trioflow._NOT_HERE, *client_names, *cluster_names]
                if f"`{name}`" not in text]
     assert not missing, f"docs/dask-compatibility.md does not mention {missing}"
+
+
+def test_scheduler_info_has_dasks_fields(inproc_client):
+    # the fields dask's scheduler_info() gives, which programs read
+    info = inproc_client.scheduler_info()
+    workers = info["workers"]
+    assert info["type"] == "Scheduler" and info["n_workers"] == len(workers) == 2
+    assert info["total_threads"] == 4
+    assert info["total_memory"] == sum(w["memory_limit"] for w in workers.values())
+    assert 0 < info["started"] <= time.time()
+    for worker in workers.values():
+        assert worker["type"] == "Worker" and worker["status"] == "running"
+        assert isinstance(worker["services"], dict)
+        assert {"nthreads", "memory_limit", "name", "resources", "host", "pid"} <= set(worker)

@@ -88,6 +88,7 @@ class Scheduler(EnteredFromAsyncio):
         #: where same-machine peers find the token (None: no token, or inproc)
         self.runtime_file: str | None = None
         self.id = f"Scheduler-{uuid.uuid4()}"
+        self.started = time.time()
         self.address: str | None = None
         self.clients: dict[str, Connection] = {}
         self.worker_comms: dict[str, Connection] = {}
@@ -539,10 +540,15 @@ class Scheduler(EnteredFromAsyncio):
             extra["nanny"] = wi.get("nanny")
             extra["host"] = wi.get("host")
             extra["id"] = wi.get("name")
+            extra.update(type="Worker", status="running", services={"dashboard": port} if (
+                port := wi.get("dashboard_port")) is not None else {})
+        workers = info["workers"]
         return {"type": "Scheduler", "id": self.id, "address": self.address,
-                "workers": info["workers"], "n_tasks": info["n_tasks"],
-                "clients": len(self.clients), "services": dict(self.services),
-                "dashboard_host": self.dashboard_host}
+                "workers": workers, "n_tasks": info["n_tasks"], "n_workers": len(workers),
+                "total_threads": sum(w["nthreads"] for w in workers.values()),
+                "total_memory": sum(w["memory_limit"] or 0 for w in workers.values()),
+                "started": self.started, "clients": len(self.clients),
+                "services": dict(self.services), "dashboard_host": self.dashboard_host}
 
     def _identity(self, client_id, msg):
         return self.identity()
