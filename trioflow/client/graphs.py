@@ -10,7 +10,7 @@ cluster.
 from __future__ import annotations
 
 from trioflow.client.future import Future
-from trioflow.protocol.tasks import KeyRef, dumps_args, execute_legacy_task
+from trioflow.protocol.tasks import KeyRef, dumps_args, dumps_shared, execute_legacy_task, token
 
 import importlib.util
 import sys
@@ -24,11 +24,6 @@ def _dask():
         import dask._task_spec  # noqa: F401
         return dask
     return None
-
-
-def run_graph_node(node, dependencies: dict):
-    """Run one dask task-spec node with its dependencies' values."""
-    return node(dependencies)
 
 
 def _identity(x):
@@ -65,16 +60,35 @@ def graph_tasks(client, dsk: dict, options: dict, overrides: dict | None = None)
             tasks.append({"key": key, "run_spec": (func_payload, args_payload),
                           "deps": list(deps), **options, **overrides.get(key, {})})
         return tasks
-    from dask._task_spec import Alias, convert_legacy_graph
-    func_payload = client._function_payload(run_graph_node)
+    from dask._task_spec import convert_legacy_graph
     nodes = convert_legacy_graph(graph, all_keys=set(dsk))
-    for key, node in nodes.items():
-        deps = {d: KeyRef(d) for d in node.dependencies}
-        if isinstance(node, Alias) and not deps:
-            deps = {}
-        args_payload, found = dumps_args((node, deps), {})
-        tasks.append({"key": key, "run_spec": (func_payload, args_payload),
-                      "deps": list(found), **options, **overrides.get(key, {})})
+    return _part_tasks(client, list(nodes.items()), options, overrides)
+
+
+#: graph nodes pickled together into one part (see _part_tasks)
+PART_TASKS = 1_000
+
+
+def _part_tasks(client, items: list, options: dict, overrides: dict) -> list[dict]:
+    """Scheduler tasks for dask task-spec nodes, a part at a time: the nodes
+    of a part are pickled once, together (so that what they share, such as
+    functions and common arguments, is written once), as the value of a task
+    ``graph-part-<token>`` that every task of the part depends on.  A task's
+    own run_spec is then just ``("graph-part", part key, index)``: the worker
+    calls that node of the part with its dependencies' values."""
+    tasks = []
+    load_payload = client._function_payload(_identity)
+    for start in range(0, len(items), PART_TASKS):
+        part = items[start:start + PART_TASKS]
+        payload, found = dumps_shared([node for _, node in part])
+        part_key = f"graph-part-{token(payload)}"
+        tasks.append({"key": part_key, "run_spec": (load_payload, payload),
+                      "deps": list(found), **options})
+        for index, (key, node) in enumerate(part):
+            deps = [part_key]
+            deps += node.dependencies
+            tasks.append({"key": key, "run_spec": ("graph-part", part_key, index),
+                          "deps": deps, **options, **overrides.get(key, {})})
     return tasks
 
 

@@ -453,9 +453,16 @@ class Worker(EnteredFromAsyncio):
             self._handle(ev.ExecuteCancelled(key, new_stimulus_id("cancelled-before-start")))
             return
         try:
-            func_payload, args_payload = ts.run_spec
-            func = self._load_function(func_payload)
-            args, kwargs = loads_args(args_payload, self.data)
+            if len(ts.run_spec) == 3:
+                # ("graph-part", part, index): node ``index`` of a part of a dask
+                # graph, which is the value of the dependency ``part``
+                _, part, index = ts.run_spec
+                func = self.data[part][index]
+                args, kwargs = ({d: self.data[d] for d in func.dependencies},), {}
+            else:
+                func_payload, args_payload = ts.run_spec
+                func = self._load_function(func_payload)
+                args, kwargs = loads_args(args_payload, self.data)
         except Exception as exc:
             exc_frames, tb_frames, text = pack_exception(exc)
             self._handle(ev.ExecuteFailure(
