@@ -272,6 +272,9 @@ SCHEDULER_REQUESTS = {
     "processing": {"workers": opt(list_of(NAME))},
     "retire": {"workers": opt(ADDRESSES), "close": opt(BOOL)},
     "rebalance": {"keys": opt(KEYS), "workers": opt(ADDRESSES)},
+    # what cluster.adapt() asks each interval (deploy/adaptive.py)
+    "adaptive-target": {"target_duration": opt(TIMEOUT), "minimum": opt(INT),
+                        "maximum": opt(INT)},
 }
 
 # the coordination primitives' scheduler halves (extensions/)
@@ -290,6 +293,7 @@ EXTENSION_REQUESTS = {
                   "timeout": opt(TIMEOUT)},
     "queue-qsize": _NAMED,
     "queue-delivered": _DELIVERY,
+    "queue-release": _NAMED,
     "queue-put-back": {"name": NAME, "maxsize": opt(INT), "delivery": opt(INT),
                        "items": list_of(Field("a (payload, keys) pair",
                                               lambda v, inproc=False: type(v) in (list, tuple)
