@@ -46,9 +46,17 @@ def _graph_parts(dask_scheduler=None):
     return [k for k in dask_scheduler.state.tasks if str(k).startswith("graph-part-")]
 
 
+def _held_by_the_graph_hold(dask_scheduler=None):
+    return [ts.key for ts in dask_scheduler.state.tasks.values()
+            if any(c.endswith("/graph-hold") for c in ts.who_wants)]
+
+
 def test_parts_are_released_with_their_graph(client):
-    x = client.compute(da.ones(5_000, chunks=10).sum())
-    assert x.result(timeout=60) == 5_000
+    # ~4,000 tasks: sent in update-graph parts held by the graph hold
+    x = client.compute(da.ones(30_000, chunks=10).sum())
+    assert x.result(timeout=60) == 30_000
+    held = client.run_on_scheduler(_held_by_the_graph_hold)
+    assert held == [], held[:5]
     del x
     wait_until(lambda: not client.run_on_scheduler(_graph_parts) and
                client.scheduler_info()["n_tasks"] == 0, timeout=30)

@@ -56,7 +56,7 @@ class GraphsMixin:
                 overrides.setdefault(k, {}).update(extra)
         tasks = graph_tasks(self, dsk, options, overrides)
         futures = [Future(k, self, inform=False) for k in wanted_keys]
-        self._core.send({"op": "update-graph", "tasks": tasks, "wanted": list(wanted_keys)})
+        send_graph(self._core.send, tasks, list(wanted_keys))
         return futures
 
     # ---------------------------------------------------------------- dask collections
@@ -125,3 +125,55 @@ def _dask():
     import dask
     import dask.base  # noqa: F401
     return dask
+
+
+#: tasks per update-graph message of a large graph: the scheduler takes
+#: one message in one step, ~20 us a task, so a part keeps it busy ~40 ms
+GRAPH_PART = 2_000
+
+
+def send_graph(send, tasks: list, wanted: list):
+    """Send a graph as one update-graph message, or a large one in parts,
+    dependencies first, so that the scheduler never spends more than a part's
+    time on it at once.  Each part is held by the client's graph hold (the
+    scheduler keeps and starts running it although nothing is wanted yet);
+    once all are in, the wanted keys are asked for and the hold is let go of,
+    again in parts."""
+    if len(tasks) <= GRAPH_PART:
+        send({"op": "update-graph", "tasks": tasks, "wanted": wanted})
+        return
+    tasks = _dependencies_first(tasks)
+    for start in range(0, len(tasks), GRAPH_PART):
+        part = tasks[start:start + GRAPH_PART]
+        send({"op": "update-graph", "tasks": part, "wanted": [t["key"] for t in part],
+              "hold": True})
+    send({"op": "update-graph", "tasks": [], "wanted": wanted})
+    for start in range(0, len(tasks), GRAPH_PART):
+        send({"op": "release-keys", "keys": [t["key"] for t in tasks[start:start + GRAPH_PART]],
+              "hold": True})
+
+
+def _dependencies_first(tasks: list) -> list:
+    """``tasks`` in an order where each comes after those of its
+    dependencies that are among them (Kahn's algorithm, no recursion)."""
+    index = {t["key"]: t for t in tasks}
+    missing = {}
+    dependents: dict = {}
+    for t in tasks:
+        inside = [d for d in t["deps"] if d in index]
+        missing[t["key"]] = len(inside)
+        for d in inside:
+            dependents.setdefault(d, []).append(t["key"])
+    ready = [t["key"] for t in reversed(tasks) if not missing[t["key"]]]
+    order = []
+    while ready:
+        key = ready.pop()
+        order.append(index[key])
+        for dependent in dependents.get(key, ()):
+            missing[dependent] -= 1
+            if not missing[dependent]:
+                ready.append(dependent)
+    if len(order) != len(tasks):
+        raise ValueError("the graph has a cycle: "
+                         f"{[k for k, n in missing.items() if n][:5]!r} depend on each other")
+    return order

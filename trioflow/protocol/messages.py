@@ -241,8 +241,8 @@ _TASK = record(key=KEY, run_spec=opt(ANY), deps=opt(KEYS), priority=opt(ANY),
                is_async=opt(BOOL))
 
 CLIENT_TO_SCHEDULER = {
-    "update-graph": {"tasks": list_of(_TASK), "wanted": opt(KEYS)},
-    "release-keys": {"keys": KEYS},
+    "update-graph": {"tasks": list_of(_TASK), "wanted": opt(KEYS), "hold": opt(BOOL)},
+    "release-keys": {"keys": KEYS, "hold": opt(BOOL)},
     "want-keys": {"keys": KEYS},
     "cancel-keys": {"keys": KEYS, "force": opt(BOOL)},
     "fire-and-forget": {"keys": KEYS},

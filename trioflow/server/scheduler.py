@@ -312,7 +312,9 @@ class Scheduler(EnteredFromAsyncio):
                 if self.clients.get(client_id) is conn:
                     del self.clients[client_id]
                     self._peer_left(client_id)
-                    self.stimulus(ev.ClientDisconnected(client_id, new_stimulus_id("client-disconnected")))
+                    for gone in (client_id, f"{client_id}/graph-hold"):
+                        if gone in self.state.clients:
+                            self.stimulus(ev.ClientDisconnected(gone, new_stimulus_id("client-disconnected")))
 
     async def _worker_stream(self, comm):
         info = dict(comm.peer_info)
@@ -486,7 +488,8 @@ class Scheduler(EnteredFromAsyncio):
                 actor=bool(t.get("actor")), timeout=t.get("timeout"),
                 is_async=bool(t.get("is_async")))
             for t in msg["tasks"])
-        self.stimulus(ev.GraphSubmitted(client_id, tasks, tuple(msg.get("wanted") or ()),
+        self.stimulus(ev.GraphSubmitted(self._holder(client_id, msg), tasks,
+                                        tuple(msg.get("wanted") or ()),
                                         stimulus_id=_stimulus(msg, "update-graph")))
 
     def _shared_function(self, run_spec):
@@ -496,8 +499,20 @@ class Scheduler(EnteredFromAsyncio):
             return run_spec
         return (self._functions(run_spec[0]), run_spec[1])
 
+    def _holder(self, client_id, msg) -> str:
+        """Who wants what a message names: the client, or with ``hold`` the
+        client's graph hold, a pseudo-client that keeps the parts of a large
+        graph while the rest comes in (client/graph_calls.py)."""
+        if not msg.get("hold"):
+            return client_id
+        holder = f"{client_id}/graph-hold"
+        if holder not in self.state.clients:
+            self.stimulus(ev.ClientConnected(holder, new_stimulus_id("graph-hold")))
+        return holder
+
     def _release_keys(self, client_id, msg):
-        self.stimulus(ev.KeysReleased(client_id, tuple(msg["keys"]), _stimulus(msg, "client-releases-keys")))
+        self.stimulus(ev.KeysReleased(self._holder(client_id, msg), tuple(msg["keys"]),
+                                      _stimulus(msg, "client-releases-keys")))
 
     def _want_keys(self, client_id, msg):
         self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), _stimulus(msg, "client-wants-keys")))
