@@ -218,6 +218,8 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
         tasks on a worker use the worker's client.  ``asynchronous=True``
         (a method's keyword) makes a blocking client return an awaitable for
         trio or asyncio code instead."""
+        if self.status == "lost-scheduler":
+            self._core.check_connected()
         if self._host is None or self.status != "running":
             raise TrioflowError(f"{self!r} is not running" + (
                 ": await it or use 'async with' first" if self._asynchronous else ""))
@@ -239,6 +241,18 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
 
     def __repr__(self):
         return f"<Client: {self.scheduler_address!r}, status={self.status}>"
+
+    @property
+    def status(self) -> str:
+        """As dask's, and "lost-scheduler" once the scheduler connection is gone."""
+        core = getattr(self, "_core", None)
+        if self._status == "running" and core is not None and core.lost is not None:
+            return "lost-scheduler"
+        return self._status
+
+    @status.setter
+    def status(self, value: str):
+        self._status = value
 
     @property
     def dashboard_link(self):

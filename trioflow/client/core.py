@@ -57,6 +57,8 @@ class ClientCore:
         self.trio_token = None
         self._callback_limiter = trio.CapacityLimiter(4)
         self.status = "newly-created"
+        #: why the connection to the scheduler was lost, once it was
+        self.lost: str | None = None
         self.closed_event = threading.Event()
         #: op -> ``handler(msg)`` for extensions' messages from the scheduler (loop thread)
         self.handlers: dict = {}
@@ -113,11 +115,17 @@ class ClientCore:
         if self.status == "running":
             logger.warning("client %s lost its scheduler at %s: %s",
                            self.id, self.address, self.scheduler.close_reason)
+            self.lost = f"lost the connection to the scheduler at {self.address}"
             self.status = "lost-scheduler"
             for state in list(self.futures.values()):
                 if not state.done():
-                    state.err(None, None, f"lost the connection to the scheduler at "
-                              f"{self.address}", "CommClosedError")
+                    state.err(None, None, self.lost, "CommClosedError")
+
+    def check_connected(self) -> None:
+        """Raise the connection error at once if the scheduler is gone: no
+        call of a client without a scheduler waits for its timeout."""
+        if self.lost is not None:
+            raise CommClosedError(self.lost)
 
     # ---------------------------------------------------------------- sending
 
@@ -167,6 +175,7 @@ class ClientCore:
         after every message sent before it.  A message the scheduler would
         refuse (and close the connection for) raises TypeError here instead."""
         check_outgoing(msg, self.address)
+        self.check_connected()
         self._drain()
         return await self.scheduler.request(msg, on_abandoned=on_abandoned)
 
@@ -174,6 +183,7 @@ class ClientCore:
 
     def acquire(self, key, inform: bool) -> FutureState:
         """Count a new Future for ``key``; any thread."""
+        self.check_connected()
         with self._lock:
             state = self.futures.get(key)
             new = state is None
