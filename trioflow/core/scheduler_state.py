@@ -799,8 +799,11 @@ class SchedulerState:
     def _is_rootish(self, ts: TaskState) -> bool:
         # async tasks wait on I/O, not CPU: thousands may share a worker, so
         # they are not held back by the per-thread in-flight limit
-        return (not ts.dependencies and not ts.worker_restrictions and not ts.resources
-                and not ts.is_async)
+        # the part of a dask graph a task was packed in (client/graphs.py)
+        # does not tie it to a worker: such tasks queue as if they had no
+        # dependencies, and the part is fetched where they run
+        return (not ts.worker_restrictions and not ts.resources and not ts.is_async
+                and all(d.prefix == "graph-part" for d in ts.dependencies))
 
     def _room(self, ws: WorkerState, ts: TaskState) -> bool:
         duration = self._prefix_duration.get(ts.prefix)
