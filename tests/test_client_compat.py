@@ -241,3 +241,19 @@ def test_scheduler_info_has_dasks_fields(inproc_client):
         assert worker["type"] == "Worker" and worker["status"] == "running"
         assert isinstance(worker["services"], dict)
         assert {"nthreads", "memory_limit", "name", "resources", "host", "pid"} <= set(worker)
+
+
+def _print_in_a_task(x):
+    from trioflow import print
+    print("from the task", x)
+    return x
+
+
+def test_print_and_warn_as_dask_names_them(inproc_client, capsys):
+    from trioflow import print as dask_print, warn
+    assert inproc_client.submit(_print_in_a_task, 7).result(timeout=10) == 7
+    assert "from the task 7" in capsys.readouterr().out
+    dask_print("here", 1, sep="-")
+    assert capsys.readouterr().out == "here-1\n"
+    with pytest.warns(RuntimeWarning, match="careful"):
+        warn("careful", RuntimeWarning)

@@ -42,6 +42,8 @@ _PUBLIC = {
     "worker_client": "trioflow.task_context",
     "local_client": "trioflow.task_context",
     "checkpoint": "trioflow.task_context",
+    "print": "trioflow.printing",
+    "warn": "trioflow.printing",
     "TimeoutError": "trioflow.errors",
     "CancelledError": "trioflow.errors",
     "KilledWorker": "trioflow.errors",
@@ -87,8 +89,6 @@ _NOT_HERE = {
     "Reschedule": "raise an exception and let retries= run the task again",
     "get_task_metadata": "use client.get_metadata / set_metadata",
     "span": "spans are not kept: use get_task_stream() or performance_report()",
-    "print": "print() in a task writes to the worker's output (the nanny forwards it)",
-    "warn": "warnings in a task go to the worker's log: read client.get_worker_logs()",
     "rpc": "use the Client's methods, or client.scheduler for the scheduler's address "
            "and identity()",
     "CompatibleExecutor": "use client.get_executor()",
