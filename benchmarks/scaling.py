@@ -17,10 +17,11 @@ the implementations are interleaved size by size. Workloads:
            tasks): µs of the caller's CPU per task until ``compute`` returns,
            wall time to the result, and the scheduler's peak RSS per task.
 
-All the while, a second client submits one tiny task at a time at the
-highest priority; ``probe_max_ms`` is the longest of those round trips: how
-long the scheduler kept other clients' small tasks waiting (its loop blocked,
-plus at most a worker slot's wait behind the tasks already running).
+All the while, a second client (a process of its own) alternates a
+``scheduler_info()`` call and one tiny task at the highest priority:
+``probe_call_max_ms`` is the longest call, i.e. the longest the scheduler's
+loop kept other clients waiting, and ``probe_task_max_ms`` the longest tiny
+task's round trip (that, plus the wait for a worker slot behind the big job).
 """
 from __future__ import annotations
 
@@ -89,15 +90,19 @@ def probe(impl: str, address: str) -> None:
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     print("ready", flush=True)
-    longest, i = 0.0, 0
+    longest_call = longest_task = 0.0
+    i = 0
     while not stop.is_set():
         t0 = time.perf_counter()
+        client.scheduler_info()
+        t1 = time.perf_counter()
         future = client.submit(inc, i, pure=False, priority=1_000_000)
         assert future.result(timeout=600) == i + 1
-        longest = max(longest, time.perf_counter() - t0)
+        longest_call = max(longest_call, t1 - t0)
+        longest_task = max(longest_task, time.perf_counter() - t1)
         i += 1
     client.close()
-    print(longest, flush=True)
+    print(longest_call, longest_task, flush=True)
 
 
 class _Probe:
@@ -107,9 +112,10 @@ class _Probe:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout.readline().strip() == "ready"
 
-    def finish(self) -> float:
+    def finish(self) -> tuple[float, float]:
         stdout, _ = self.process.communicate("", timeout=600)
-        return float(stdout.strip().splitlines()[-1])
+        call, task = stdout.strip().splitlines()[-1].split()
+        return float(call), float(task)
 
 
 def measure(impl: str, workload: str, n: int) -> dict:
@@ -158,7 +164,8 @@ def measure(impl: str, workload: str, n: int) -> dict:
         peak.stop.set()
         peak.join()
         out["scheduler_peak_bytes_per_task"] = (peak.peak - before) / n
-        out["probe_max_ms"] = 1e3 * probe_max
+        out["probe_call_max_ms"] = 1e3 * probe_max[0]
+        out["probe_task_max_ms"] = 1e3 * probe_max[1]
         client.close()
         return out
     finally:
@@ -172,7 +179,8 @@ def measure(impl: str, workload: str, n: int) -> dict:
 
 
 COLUMNS = ("tasks", "us_per_task", "scheduler_bytes_per_task", "scheduler_peak_bytes_per_task",
-           "compute_call_cpu_us_per_task", "compute_call_s", "probe_max_ms")
+           "compute_call_cpu_us_per_task", "compute_call_s", "probe_call_max_ms",
+           "probe_task_max_ms")
 
 
 def main():
