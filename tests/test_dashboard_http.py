@@ -128,6 +128,20 @@ def test_task_api_reports_state_and_holders(dash_client):
     assert json.loads(_get(base + "/api/task/no-such-key"))["found"] is False
 
 
+def test_task_page_says_why_a_task_cannot_run(dash_client):
+    # issue 12, point 6: a task no current worker can run is shown, not silent
+    future = dash_client.submit(inc, 1, resources={"TPU": 1})
+    url = _base(dash_client.dashboard_link) + f"/api/task/{future.key}"
+
+    def waiting_for_a_worker():
+        info = json.loads(_get(url))
+        return info if info.get("state") == "no-worker" else None
+
+    info = wait_until(waiting_for_a_worker, timeout=10, message="the task is no-worker")
+    assert "TPU" in info["facts"]["cannot run because"]
+    future.cancel()
+
+
 def test_taken_port_falls_back_to_a_free_one(check_leaks, caplog):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

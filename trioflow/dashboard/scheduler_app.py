@@ -164,6 +164,9 @@ async def task_info(scheduler, text: str) -> dict:
              "retries left": ts.retries}
     if ts.text:
         facts["error"] = ts.text
+    if ts.state == "no-worker":  # why it waits, as the scheduler's log says
+        from trioflow.server.unrunnable import describe, need_of
+        facts["cannot run because"] = describe(need_of(ts), scheduler.state.workers)
     return {"found": True, "key": str(ts.key), "state": ts.state, "facts": facts,
             "dependencies": edges(ts.dependencies), "dependents": edges(ts.dependents),
             "who_has": sorted(ws.address for ws in ts.who_has),

@@ -4,7 +4,8 @@ A task whose ``resources=`` no worker has, or whose ``workers=`` are none
 of the cluster's, waits in state ``no-worker`` until a worker that fits
 joins, as in dask.  Waiting without a word looks like a hang, so the
 scheduler logs each such task once (grouped by what they need), with what
-the workers do have; ``client.story(key)`` shows the move to ``no-worker``.
+the workers do have; ``client.story(key)`` shows the move to ``no-worker``
+and the dashboard's task page says why it waits.
 """
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ logger = logging.getLogger("trioflow.scheduler")
 INTERVAL = 0.5
 
 
-def _need(ts) -> tuple:
+def need_of(ts) -> tuple:
     resources = tuple(sorted((ts.resources or {}).items()))
     workers = tuple(sorted(map(str, ts.worker_restrictions or ())))
     return resources, workers, bool(ts.allow_other_workers)
 
 
 def describe(need: tuple, workers: dict) -> str:
-    """Why tasks with ``need`` (from ``_need``) fit none of ``workers``."""
+    """Why tasks with ``need`` (from ``need_of``) fit none of ``workers``."""
     resources, restricted, _ = need
     reasons = []
     if resources:
@@ -50,7 +51,7 @@ def report_new(state, reported: dict) -> None:
         del reported[key]
     groups: dict = {}
     for key, ts in unrunnable.items():
-        need = _need(ts)
+        need = need_of(ts)
         if reported.get(key) != need:
             reported[key] = need
             groups.setdefault(need, []).append(key)
