@@ -82,7 +82,7 @@ EXPECTED = {
     "collections_on_client": _collections,
     "resilience": lambda: [sum(x * x for x in range(40)), True],
     "as_completed_growing": _as_completed_growing,
-    "cluster_scaling": lambda: [[3, 3], sum(range(1, 13)), sum(range(1, 11)), True, True],
+    "cluster_scaling": lambda: [[2, 2], sum(range(1, 13)), sum(range(1, 11)), True, True],
     "locality_and_resources": lambda: [42, 42, True, 2, 3, [2, 2]],
 }
 

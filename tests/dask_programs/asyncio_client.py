@@ -9,7 +9,7 @@ def inc(x):
 
 
 async def f():
-    client = await Client(asynchronous=True, n_workers=2, threads_per_worker=1,
+    client = await Client(asynchronous=True, n_workers=1, threads_per_worker=1,
                           dashboard_address=None)
     future = client.submit(lambda x: x + 1, 10)
     result = await future
@@ -51,7 +51,7 @@ class Gate:
 
 
 async def h():
-    async with Scheduler(dashboard_address=":0") as s, Worker(s.address) as w, \
+    async with Scheduler(dashboard=False) as s, Worker(s.address) as w, \
             Client(s.address, asynchronous=True) as client:
         total = sum(await client.gather(client.map(fetch, range(4))))
         gate = await client.submit(Gate, actor=True)

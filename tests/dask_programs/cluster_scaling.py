@@ -12,8 +12,8 @@ def slow_inc(x):
 if __name__ == "__main__":
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
     client = Client(cluster)
-    cluster.scale(3)
-    client.wait_for_workers(3)
+    cluster.scale(2)
+    client.wait_for_workers(2)
     data = client.map(slow_inc, range(12))
     wait(data)
     sizes = [len(cluster.workers), len(cluster.scheduler_info["workers"])]

@@ -19,7 +19,7 @@ def load_and_submit(i):
 
 
 if __name__ == "__main__":
-    client = Client(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    client = Client(n_workers=1, threads_per_worker=2, dashboard_address=None)
     queue = Queue("results")
     for i in range(10):
         fire_and_forget(client.submit(load_and_submit, i))
