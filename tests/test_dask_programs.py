@@ -71,7 +71,7 @@ EXPECTED = {
     "futures_quickstart": lambda: [32, sum(range(1, 101)), sum(range(1, 101)),
                                    sum(range(1000)), True, "finished"],
     "word_count": _word_count,
-    "task_launching": lambda: [_fib(9), sum(range(30))],
+    "task_launching": lambda: [_fib(9), sum(range(30)), sum(range(1, 11))],
     "actors": lambda: [1, 11, 21, 12, True],
     "queues": lambda: [sorted(sum(range(i)) for i in range(10)), 2, [1, 2]],
     "variables": lambda: ["stopped", 1],

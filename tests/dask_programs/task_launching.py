@@ -24,8 +24,15 @@ def total_of(lo, hi):
         return sum(half.result() for half in halves)
 
 
+async def total_async(n):
+    # an async task awaits the tasks it launches (dask runs it in the worker's loop)
+    client = get_client()
+    return sum(await client.gather(client.map(abs, range(-n, 0))))
+
+
 if __name__ == "__main__":
     with Client(processes=False, n_workers=2, threads_per_worker=2,
                 dashboard_address=None) as client:
         print("RESULT", [client.submit(fib, 9).result(),
-                         client.submit(total_of, 0, 30).result()])
+                         client.submit(total_of, 0, 30).result(),
+                         client.submit(total_async, 10).result()])
