@@ -87,8 +87,12 @@ def _part_tasks(client, items: list, options: dict, overrides: dict) -> list[dic
         for index, (key, node) in enumerate(part):
             deps = [part_key]
             deps += node.dependencies
-            tasks.append({"key": key, "run_spec": ("graph-part", part_key, index),
-                          "deps": deps, **options, **overrides.get(key, {})})
+            task = {"key": key, "run_spec": ("graph-part", part_key, index), "deps": deps}
+            if options:
+                task.update(options)
+            if key in overrides:
+                task.update(overrides[key])
+            tasks.append(task)
     return tasks
 
 
