@@ -257,3 +257,16 @@ def test_print_and_warn_as_dask_names_them(inproc_client, capsys):
     assert capsys.readouterr().out == "here-1\n"
     with pytest.warns(RuntimeWarning, match="careful"):
         warn("careful", RuntimeWarning)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
+async def test_an_asynchronous_client_connects_where_dasks_config_says(anyio_backend,
+                                                                       monkeypatch):
+    from trioflow import LocalCluster
+    async with LocalCluster(n_workers=1, processes=False, asynchronous=True,
+                            dashboard_address=None) as cluster:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        async with Client(asynchronous=True) as client:
+            assert client.scheduler_address == cluster.scheduler_address
+            assert await client.submit(inc, 1) == 2
