@@ -1,6 +1,6 @@
 """Worker churn: SIGKILL a worker process every 2 s under dependent rounds.
 
-    python benchmarks/chaos.py                      # trioflow and dask.distributed, ~6 min
+    python benchmarks/chaos.py                      # trioflow and dask.distributed, ~10 min
     python benchmarks/chaos.py --impl trioflow      # one of them
     python benchmarks/chaos.py --rounds 4 --width 40 --kills 4   # a quick look
 
