@@ -11,7 +11,7 @@ import time
 import dask
 import pytest
 
-from trioflow import Client, LocalCluster
+from trioflow import Client, LocalCluster, Worker
 from _util import wait_until
 
 
@@ -126,6 +126,23 @@ def test_get_client_gives_the_clusters_client_and_missing_names_say_what_to_use(
                 getattr(cluster, name)
         with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
             cluster.nonsense
+
+
+class TaggedWorker(Worker):
+    tag = "mine"
+
+
+def test_worker_class_and_scheduler_kwargs_as_dask_takes_them():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None, worker_class=TaggedWorker,
+                      scheduler_kwargs={"allowed_failures": 7}) as cluster, \
+            Client(cluster) as client:
+        assert [type(w) for w in cluster.workers.values()] == [TaggedWorker] * 2
+        assert client.run(lambda dask_worker: dask_worker.tag) == {
+            w.address: "mine" for w in cluster.workers.values()}
+        assert cluster.scheduler.state.allowed_failures == 7
+        cluster.scale(3)  # new workers are of the class too
+        assert {type(w) for w in cluster.workers.values()} == {TaggedWorker}
 
 
 def test_a_cluster_still_adapting_closes():

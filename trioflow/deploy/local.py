@@ -49,7 +49,9 @@ class LocalCluster(SpecCluster):
     dashboard on ``dashboard_address`` (``":8787"`` by default, a free port
     if that one is taken; None or False: none); ``worker_dashboard_address``
     gives each worker a /metrics endpoint (``":0"``: any free port).
-    ``silence_logs`` and ``interface`` are accepted and unused.  The scheduler
+    ``worker_class`` (a Worker or Nanny subclass) and ``scheduler_kwargs``
+    (more options for the Scheduler) are dask's.  ``silence_logs`` and
+    ``interface`` are accepted and unused.  The scheduler
     and workers require a token made for this cluster (``token=`` gives one,
     ``token=False`` turns it off); ``Client(cluster)`` uses it, and a client
     of the same user on this machine finds it for ``cluster.scheduler_address``.
@@ -61,7 +63,8 @@ class LocalCluster(SpecCluster):
                  host="127.0.0.1", asynchronous=False, name=None, silence_logs=None,
                  resources=None, protocol=None, validate=None, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
-                 token=None, security=None, allowed_failures=None, **kwargs):
+                 token=None, security=None, allowed_failures=None, worker_class=None,
+                 scheduler_kwargs=None, **kwargs):
         if kwargs:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
         if security is True:
@@ -89,9 +92,10 @@ class LocalCluster(SpecCluster):
                 "wss" if security else "ws")
             # "tcp"/"tls" are spellings of ws/wss: the address parser maps them
             listen = f"{scheme}://{host}:{scheduler_port or 0}"
+        self.worker_class = worker_class  # None: Nanny with processes, else Worker
         scheduler = {"cls": Scheduler, "options": {
             "address": listen, "validate": validate, "allowed_failures": allowed_failures,
-            "dashboard_address": self.dashboard_address}}
+            "dashboard_address": self.dashboard_address, **(scheduler_kwargs or {})}}
         self._i = self.n_workers
         super().__init__(workers={i: self.new_spec for i in range(self.n_workers)},
                          scheduler=scheduler, asynchronous=asynchronous, name=name,
@@ -107,9 +111,9 @@ class LocalCluster(SpecCluster):
                    "dashboard_address": self.worker_dashboard_address}
         if self.processes:
             options["host"] = self.host
-            return {"cls": Nanny, "options": options}
+            return {"cls": self.worker_class or Nanny, "options": options}
         options["validate"] = self.validate
-        return {"cls": Worker, "options": options}
+        return {"cls": self.worker_class or Worker, "options": options}
 
     @new_spec.setter
     def new_spec(self, spec):
