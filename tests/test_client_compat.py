@@ -270,3 +270,20 @@ async def test_an_asynchronous_client_connects_where_dasks_config_says(anyio_bac
         async with Client(asynchronous=True) as client:
             assert client.scheduler_address == cluster.scheduler_address
             assert await client.submit(inc, 1) == 2
+
+
+def test_bad_values_say_what_was_wrong(inproc_client):
+    from trioflow import LocalCluster
+    future = inproc_client.submit(inc, 1)
+    assert future.result(timeout="10s") == 2  # a duration, as dask takes it
+    with pytest.raises(ValueError, match="'zz' as a duration"):
+        future.result(timeout="zz")
+    with pytest.raises(TypeError, match="number of workers, not 'x'"):
+        inproc_client.wait_for_workers("x")
+    with pytest.raises(ValueError, match="maxsize"):
+        Queue("q-bad", maxsize="a")
+    with pytest.raises(ValueError, match="n_workers=.*-1"):
+        LocalCluster(n_workers=-1, processes=False, dashboard_address=None)
+    with pytest.raises(ValueError, match="threads_per_worker"):
+        LocalCluster(n_workers=1, threads_per_worker=0, processes=False, dashboard_address=None)
+    assert inproc_client.submit(inc, 2).result() == 3

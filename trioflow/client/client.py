@@ -665,6 +665,8 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
 
     def wait_for_workers(self, n_workers=0, timeout=None):
         """Block until at least ``n_workers`` workers are connected."""
+        if isinstance(n_workers, bool) or not hasattr(n_workers, "__index__"):
+            raise TypeError(f"wait_for_workers() takes a number of workers, not {n_workers!r}")
         return self._sync(self._wait_for_workers, n_workers, parse_timedelta(timeout))
 
     async def _wait_for_workers(self, n, seconds):

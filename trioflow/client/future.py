@@ -11,6 +11,7 @@ import trio
 
 from trioflow.protocol.exceptions import unpack_exception, unpack_traceback
 from trioflow.errors import CancelledError
+from trioflow.utils import parse_timedelta
 
 #: statuses a key does not leave on its own ("lost" is not one: its data is
 #: being computed again after the workers holding it died)
@@ -132,16 +133,20 @@ class Future:
 
     def result(self, timeout=None):
         """The value; re-raises the task's exception with its remote traceback.
-        Raises ``trioflow.TimeoutError`` after ``timeout`` seconds."""
-        return self.client._sync(self.client._core.gather_one, self, timeout)
+        Raises ``trioflow.TimeoutError`` after ``timeout`` (seconds, or a
+        duration such as ``"2s"``)."""
+        return self.client._sync(self.client._core.gather_one, self,
+                                 parse_timedelta(timeout))
 
     def exception(self, timeout=None):
         """The exception the task raised, or None if it finished."""
-        return self.client._sync(self.client._core.exception_of, self, timeout)
+        return self.client._sync(self.client._core.exception_of, self,
+                                 parse_timedelta(timeout))
 
     def traceback(self, timeout=None):
         """The remote traceback object of the task's exception, or None."""
-        return self.client._sync(self.client._core.traceback_of, self, timeout)
+        return self.client._sync(self.client._core.traceback_of, self,
+                                 parse_timedelta(timeout))
 
     def cancel(self, force: bool = False, **kwargs):
         return self.client.cancel([self], force=force, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 from trioflow import extensions
 from trioflow.comm.inproc import new_address
@@ -40,7 +41,19 @@ def _defaults(n_workers, threads_per_worker, processes):
         n_workers = max(1, cores // threads_per_worker)
     elif threads_per_worker is None:
         threads_per_worker = max(1, cores // max(n_workers, 1))
-    return int(n_workers), int(threads_per_worker)
+    return _count("n_workers", n_workers, 0), _count("threads_per_worker", threads_per_worker, 1)
+
+
+def _count(what, value, least) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)
+    except TypeError:
+        count = None
+    if count is None or count < least:
+        raise ValueError(f"LocalCluster({what}=) takes a count >= {least}, not {value!r}")
+    return count
 
 
 class LocalCluster(SpecCluster):

@@ -242,6 +242,10 @@ class Queue(ClientObject):
     _prefix = "queue"
 
     def __init__(self, name=None, client=None, maxsize=0):
+        given = maxsize or 0
+        if isinstance(given, bool) or not hasattr(given, "__index__") or given < 0:
+            raise ValueError(f"Queue(maxsize=) takes a count >= 0 (0: unbounded), "
+                             f"not {maxsize!r}")
         super().__init__(name, client)
         self.maxsize = int(maxsize or 0)
 
