@@ -86,6 +86,15 @@ def _worker_parser(sub):
     p.add_argument("--memory-limit", default="auto",
                    help="bytes per worker ('4GB', 'auto', 0 for none); the nanny restarts "
                         "a worker that passes it")
+    for name, does in (("target", "spill least recently used results to disk past it"),
+                       ("spill", "spill while the process's memory is past it"),
+                       ("pause", "start no new tasks past it"),
+                       ("terminate", "the nanny restarts the worker past it")):
+        p.add_argument(f"--memory-{name}-fraction", default=None, metavar="FRACTION",
+                       help=f"of --memory-limit: {does} (default: dask's setting "
+                            f"distributed.worker.memory.{name}; 'false' turns it off)")
+    p.add_argument("--local-directory", default=None,
+                   help="where workers spill to (default: the temporary directory)")
     p.add_argument("--host", default="127.0.0.1", help="interface the workers listen on")
     p.add_argument("--resources", default=None, help='e.g. "GPU=2 MEM=10e9"')
     p.add_argument("--no-nanny", dest="nanny", action="store_false",
@@ -276,6 +285,7 @@ def _parse_resources(text):
 def _run_worker(args) -> int:
     import os
 
+    from trioflow.server.memory import memory_fractions
     from trioflow.server.nanny import Nanny
     from trioflow.server.warm_imports import warm_import_names
     from trioflow.server.worker import Worker
@@ -292,6 +302,9 @@ def _run_worker(args) -> int:
     nworkers = max(1, args.nworkers)
     nthreads = args.nthreads or max(1, (os.cpu_count() or 1) // nworkers)
     memory_limit = memory_limit_bytes(args.memory_limit, nworkers)
+    fractions = {f"memory_{name}_fraction": getattr(args, f"memory_{name}_fraction")
+                 for name in ("target", "spill", "pause", "terminate")}
+    memory_fractions(*fractions.values())  # a bad value stops here, before any worker
     resources = _parse_resources(args.resources)
     security = _security(args, "worker")
 
@@ -303,7 +316,7 @@ def _run_worker(args) -> int:
     async def run_one(i):
         kwargs = dict(nthreads=nthreads, name=name(i), memory_limit=memory_limit,
                       resources=resources, host=args.host, token=token,
-                      security=security,
+                      security=security, local_directory=args.local_directory, **fractions,
                       dashboard_address=None if args.no_dashboard else args.dashboard_address)
         if args.nanny:
             server = Nanny(address, **kwargs)

@@ -23,6 +23,16 @@ def parse_bytes(value) -> int:
     return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
 
 
+def format_bytes(n) -> str:
+    """``123456789`` -> ``'117.74 MiB'``, as dask prints memory figures."""
+    n = float(n)
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
+                       ("kiB", 2**10)):
+        if abs(n) >= size * 0.9:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
 def memory_limit_bytes(value, nworkers: int = 1) -> int:
     """dask's memory_limit: None/0 for no limit, 'auto' for an equal share of
     this machine's memory, a fraction of it (<= 1), or bytes ('4GB')."""

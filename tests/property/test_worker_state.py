@@ -16,7 +16,14 @@ checks after every step that
   no more async runs than ``async_slots``;
 * a key is never told to run twice at once, and never fetched from ``w0`` itself
   or from a peer already being fetched from;
-* every key the state has in memory is in the shell's data dict.
+* every key the state has in memory is in the shell's data dict;
+* memory (spill, unspill, pause): every key in memory is in exactly one of
+  fast or slow storage, and the shell's disk holds exactly the slow keys; no
+  task starts and no fetch begins while the worker is paused, and it is
+  paused exactly when the last measured memory (less what that measurement
+  made it spill) is past the pause threshold;
+  a task starts only with all its dependencies in memory (read back first);
+  managed memory stays below target unless only unspillable keys are left.
 
 The ``drain`` (a rule, and again at teardown) finishes every run and fetch,
 then checks that every slot is free and no task is left running, ready, or
@@ -60,7 +67,9 @@ class WorkerMachine(RuleBasedStateMachine):
         self.runs: dict = {}  # key -> "active" | "seceded" | "rejoining"
         self.cancel_asked: set = set()  # runs told CancelExecution
         self.fetches: dict[str, tuple] = {}  # peer -> keys in flight
-        self.data: set = set()  # keys in the shell's data dict
+        self.data: set = set()  # keys in the shell's data dict (fast storage)
+        self.slow_data: set = set()  # keys the shell wrote to disk
+        self.fail_spills = False  # the shell's disk is full
         # the scheduler's side
         self.known_keys: list = []  # in creation order
         self.deps_of: dict = {}  # key -> its dependencies, fixed at its first compute-task
@@ -71,10 +80,21 @@ class WorkerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ plumbing
 
-    @initialize(nthreads=st.integers(1, 3), gpus=st.sampled_from([None, None, 1, 2]))
-    def start_worker(self, nthreads, gpus):
+    @initialize(nthreads=st.integers(1, 3), gpus=st.sampled_from([None, None, 1, 2]),
+                memory_limit=st.sampled_from([0, 200, 200]),
+                target_at=st.sampled_from([False, 0.5, 0.5]),
+                spill_at=st.sampled_from([False, 0.7]),
+                pause_at=st.sampled_from([False, 0.8, 0.8]))
+    def start_worker(self, nthreads, gpus, memory_limit, target_at, spill_at, pause_at):
         self.state = WorkerState(SELF, nthreads, {"GPU": gpus} if gpus else None,
-                                 async_slots=ASYNC_SLOTS)
+                                 async_slots=ASYNC_SLOTS, memory_limit=memory_limit,
+                                 memory_target_fraction=target_at,
+                                 memory_spill_fraction=spill_at, memory_pause_fraction=pause_at)
+
+    def _put(self, keys):
+        """The shell stores new values in memory (replacing any copy on disk)."""
+        self.data |= set(keys)
+        self.slow_data -= set(keys)
 
     def _new_key(self, prefix):
         self._counter += 1
@@ -85,14 +105,32 @@ class WorkerMachine(RuleBasedStateMachine):
     def handle(self, event):
         self._pending = True
         self._events += 1
+        was_paused = self.state.paused
         out = self.state.handle(event)
+        follow_up = []
+        if self.state.paused or (was_paused and not isinstance(event, ev.MemoryMeasured)):
+            assert not any(type(i) in (ev.Execute, ev.Fetch) for i in out), (
+                f"a paused worker started a run or a fetch: {out}")
         for inst in out:
             kind = type(inst)
             if kind is ev.Execute:
                 assert inst.key not in self.runs, f"second Execute for running {inst.key!r}"
                 ts = self.state.tasks.get(inst.key)
                 assert ts is not None and ts.state == "executing", (inst, ts)
+                for dep in ts.dependencies:
+                    assert dep.key in self.data, f"{inst.key!r} runs before {dep.key!r} is read back"
                 self.runs[inst.key] = "active"
+            elif kind is ev.Spill:
+                assert inst.key in self.data and inst.key not in self.slow_data, inst
+                if self.fail_spills:
+                    follow_up.append(ev.SpillFailed(inst.key, "disk full", "spill-failed"))
+                else:
+                    self.data.discard(inst.key)
+                    self.slow_data.add(inst.key)
+            elif kind is ev.Unspill:
+                assert inst.key in self.slow_data, f"unspill of {inst.key!r}, not on disk"
+                self.slow_data.discard(inst.key)
+                self.data.add(inst.key)
             elif kind is ev.Fetch:
                 assert inst.peer != SELF, f"fetch from self: {inst}"
                 assert inst.peer not in self.fetches, f"second fetch from {inst.peer}: {inst}"
@@ -103,6 +141,7 @@ class WorkerMachine(RuleBasedStateMachine):
                 self.fetches[inst.peer] = inst.keys
             elif kind is ev.DeleteData:
                 self.data.discard(inst.key)
+                self.slow_data.discard(inst.key)
             elif kind is ev.CancelExecution:
                 assert inst.key in self.runs, f"cancel of {inst.key!r}, which is not running"
                 self.cancel_asked.add(inst.key)
@@ -113,6 +152,8 @@ class WorkerMachine(RuleBasedStateMachine):
                 self._scheduler_msg(inst.msg)
             else:
                 raise AssertionError(f"unknown instruction {inst!r}")
+        for event in follow_up:  # as the shell does: after this event's instructions
+            out = out + self.handle(event)
         return out
 
     def _scheduler_msg(self, msg):
@@ -121,9 +162,11 @@ class WorkerMachine(RuleBasedStateMachine):
             # about a task the scheduler still has here; not one it freed
             assert msg["key"] in self.asked, f"{op} for {msg['key']!r}, which was freed"
         if op == "task-finished":
-            assert msg["key"] in self.data, msg
+            assert msg["key"] in self.data | self.slow_data, msg
         elif op == "add-keys":
-            assert set(msg["nbytes"]) <= self.data, msg
+            assert set(msg["nbytes"]) <= self.data | self.slow_data, msg
+        elif op == "worker-status-change":
+            assert msg["status"] == ("paused" if self.state.paused else "running"), msg
         elif op == "missing-data":
             assert msg["holder"] in PEERS, msg
         else:
@@ -199,7 +242,7 @@ class WorkerMachine(RuleBasedStateMachine):
     def execute_success(self, data, nbytes):
         key = self._draw_run(data, "active", "seceded")
         self._end_run(key)
-        self.data.add(key)
+        self._put([key])
         self.handle(ev.ExecuteSuccess(key, nbytes, "int", 0.01, "execute-success"))
 
     @precondition(_has_run("active", "seceded"))
@@ -245,7 +288,7 @@ class WorkerMachine(RuleBasedStateMachine):
         got = list(keys)
         if outcome == "some missing":
             got = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=len(keys) - 1))
-        self.data |= set(got)
+        self._put(got)
         missing = tuple(k for k in keys if k not in got)
         self.handle(ev.GatherDone(peer, {k: 8 for k in got}, missing, False, "gather-done"))
 
@@ -259,8 +302,20 @@ class WorkerMachine(RuleBasedStateMachine):
                 keys.append(data.draw(st.sampled_from(self.known_keys)))
             else:
                 keys.append(self._new_key("s"))
-        self.data |= set(keys)
+        self._put(keys)
         self.handle(ev.DataReceived({k: 8 for k in keys}, "update-data"))
+
+    # ------------------------------------------------------------ the shell: memory
+
+    @precondition(lambda self: self.state is not None)
+    @rule(rss=st.integers(0, 300))
+    def memory_measured(self, rss):
+        self.handle(ev.MemoryMeasured(rss, "memory-monitor"))
+
+    @precondition(lambda self: self.state is not None)
+    @rule()
+    def disk_fills_or_frees(self):
+        self.fail_spills = not self.fail_spills
 
     # late in a run only: after it nothing new starts
     @precondition(lambda self: self.state is not None and not self.state.closing
@@ -279,11 +334,13 @@ class WorkerMachine(RuleBasedStateMachine):
     def _drain(self):
         """Finish every run and fetch as a healthy shell would, then check
         that nothing is left holding a slot or waiting for a run."""
+        if self.state.paused:  # a healthy worker's memory drops again
+            self.handle(ev.MemoryMeasured(0, "memory-monitor"))
         for _ in range(1000):
             if self.fetches:
                 peer = sorted(self.fetches)[0]
                 keys = self.fetches.pop(peer)
-                self.data |= set(keys)
+                self._put(keys)
                 self.handle(ev.GatherDone(peer, {k: 8 for k in keys}, (), False, "gather-done"))
                 continue
             ending = sorted(k for k, mode in self.runs.items()
@@ -296,7 +353,7 @@ class WorkerMachine(RuleBasedStateMachine):
             if cancelled:
                 self.handle(ev.ExecuteCancelled(key, "execute-cancelled"))
             else:
-                self.data.add(key)
+                self._put([key])
                 self.handle(ev.ExecuteSuccess(key, 8, "int", 0.01, "execute-success"))
         else:
             raise AssertionError("the worker did not quiesce")
@@ -334,6 +391,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self._drain()
         assert not self.state.tasks, f"freed keys left behind: {self.state.tasks}"
         assert not self.data, f"the shell still holds data nobody will free: {self.data}"
+        assert not self.slow_data, f"spilled data nobody will free: {self.slow_data}"
 
     # ------------------------------------------------------------ invariants
 
@@ -362,9 +420,25 @@ class WorkerMachine(RuleBasedStateMachine):
             if ts.state in RUNNING:
                 assert key in self.runs, f"{ts} is running but the shell was never told"
             if ts.state == "memory":
-                assert key in self.data, f"{ts} in memory but not in the shell's data"
+                # in exactly one of fast and slow storage, where the shell has it
+                assert (key in state.fast) != (key in state.slow), ts
+                if key in state.fast:
+                    assert key in self.data, f"{ts} in memory but not in the shell's data"
+                else:
+                    assert key in self.slow_data, f"{ts} spilled but not on the shell's disk"
             if ts.state == "flight":
                 assert key in self.fetches.get(ts.peer, ()), ts
+        assert set(state.slow) == self.slow_data, (set(state.slow), self.slow_data)
+        if state.memory_limit and state.pause_fraction:
+            # (on the measurement less what it made the worker spill)
+            assert state.memory_after_spill <= state.process_memory
+            assert state.paused == (state.memory_after_spill > state.pause_fraction
+                                    * state.memory_limit), (state.paused, state.process_memory)
+        else:
+            assert not state.paused
+        if state.memory_limit and state.target_fraction:
+            assert state.fast_bytes <= state.target_fraction * state.memory_limit or all(
+                ts.unspillable for ts in state.fast.values()), state.fast_bytes
         self._pending = False
 
 

@@ -119,6 +119,16 @@ class WorkerLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerStatusChanged:
+    """A worker paused (its memory passed the pause threshold: send it no
+    new tasks) or runs again (``status`` "paused" or "running")."""
+
+    address: str
+    status: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerHeartbeat:
     address: str
     metrics: dict | None = None
@@ -285,6 +295,25 @@ class WorkerClosing:
     stimulus_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryMeasured:
+    """The shell measured this worker's process memory (RSS, bytes): spill
+    past the spill threshold, pause past the pause threshold."""
+
+    process_memory: int
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpillFailed:
+    """The shell could not write ``key`` to disk (it cannot be pickled, or the
+    disk is full): it stays in memory, and is not tried again."""
+
+    key: Key
+    text: str = ""
+    stimulus_id: str = ""
+
+
 # ---------------------------------------------------------------- worker instructions
 
 
@@ -316,6 +345,20 @@ class CancelExecution:
 
 @dataclass(frozen=True, slots=True)
 class GrantRejoin:
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Spill:
+    """Move ``key``'s value from memory to the worker's disk storage."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Unspill:
+    """Read ``key``'s value back from disk into memory (a task here needs it)."""
+
     key: Key
 
 

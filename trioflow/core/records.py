@@ -116,7 +116,7 @@ class TaskState:
 class WorkerState:
     __slots__ = ("address", "nthreads", "memory_limit", "name", "resources",
                  "processing", "long_running", "has_what", "nbytes", "last_seen",
-                 "metrics")
+                 "metrics", "status")
 
     def __init__(self, address, nthreads, memory_limit=0, name=None, resources=None):
         self.address = address
@@ -130,6 +130,8 @@ class WorkerState:
         self.nbytes = 0
         self.last_seen = 0.0
         self.metrics: dict = {}
+        #: "paused" while its memory is past the pause threshold: sent no new tasks
+        self.status = "running"
 
     def __repr__(self):
         return f"<Worker {self.address!r} processing={len(self.processing)}>"

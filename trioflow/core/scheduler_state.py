@@ -114,6 +114,7 @@ class SchedulerState:
             ev.WorkerJoined: self._worker_joined,
             ev.WorkerLeft: self._worker_left,
             ev.WorkerHeartbeat: self._worker_heartbeat,
+            ev.WorkerStatusChanged: self._worker_status_changed,
             ev.CheckHeartbeats: self._check_heartbeats,
             ev.TaskFinished: self._task_finished,
             ev.TaskErred: self._task_erred,
@@ -580,6 +581,16 @@ class SchedulerState:
             if e.metrics:
                 ws.metrics = e.metrics
 
+    def _worker_status_changed(self, e: ev.WorkerStatusChanged):
+        ws = self.workers.get(e.address)
+        if ws is None or ws.status == e.status:
+            return
+        ws.status = e.status
+        if e.status == "running":  # queued tasks drain after every event
+            for ts in sorted(self.unrunnable, key=lambda t: t.priority):
+                if ts.state == "no-worker":
+                    self._run({ts: "waiting"})
+
     def _check_heartbeats(self, e: ev.CheckHeartbeats):
         for ws in list(self.workers.values()):
             if self.now - ws.last_seen > self.worker_ttl:
@@ -818,12 +829,14 @@ class SchedulerState:
     def _least_busy_with_room(self, ts) -> WorkerState | None:
         best = None
         for ws in self.workers.values():
-            if self._room(ws, ts) and (best is None or ws.occupancy < best.occupancy):
+            if ws.status == "running" and self._room(ws, ts) and (
+                    best is None or ws.occupancy < best.occupancy):
                 best = ws
         return best
 
     def _candidates(self, ts: TaskState) -> list[WorkerState]:
-        workers = list(self.workers.values())
+        # a paused worker gets no new task until its memory drops
+        workers = [ws for ws in self.workers.values() if ws.status == "running"]
         # resources are hard limits; loose worker restrictions only a preference
         # among the workers that fit, else a preferred worker lacking the
         # resource would leave the task no-worker while another one could run it
@@ -950,7 +963,13 @@ class SchedulerState:
                 ws.address: {"nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
                              "name": ws.name, "resources": ws.resources,
                              "processing": len(ws.processing), "nbytes": ws.nbytes,
-                             "metrics": ws.metrics}
+                             "metrics": ws.metrics, "status": ws.status,
+                             "paused": ws.status == "paused",
+                             # as of its last heartbeat: process memory, managed
+                             # memory, and the managed bytes spilled to disk
+                             "memory": ws.metrics.get("memory", 0),
+                             "managed": ws.metrics.get("managed", 0),
+                             "spilled_bytes": ws.metrics.get("spilled_bytes", 0)}
                 for ws in self.workers.values()
             },
             "n_tasks": len(self.tasks),

@@ -2,12 +2,23 @@
 
 ``WorkerState.handle(event)`` applies one event and returns instructions for
 the shell: ``Execute``, ``Fetch``, ``SendToScheduler``, ``DeleteData``,
-``CancelExecution``, ``GrantRejoin``.  The shell owns threads, sockets and
+``CancelExecution``, ``GrantRejoin``, ``Spill``, ``Unspill``.  The shell owns threads, sockets and
 the data itself; this object owns every decision and the slot accounting.
 
 Task states: waiting (for dependencies), fetch, flight, missing (dependencies
 held elsewhere), ready, executing, long-running (seceded: running without a
 slot), cancelled (still running but no longer wanted), memory.
+
+Memory.  Every key in memory is in exactly one of two storages: ``fast``
+(the value is in the process) or ``slow`` (the shell wrote it to disk).
+Given a ``memory_limit`` and dask's fractions, the state decides which keys
+move: past ``target`` x limit of managed bytes (the ``nbytes`` of the keys in
+fast) it spills the least recently used ones; when a measured process memory
+(``MemoryMeasured``) passes ``spill`` x limit it spills until the estimate is
+below target; past ``pause`` x limit it pauses (starts no new task and no
+fetch, and tells the scheduler) until the process memory drops below it.
+A task about to run has its spilled dependencies read back first
+(``Unspill``), and its dependencies count as just used.
 """
 from __future__ import annotations
 
@@ -51,7 +62,7 @@ class WTask:
     __slots__ = ("key", "state", "run_spec", "priority", "dependencies", "dependents",
                  "waiting_for", "who_has", "nbytes", "resources", "actor", "timeout",
                  "holds_slot", "seceded", "computed", "peer", "is_async", "released",
-                 "scattered")
+                 "scattered", "unspillable")
 
     def __init__(self, key):
         self.key = key
@@ -76,6 +87,8 @@ class WTask:
         self.released = False
         # data for it was put here (scatter) while it ran: the run ends in memory
         self.scattered = False
+        # never moved to disk: an actor's proxy, or a value the shell failed to write
+        self.unspillable = False
 
     def __repr__(self):
         return f"<WTask {self.key!r} {self.state}>"
@@ -85,10 +98,20 @@ class WTask:
         return hash(self.key)
 
 
+def _fraction(name: str, value):
+    if value is False or value is None:
+        return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a fraction in (0, 1] or False, not {value!r}")
+    return float(value)
+
+
 class WorkerState:
     def __init__(self, address: str, nthreads: int, resources: dict | None = None,
                  validate: bool = False, async_slots: int = 1000,
-                 transition_log_length: int = TRANSITION_LOG_LENGTH):
+                 transition_log_length: int = TRANSITION_LOG_LENGTH,
+                 memory_limit: int = 0, memory_target_fraction=False,
+                 memory_spill_fraction=False, memory_pause_fraction=False):
         self.address = address
         self.nthreads = nthreads
         #: ``async def`` tasks have slots of their own: they wait on I/O, not CPU
@@ -104,6 +127,20 @@ class WorkerState:
         self.peers_in_flight: set[str] = set()
         self.to_fetch: set[WTask] = set()  # tasks in state "fetch"
         self.closing = False
+        # ---- memory: see the module docstring
+        self.memory_limit = int(memory_limit or 0)
+        self.target_fraction = _fraction("memory_target_fraction", memory_target_fraction)
+        self.spill_fraction = _fraction("memory_spill_fraction", memory_spill_fraction)
+        self.pause_fraction = _fraction("memory_pause_fraction", memory_pause_fraction)
+        self.fast: dict = {}  # key -> WTask, least recently used first
+        self.slow: dict = {}  # key -> WTask
+        self.fast_bytes = 0  # managed memory: nbytes of the keys in fast
+        self.slow_bytes = 0
+        self.spilled_total = 0  # bytes ever moved to disk (a counter)
+        self.spill_count = 0
+        self.process_memory = 0  # last measured
+        self.memory_after_spill = 0  # less what that measurement made it spill: pauses
+        self.paused = False
         self.validate_each_step = validate
         self.log = TransitionLog(transition_log_length)
         self.stimulus_id = ""
@@ -122,6 +159,8 @@ class WorkerState:
             ev.Seceded: self._seceded,
             ev.RejoinRequested: self._rejoin_requested,
             ev.WorkerClosing: self._closing,
+            ev.MemoryMeasured: self._memory_measured,
+            ev.SpillFailed: self._spill_failed,
         }
 
     # ------------------------------------------------------------ entry point
@@ -134,6 +173,7 @@ class WorkerState:
         self._handlers[type(event)](event)
         self._ensure_fetching()
         self._ensure_computing()
+        self._spill_past_target()
         out, self._out = self._out, []
         moved, self._moved = self._moved, []
         if self.validate_each_step:
@@ -154,6 +194,8 @@ class WorkerState:
             raise InvalidTransition(ts.key, start, finish, self.stimulus_id,
                                     self.story(ts.key))
         ts.state = finish
+        if start == "memory" and finish != "memory":
+            self._unstore(ts)
         self.log.record(ts.key, start, finish, self.stimulus_id, self.now)
         if self.validate_each_step:
             self._moved.append(ts)
@@ -251,8 +293,7 @@ class WorkerState:
         if ts.state == "cancelled" and not ts.scattered:
             if ts.dependents:
                 # freed, but tasks here wait for it: keep it as a replica
-                self._move(ts, "memory")
-                ts.nbytes = e.nbytes
+                self._to_memory(ts, e.nbytes)
                 self._send({"op": "add-keys", "nbytes": {ts.key: e.nbytes}})
                 self._dependency_arrived(ts)
                 self._drop_dependencies(ts)
@@ -261,9 +302,8 @@ class WorkerState:
             self._forget(ts)
             return
         freed = ts.state == "cancelled"  # kept only for data scattered after the free
-        self._move(ts, "memory")
+        self._to_memory(ts, e.nbytes)
         ts.scattered = False
-        ts.nbytes = e.nbytes
         if not freed:
             self._send({"op": "task-finished", "key": ts.key, "nbytes": e.nbytes,
                         "type": e.type_name, "duration": e.duration})
@@ -305,11 +345,12 @@ class WorkerState:
         for key, nbytes in e.nbytes.items():
             ts = self.tasks.get(key)
             if ts is None or ts.state != "flight":
-                if ts is None or ts.state != "memory":  # scattered here meanwhile: keep it
+                if ts is None or ts.state != "memory":
                     self._out.append(ev.DeleteData(key))
+                else:  # scattered here meanwhile: the shell holds the new copy in memory
+                    self._to_memory(ts, nbytes)
                 continue
-            self._move(ts, "memory")
-            ts.nbytes = nbytes
+            self._to_memory(ts, nbytes)
             ts.peer = None
             self._drop_dependencies(ts)  # it may have been asked to compute it meanwhile
             if ts.computed:
@@ -352,16 +393,14 @@ class WorkerState:
         for key, nbytes in e.nbytes.items():
             ts = self.tasks.get(key)
             if ts is None:
-                ts = self._new_task(key, "memory")
+                ts = self.tasks[key] = WTask(key)
             elif ts.state in RUNNING:
                 # keep the run; the shell holds the scattered copy, so however
                 # the run ends, the key ends in memory here
                 ts.scattered = True
                 ts.nbytes = nbytes
                 continue
-            if ts.state != "memory":
-                self._move(ts, "memory")
-            ts.nbytes = nbytes
+            self._to_memory(ts, nbytes)  # the shell's new copy is in memory
             ts.peer = None
             ts.released = False
             arrived.append(ts)
@@ -390,6 +429,37 @@ class WorkerState:
             return
         heapq.heappush(self.rejoin_queue, (ts.priority, next(self._counter), ts))
 
+    def _memory_measured(self, e: ev.MemoryMeasured):
+        self.process_memory = rss = max(0, int(e.process_memory))
+        limit = self.memory_limit
+        if not limit:
+            return
+        if self.spill_fraction and rss > self.spill_fraction * limit:
+            # as dask: spill until the process would be below target
+            goal = (self.target_fraction or self.spill_fraction) * limit
+            before = self.slow_bytes
+            self._spill_lru(rss - goal)
+            rss -= self.slow_bytes - before  # what the process is about to free
+        self.memory_after_spill = rss
+        if self.pause_fraction:
+            over = rss > self.pause_fraction * limit
+            if over != self.paused:
+                self.paused = over
+                self._send({"op": "worker-status-change",
+                            "status": "paused" if over else "running"})
+
+    def _spill_failed(self, e: ev.SpillFailed):
+        ts = self.tasks.get(e.key)
+        if ts is None or self.slow.get(e.key) is not ts:
+            return  # forgotten (or read back) since
+        del self.slow[ts.key]
+        self.slow_bytes -= ts.nbytes
+        self.spilled_total -= ts.nbytes
+        self.spill_count -= 1
+        self.fast[ts.key] = ts
+        self.fast_bytes += ts.nbytes
+        ts.unspillable = True
+
     def _closing(self, e: ev.WorkerClosing):
         self.closing = True
         for ts in list(self.tasks.values()):
@@ -397,6 +467,68 @@ class WorkerState:
                 self._out.append(ev.CancelExecution(ts.key))
         self.ready.clear()
         self.ready_async.clear()
+
+    # ------------------------------------------------------------ memory
+
+    def _to_memory(self, ts: WTask, nbytes: int):
+        """``ts`` is in memory with a value the shell just put in fast storage
+        (replacing any copy it had on disk)."""
+        if ts.state != "memory":
+            self._move(ts, "memory")
+        else:
+            self._unstore(ts)
+        ts.nbytes = nbytes
+        if ts.actor:
+            ts.unspillable = True  # its data is a proxy of an object that lives here
+        self.fast[ts.key] = ts
+        self.fast_bytes += nbytes
+
+    def _unstore(self, ts: WTask):
+        if self.fast.pop(ts.key, None) is not None:
+            self.fast_bytes -= ts.nbytes
+        elif self.slow.pop(ts.key, None) is not None:
+            self.slow_bytes -= ts.nbytes
+
+    def _use(self, ts: WTask):
+        """A task here is about to read ``ts``: it is the most recently used,
+        and read back into memory if it was spilled."""
+        if self.slow.pop(ts.key, None) is not None:
+            self.slow_bytes -= ts.nbytes
+            self._out.append(ev.Unspill(ts.key))
+        elif self.fast.pop(ts.key, None) is not None:
+            self.fast_bytes -= ts.nbytes
+        else:
+            return
+        self.fast[ts.key] = ts
+        self.fast_bytes += ts.nbytes
+
+    def _spill_past_target(self):
+        if self.memory_limit and self.target_fraction:
+            excess = self.fast_bytes - self.target_fraction * self.memory_limit
+            if excess > 0:
+                self._spill_lru(excess)
+
+    def _spill_lru(self, excess: float):
+        """Spill the least recently used keys until ``excess`` bytes have gone."""
+        for ts in list(self.fast.values()):
+            if excess <= 0:
+                return
+            if ts.unspillable:
+                continue
+            del self.fast[ts.key]
+            self.fast_bytes -= ts.nbytes
+            self.slow[ts.key] = ts
+            self.slow_bytes += ts.nbytes
+            self.spilled_total += ts.nbytes
+            self.spill_count += 1
+            excess -= ts.nbytes
+            self._out.append(ev.Spill(ts.key))
+
+    def memory_report(self) -> dict:
+        """What the scheduler and the dashboard show of this worker's memory."""
+        return {"managed": self.fast_bytes, "spilled_bytes": self.slow_bytes,
+                "spilled_keys": len(self.slow), "spilled_total": self.spilled_total,
+                "spill_count": self.spill_count, "paused": self.paused}
 
     # ------------------------------------------------------------ helpers
 
@@ -421,7 +553,7 @@ class WorkerState:
         """A run without a result ended, but a scatter put the key here meanwhile
         (the scheduler counts this worker as its holder): keep that copy."""
         ts.scattered = False
-        self._move(ts, "memory")
+        self._to_memory(ts, ts.nbytes)
         self._dependency_arrived(ts)
         self._drop_dependencies(ts)
 
@@ -513,6 +645,8 @@ class WorkerState:
             if ts.state == "long-running":
                 self._move(ts, "executing")
             self._out.append(ev.GrantRejoin(ts.key))
+        if self.paused:
+            return  # past the pause threshold: no new run (a rejoin is not new)
         for queue, has_room in ((self.ready, lambda: self.busy_slots < self.nthreads),
                                 (self.ready_async, lambda: self.async_busy < self.async_slots)):
             skipped = []
@@ -526,6 +660,8 @@ class WorkerState:
                     continue
                 self._move(ts, "executing")
                 self._take_slot(ts)
+                for dep in ts.dependencies:
+                    self._use(dep)
                 self._out.append(ev.Execute(ts.key))
             for item in skipped:
                 heapq.heappush(queue, item)
@@ -546,7 +682,7 @@ class WorkerState:
                 self.available_resources[r] -= amount
 
     def _ensure_fetching(self):
-        if self.closing or len(self.peers_in_flight) >= FETCH_CONCURRENCY:
+        if self.closing or self.paused or len(self.peers_in_flight) >= FETCH_CONCURRENCY:
             return
         if not self.to_fetch:
             return
@@ -584,6 +720,11 @@ class WorkerState:
                     held += 1
         assert held == self.busy_slots, (held, self.busy_slots)
         assert held_async == self.async_busy, (held_async, self.async_busy)
+        for store in (self.fast, self.slow):
+            for key, ts in store.items():
+                assert self.tasks.get(key) is ts and ts.state == "memory", (key, ts)
+        assert self.fast_bytes == sum(ts.nbytes for ts in self.fast.values()), self.fast_bytes
+        assert self.slow_bytes == sum(ts.nbytes for ts in self.slow.values()), self.slow_bytes
         self._validate_counters()
 
     def validate_tasks(self, tasks) -> None:
@@ -593,6 +734,11 @@ class WorkerState:
 
     def _validate_task(self, ts: WTask) -> None:
         assert ts.state in STATES, ts
+        in_fast, in_slow = self.fast.get(ts.key) is ts, self.slow.get(ts.key) is ts
+        if ts.state == "memory":  # in exactly one of fast and slow storage
+            assert in_fast != in_slow, (ts, in_fast, in_slow)
+        else:
+            assert ts.key not in self.fast and ts.key not in self.slow, ts
         if ts.holds_slot:
             assert ts.state in RUNNING and not ts.seceded, ts
         if ts.state == "long-running":
@@ -612,6 +758,10 @@ class WorkerState:
             assert self.tasks.get(dep.key) is dep and ts in dep.dependents, (ts, dep)
 
     def _validate_counters(self) -> None:
+        assert self.fast_bytes >= 0 and self.slow_bytes >= 0, (self.fast_bytes, self.slow_bytes)
+        if self.memory_limit and self.target_fraction:
+            assert self.fast_bytes <= self.target_fraction * self.memory_limit or all(
+                ts.unspillable for ts in self.fast.values()), "past target with keys to spill"
         assert 0 <= self.busy_slots <= self.nthreads, self.busy_slots
         assert 0 <= self.async_busy <= self.async_slots, self.async_busy
         for r, amount in self.available_resources.items():

@@ -15,6 +15,7 @@ import os
 from trioflow import extensions
 from trioflow.comm.inproc import new_address
 from trioflow.config import worker_resources
+from trioflow.server.memory import memory_fractions
 from trioflow.server.nanny import Nanny
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
@@ -77,7 +78,9 @@ class LocalCluster(SpecCluster):
                  resources=None, protocol=None, validate=None, nthreads=None,
                  worker_dashboard_address=None, interface=None, local_directory=None,
                  token=None, security=None, allowed_failures=None, worker_class=None,
-                 scheduler_kwargs=None, **kwargs):
+                 scheduler_kwargs=None, memory_target_fraction=None,
+                 memory_spill_fraction=None, memory_pause_fraction=None,
+                 memory_terminate_fraction=None, **kwargs):
         if kwargs:
             raise TypeError(f"LocalCluster() got unexpected keyword argument(s): {sorted(kwargs)}")
         if security is True:
@@ -91,6 +94,14 @@ class LocalCluster(SpecCluster):
         self.memory_limit = memory_limit_bytes(memory_limit, self.n_workers)
         # read here: worker processes do not see this process's dask.config.set
         self.resources = worker_resources(resources)
+        self._memory = {"memory_target_fraction": memory_target_fraction,
+                        "memory_spill_fraction": memory_spill_fraction,
+                        "memory_pause_fraction": memory_pause_fraction,
+                        "memory_terminate_fraction": memory_terminate_fraction,
+                        "local_directory": local_directory}
+        # a bad threshold (keyword or dask setting) fails here, before anything starts
+        memory_fractions(memory_target_fraction, memory_spill_fraction, memory_pause_fraction,
+                         memory_terminate_fraction)
         self.validate = validate
         self.allowed_failures = allowed_failures  # None: dask config, else 3
         self.dashboard_address = (default_dashboard_address() if dashboard_address is _DEFAULT
@@ -121,7 +132,9 @@ class LocalCluster(SpecCluster):
         (``resources``, ``threads_per_worker``...) as they are now."""
         options = {"nthreads": self.threads_per_worker, "memory_limit": self.memory_limit,
                    "resources": self.resources,
-                   "dashboard_address": self.worker_dashboard_address}
+                   "dashboard_address": self.worker_dashboard_address,
+                   # only those given: a worker_class of the user's need not know them
+                   **{k: v for k, v in self._memory.items() if v is not None}}
         if self.processes:
             options["host"] = self.host
             return {"cls": self.worker_class or Nanny, "options": options}

@@ -346,6 +346,8 @@ WORKER_TO_SCHEDULER = {
     "task-cancelled": {"key": KEY},
     "unserializable": {"key": KEY, "text": opt(STR)},
     "heartbeat": {"metrics": opt(dict_of(STR, ANY))},
+    "worker-status-change": {"status": Field("'paused' or 'running'",
+                                             lambda v, inproc=False: v in ("paused", "running"))},
 }
 
 # ---------------------------------------------------------------- nanny -> scheduler

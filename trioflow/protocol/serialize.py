@@ -8,10 +8,11 @@ The scheduler forwards ``Serialized`` values without ever unpickling them.
 from __future__ import annotations
 
 import pickle
-import sys
 from typing import Any
 
 import cloudpickle
+
+from trioflow.protocol.sizeof import sizeof  # noqa: F401 - its former home
 
 #: buffers smaller than this are kept in-band: a frame of their own costs more
 _OUT_OF_BAND_MIN = 8 * 1024
@@ -100,18 +101,3 @@ def describe(obj) -> str:
 
 def pickle_error(what: str, exc: BaseException) -> str:
     return f"cannot pickle {what}: {type(exc).__name__}: {exc}"
-
-
-def sizeof(obj) -> int:
-    """A cheap estimate of an object's size in memory."""
-    nbytes = getattr(obj, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    if isinstance(obj, (bytes, bytearray, memoryview, str)):
-        return len(obj)
-    if isinstance(obj, (list, tuple, set)) and len(obj) < 1000:
-        return sys.getsizeof(obj) + sum(sizeof(x) for x in obj)
-    try:
-        return sys.getsizeof(obj)
-    except Exception:
-        return 64

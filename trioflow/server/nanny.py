@@ -23,6 +23,8 @@ import signal
 import subprocess
 import sys
 
+import shutil
+
 import psutil
 import trio
 
@@ -32,6 +34,8 @@ from trioflow.comm.connection import Connection
 from trioflow.errors import CommClosedError, ProtocolError, TimeoutError
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server.deaths import describe_exit
+from trioflow.server.memory import make_worker_directory, memory_fractions, monitor_interval
+from trioflow.utils import format_bytes, memory_limit_bytes
 
 logger = logging.getLogger("trioflow.nanny")
 
@@ -43,6 +47,11 @@ LOST_SCHEDULER = "lost-scheduler"
 ADDRESS_LINE = "trioflow-worker-address "
 #: seconds a closing worker gets before it is killed
 STOP_GRACE = 5.0
+#: set in a worker process's environment unless the user set them (as dask's
+#: nanny does): glibc returns freed memory to the system sooner, and numerical
+#: libraries do not start a thread per core in each of several workers
+PRE_SPAWN_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1",
+                     "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 class Nanny(EnteredFromAsyncio):
@@ -51,14 +60,24 @@ class Nanny(EnteredFromAsyncio):
                  resources: dict | None = None, host: str = "127.0.0.1",
                  token: str | None = None, env: dict | None = None,
                  startup_timeout: float = 60, security=None, dashboard_address=None,
-                 **kwargs):
+                 local_directory=None, memory_target_fraction=None,
+                 memory_spill_fraction=None, memory_pause_fraction=None,
+                 memory_terminate_fraction=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             from trioflow.comm.tokens import read_scheduler_file
             scheduler_ip, token = read_scheduler_file(scheduler_file, token)
         self.scheduler_address = normalize_address(scheduler_ip)
         self.nthreads = nthreads
         self.name = name
-        self.memory_limit = int(memory_limit or 0)
+        self.memory_limit = memory_limit_bytes(memory_limit)
+        # resolved here (keywords, else dask's settings), so a bad one fails at once
+        # and the worker process gets what this process was configured with
+        self.memory_fractions = memory_fractions(
+            memory_target_fraction, memory_spill_fraction, memory_pause_fraction,
+            memory_terminate_fraction)
+        self._monitor_interval = monitor_interval()
+        self.local_directory = local_directory
+        self._worker_directory: str | None = None
         self.resources = resources
         self.host = host
         self.token = token
@@ -165,11 +184,16 @@ class Nanny(EnteredFromAsyncio):
             cmd += ["--resources", json.dumps(self.resources)]
         if self.dashboard_address not in (None, False):
             cmd += ["--dashboard-address", str(self.dashboard_address)]
+        for name in ("target", "spill", "pause"):
+            cmd += [f"--memory-{name}-fraction", str(self.memory_fractions[name])]
+        if self._worker_directory:
+            cmd += ["--worker-directory", self._worker_directory]
         return cmd
 
     async def _supervise(self, task_status=trio.TASK_STATUS_IGNORED):
         # a worker process needs only the server side of the package
-        env = {**os.environ, "TRIOFLOW_LAZY_IMPORTS": "1", **(self.env or {})}
+        env = {**PRE_SPAWN_ENVIRON, **os.environ, "TRIOFLOW_LAZY_IMPORTS": "1",
+               **(self.env or {})}
         if self.token:
             env["TRIOFLOW_TOKEN"] = self.token
         if self.security is not None:
@@ -178,6 +202,8 @@ class Nanny(EnteredFromAsyncio):
         started = False
         failures = 0
         while not self._closing:
+            # one directory per worker process, removed however the process ends
+            self._worker_directory = make_worker_directory(self.local_directory)
             status_read, status_write = os.pipe()
             try:
                 proc = await trio.lowlevel.open_process(
@@ -204,7 +230,7 @@ class Nanny(EnteredFromAsyncio):
                         else:
                             self.restarts += 1
                         self._started_again.set()
-                        if self.memory_limit:
+                        if self.memory_limit and self.memory_fractions["terminate"]:
                             watchers.start_soon(self._watch_memory, proc)
                     await proc.wait()
                     watchers.cancel_scope.cancel()
@@ -215,6 +241,7 @@ class Nanny(EnteredFromAsyncio):
                         await proc.wait()
                 said = _read_status(status_read)
                 os.close(status_read)
+                shutil.rmtree(self._worker_directory, ignore_errors=True)
             code = proc.returncode
             cause = self._cause(said, code)
             if address is not None:
@@ -297,17 +324,19 @@ class Nanny(EnteredFromAsyncio):
         return address
 
     async def _watch_memory(self, proc):
+        fraction = self.memory_fractions["terminate"]
         try:
             ps = psutil.Process(proc.pid)
             while proc.returncode is None:
-                await trio.sleep(0.5)
+                await trio.sleep(self._monitor_interval)
                 rss = ps.memory_info().rss
-                if rss > self.memory_limit * 0.95:
-                    logger.warning("worker %s uses %d bytes, past its memory limit of %d; "
-                                   "restarting it", self.worker_address, rss, self.memory_limit)
-                    self.kill_reason = (f"the nanny killed it: its memory (RSS {rss} bytes) "
-                                        f"passed 95% of its memory limit of "
-                                        f"{self.memory_limit} bytes")
+                if rss > self.memory_limit * fraction:
+                    self.kill_reason = (
+                        f"the nanny killed it: its process memory reached {format_bytes(rss)} "
+                        f"({rss} bytes), past {round(fraction * 100)}% of its memory limit of "
+                        f"{format_bytes(self.memory_limit)}")
+                    logger.warning("worker %s: %s; restarting it", self.worker_address,
+                                   self.kill_reason)
                     proc.kill()
                     return
         except psutil.Error:

@@ -795,6 +795,9 @@ class Scheduler(EnteredFromAsyncio):
                                                 _stimulus(msg, "unserializable")))
         elif op == "heartbeat":
             self.stimulus(ev.WorkerHeartbeat(address, msg.get("metrics"), _stimulus(msg, "heartbeat")))
+        elif op == "worker-status-change":
+            self.stimulus(ev.WorkerStatusChanged(address, msg["status"],
+                                                 _stimulus(msg, "worker-status-change")))
         elif op == "cancel-request":
             self._cancel_request(conn, msg)
         else:

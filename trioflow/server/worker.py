@@ -17,10 +17,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from functools import partial
 
-import psutil
 import trio
 
 from trioflow.config import worker_resources
@@ -41,7 +40,10 @@ from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.profiling import Profiler
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.asyncio_bridge import carries_cancel, run_coroutine
-from trioflow.server.context import TaskContext, set_async_task, set_thread_task
+from trioflow.server.context import TaskContext, set_async_task
+from trioflow.server.execution import (Execution, TaskCancelled, _cpu_percent,  # noqa: F401
+                                       _rss, _run_in_thread, without_own_frame)
+from trioflow.server.memory import WorkerMemory, memory_fractions, monitor_interval
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
@@ -50,6 +52,7 @@ from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
                                      sampling_interval)
 from trioflow.server.warm_imports import warm_imports as import_in_background
+from trioflow.utils import memory_limit_bytes
 
 logger = logging.getLogger("trioflow.worker")
 
@@ -57,34 +60,18 @@ logger = logging.getLogger("trioflow.worker")
 CLOSE_GRACE = 2.0
 
 
-class Execution:
-    """One run of one task: how to stop it."""
-
-    __slots__ = ("key", "cancel_scope", "cancelled", "is_async", "thread_done", "timed_out",
-                 "thread_id", "started")
-
-    def __init__(self, key, is_async):
-        self.key = key
-        self.is_async = is_async
-        self.cancel_scope: trio.CancelScope | None = None
-        self.cancelled = False
-        self.thread_done = False
-        self.timed_out = False
-        self.thread_id: int | None = None
-        self.started = time.time()
-
-
-class TaskCancelled(BaseException):
-    """Raised inside a sync task by ``trioflow.checkpoint()`` once its future
-    was cancelled.  A BaseException so that ``except Exception`` in user code
-    does not swallow it."""
-
-
 class Worker(EnteredFromAsyncio):
     """A worker.  ``Worker(scheduler_address, nthreads=2)``; use as
     ``async with``.  Leaving the block closes it: running async tasks are
     cancelled, sync tasks get ``CLOSE_GRACE`` seconds and are then abandoned
-    with a log line (a thread cannot be killed)."""
+    with a log line (a thread cannot be killed).
+
+    ``memory_limit`` (bytes, ``"4GB"``, ``"auto"``, a fraction of the machine;
+    0 for none) and dask's ``memory_target_fraction`` (spill the least
+    recently used results to ``local_directory`` past it), ``..._spill_fraction``
+    (spill while the process's memory is past it), ``..._pause_fraction``
+    (start no new task past it) and ``..._terminate_fraction`` (a nanny
+    restarts the worker past it): see docs/memory.md."""
 
     def __init__(self, scheduler_ip: str | None = None, scheduler_port: int | None = None, *,
                  scheduler_file: str | None = None, nthreads: int = 1, name=None,
@@ -93,7 +80,9 @@ class Worker(EnteredFromAsyncio):
                  nanny: str | None = None, heartbeat_interval: float = 1.0,
                  token: str | None = None, validate: bool | None = None,
                  warm_imports: tuple[str, ...] = (), security=None,
-                 dashboard_address=None, dashboard=None, **kwargs):
+                 dashboard_address=None, dashboard=None, local_directory=None,
+                 memory_target_fraction=None, memory_spill_fraction=None,
+                 memory_pause_fraction=None, memory_terminate_fraction=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             scheduler_ip, token = tokens.read_scheduler_file(scheduler_file, token)
         if scheduler_ip is None:
@@ -103,7 +92,11 @@ class Worker(EnteredFromAsyncio):
         self.scheduler_address = normalize_address(scheduler_ip)
         self.nthreads = int(nthreads)
         self.name = name
-        self.memory_limit = int(memory_limit or 0)
+        self.memory_limit = memory_limit_bytes(memory_limit)
+        self.memory = WorkerMemory(self.memory_limit, memory_fractions(
+            memory_target_fraction, memory_spill_fraction, memory_pause_fraction,
+            memory_terminate_fraction), local_directory)
+        self._monitor_interval = monitor_interval()
         self.resources = worker_resources(resources)  # None: dask's config, as dask
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
@@ -121,7 +114,9 @@ class Worker(EnteredFromAsyncio):
         self._listen = listen_address
         self.address: str | None = None
         self.id = f"Worker-{uuid.uuid4()}"
-        self.data: dict = {}
+        self.data = self.memory.data  # a SpillBuffer: in memory, or in local_directory
+        self._events: deque = deque()  # events caused while handling one (a spill failed)
+        self._handling = False
         self.state: WorkerState | None = None
         # None: check the state after every event if TRIOFLOW_VALIDATE is set
         self._validate = validate_requested(validate)
@@ -168,6 +163,7 @@ class Worker(EnteredFromAsyncio):
         self._nursery_manager = trio.open_nursery()
         self.nursery = await self._nursery_manager.__aenter__()
         try:
+            self.memory.start()
             self.address = await self.nursery.start(self._serve_task)
             if self.name is None:
                 self.name = self.address
@@ -177,7 +173,8 @@ class Worker(EnteredFromAsyncio):
             self.extensions = worker_extensions(self)
             self._extension_handlers = {op: handler for ext in self.extensions.values()
                                         for op, handler in ext.handlers.items()}
-            self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate)
+            self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate,
+                                     **self.memory.core_arguments())
             if dashboard_wanted(self._dashboard_address):
                 bound = await start_dashboard(self.nursery, self, "worker",
                                               self._dashboard_address, self._dashboard_factory)
@@ -196,6 +193,8 @@ class Worker(EnteredFromAsyncio):
             self.scheduler = Connection(comm, self._scheduler_msg, messages.FROM_SCHEDULER)
             self.nursery.start_soon(self._scheduler_stream)
             self.nursery.start_soon(self._heartbeat)
+            if self.memory.monitored:
+                self.nursery.start_soon(self.memory.monitor, self._handle, self._monitor_interval)
             self.nursery.start_soon(partial(
                 sample, self.profiler, self._task_threads, self._profile_interval,
                 tasks_running=self._tasks_running, sample_loop=profile_servers()))
@@ -203,7 +202,10 @@ class Worker(EnteredFromAsyncio):
                 self.nursery.start_soon(import_in_background, self.warm_imports)
         except BaseException:
             self.nursery.cancel_scope.cancel()
-            await self._nursery_manager.__aexit__(None, None, None)
+            try:
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self.memory.close()
             raise
         self.status = "running"
         logger.info("worker %s connected to %s", self.address, self.scheduler_address)
@@ -228,6 +230,7 @@ class Worker(EnteredFromAsyncio):
                 await self._nursery_manager.__aexit__(None, None, None)
             finally:
                 self._threads.shutdown()
+                self.memory.close()  # spilled files and the worker's directory
                 self.status = "closed"
                 self._finished.set()
 
@@ -275,19 +278,32 @@ class Worker(EnteredFromAsyncio):
             self._finished.set()
 
     async def _heartbeat(self):
-        process = psutil.Process()
         while True:
             await trio.sleep(self.heartbeat_interval)
-            try:
-                rss = process.memory_info().rss
-            except psutil.Error:
-                rss = 0
+            rss = self.memory.rss()
+            report = self.state.memory_report()
+            self.memory.log_spilling(self.address, report, rss)
             self.scheduler.send({"op": "heartbeat", "metrics": {
-                "executing": len(self.executing), "in_memory": len(self.data), "memory": rss}})
+                "executing": len(self.executing), "in_memory": len(self.data), "memory": rss,
+                **report}})
 
     # ------------------------------------------------------------ state machine
 
     def _handle(self, event) -> None:
+        """Apply ``event``, and the events carrying out its instructions causes
+        (a spill that failed), one after another."""
+        self._events.append(event)
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while self._events:
+                self._apply(self._events.popleft())
+        finally:
+            self._handling = False
+            self._events.clear()
+
+    def _apply(self, event) -> None:
         if self.failure is not None:
             return
         try:
@@ -300,7 +316,16 @@ class Worker(EnteredFromAsyncio):
             if kind is ev.Execute:
                 self.nursery.start_soon(self._execute, inst.key)
             elif kind is ev.SendToScheduler:
+                if inst.msg["op"] == "worker-status-change":
+                    self.memory.log_status(self.address, inst.msg["status"],
+                                           self.state.process_memory)
                 self.scheduler.send(inst.msg)
+            elif kind is ev.Spill:
+                failed = self.memory.spill(inst.key, self.address)
+                if failed is not None:
+                    self._events.append(failed)
+            elif kind is ev.Unspill:
+                self.memory.unspill(inst.key)
             elif kind is ev.DeleteData:
                 self.data.pop(inst.key, None)
                 self.actors.pop(inst.key, None)
@@ -544,7 +569,7 @@ class Worker(EnteredFromAsyncio):
                 except BaseException as exc:  # SystemExit too: it errs the future, as in dask
                     if carries_cancel(exc):
                         raise
-                    return "error", _without_own_frame(exc), time.perf_counter() - start
+                    return "error", without_own_frame(exc), time.perf_counter() - start
             return "cancelled", None, time.perf_counter() - start
         finally:
             from trioflow.server.context import _task_var
@@ -646,13 +671,13 @@ class Worker(EnteredFromAsyncio):
         for key in msg["keys"]:
             if key not in self.data:
                 continue
-            value = self.data[key]
             if inproc:
-                data[key] = value
+                data[key] = self.data[key]
                 continue
             try:
-                data[key] = serialize(value)
+                data[key] = self.data.serialized(key)  # a spilled one: its file's frames
             except Exception as exc:
+                value = self.data.fast.get(key)
                 text = (f"cannot pickle the result of {key!r} ({type(value).__name__}) to send "
                         f"it from {self.address}: {type(exc).__name__}: {exc}")
                 errors[key] = text
@@ -714,6 +739,7 @@ class Worker(EnteredFromAsyncio):
         return {"executing": len(self.executing), "in_memory": len(self.data),
                 "tasks": dict(counts), "nthreads": self.nthreads,
                 "memory_limit": self.memory_limit, "memory": _rss(),
+                **(self.state.memory_report() if self.state else {}),
                 "cpu": _cpu_percent(), "transfer_count": stream.transfer_count,
                 "transfer_bytes": stream.transfer_bytes,
                 "transfer_seconds": stream.transfer_seconds}
@@ -747,36 +773,9 @@ def deserialize_function(payload: bytes):
     return pickle.loads(payload)
 
 
-def _without_own_frame(exc: BaseException) -> BaseException:
-    """The traceback from the user's function on, without trioflow's frames
-    that called it (this module's and the asyncio bridge's)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and \
-            tb.tb_frame.f_code.co_filename in _CALLER_FILES:
-        tb = tb.tb_next
-    return exc.with_traceback(tb)
-
-
 #: a token no peer knows: required until the scheduler connection tells the real one
 #: (until then no peer has been told this worker's address either)
 _UNGUESSABLE = tokens.new_token()
-_CALLER_FILES = frozenset({__file__, run_coroutine.__code__.co_filename})
-
-
-def _run_in_thread(execution: Execution, context: TaskContext, func, args, kwargs):
-    execution.thread_id = threading.get_ident()
-    set_thread_task(context)
-    start = time.perf_counter()
-    try:
-        result = func(*args, **kwargs)
-        return "ok", result, time.perf_counter() - start
-    except TaskCancelled:
-        return "cancelled", None, time.perf_counter() - start
-    except BaseException as exc:  # SystemExit too (as in dask); traceback from the user's code
-        return "error", _without_own_frame(exc), time.perf_counter() - start
-    finally:
-        execution.thread_done = True
-        set_thread_task(None)
 
 
 def _check_peer_info(info: dict) -> None:
@@ -798,28 +797,3 @@ _SCHEDULER_REQUESTS = {
     "task-stream-since": Worker._task_stream_since,
     "story": Worker._story,
 }
-
-
-_processes: dict = {}  # pid -> psutil.Process: cpu_percent() measures since the last call
-
-
-def _this_process():
-    pid = os.getpid()
-    if pid not in _processes:
-        _processes.clear()
-        _processes[pid] = psutil.Process(pid)
-    return _processes[pid]
-
-
-def _rss() -> int:
-    try:
-        return _this_process().memory_info().rss
-    except psutil.Error:
-        return 0
-
-
-def _cpu_percent() -> float:
-    try:
-        return _this_process().cpu_percent(None)
-    except psutil.Error:
-        return 0.0

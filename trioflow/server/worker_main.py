@@ -46,7 +46,12 @@ async def _main(args) -> tuple[str, int]:
                     nanny=str(args.nanny_pid) if args.nanny_pid else None,
                     token=os.environ.get("TRIOFLOW_TOKEN"),
                     warm_imports=warm_import_names(), security=Security.from_env(),
-                    dashboard_address=args.dashboard_address)
+                    dashboard_address=args.dashboard_address,
+                    memory_target_fraction=args.memory_target_fraction,
+                    memory_spill_fraction=args.memory_spill_fraction,
+                    memory_pause_fraction=args.memory_pause_fraction)
+    # the nanny's directory for this process: it removes it however the process ends
+    worker.memory.fixed_directory = args.worker_directory
     async with worker:
         print(ADDRESS_LINE + worker.address, flush=True)
         async with trio.open_nursery() as nursery:
@@ -82,6 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--nanny-pid", type=int, default=None)
     parser.add_argument("--nanny-fd", type=int, default=None)
     parser.add_argument("--dashboard-address", default=None)
+    for name in ("target", "spill", "pause"):
+        parser.add_argument(f"--memory-{name}-fraction", default=None)
+    parser.add_argument("--worker-directory", default=None)
     args = parser.parse_args(argv)
     if args.nanny_fd is not None:
         os.set_inheritable(args.nanny_fd, False)  # not passed on to tasks' subprocesses
