@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import MutableMapping
 
 import pytest
 import trio
@@ -54,7 +55,7 @@ def test_get_client_is_one_client_per_worker_on_the_same_scheduler(one_thread):
 def test_get_worker_gives_the_running_worker(one_thread):
     def who():
         worker = get_worker()
-        return worker.address, worker.name, isinstance(worker.data, dict)
+        return worker.address, worker.name, isinstance(worker.data, MutableMapping)
 
     assert one_thread.submit(who).result() == (_worker(one_thread), 0, True)
 

@@ -29,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import MutableMapping
 
 import psutil
 import trio
@@ -113,8 +114,8 @@ _HEADER = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
 
 
-class SpillBuffer:
-    """The worker's data.  ``buffer[key]`` reads a spilled value from its file
+class SpillBuffer(MutableMapping):
+    """The worker's data (a mapping, as dask's ``SpillBuffer``).  ``buffer[key]`` reads a spilled value from its file
     (leaving it there); ``spill``/``unspill`` move a key between memory and
     disk as the core says; storing a key keeps it in memory and drops any
     copy on disk."""
@@ -136,9 +137,6 @@ class SpillBuffer:
         yield from list(self.fast)
         yield from list(self.slow)
 
-    def keys(self):
-        return list(self)
-
     def __getitem__(self, key):
         try:
             return self.fast[key]
@@ -147,14 +145,19 @@ class SpillBuffer:
         path, _ = self.slow[key]
         return deserialize(Serialized(_read_frames(path)))
 
-    def get(self, key, default=None):
-        return self[key] if key in self else default
-
     def __setitem__(self, key, value):
         self._drop_file(key)
         self.fast[key] = value
 
+    def __delitem__(self, key):
+        if key not in self:
+            raise KeyError(key)
+        self.fast.pop(key, None)
+        self._drop_file(key)
+
     def pop(self, key, default=None):
+        """Forget ``key``; its value if it was in memory (a spilled one is not
+        read back just to be dropped), else ``default``."""
         value = self.fast.pop(key, default)
         self._drop_file(key)
         return value

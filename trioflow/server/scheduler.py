@@ -555,7 +555,7 @@ class Scheduler(EnteredFromAsyncio):
             extra["nanny"] = wi.get("nanny")
             extra["host"] = wi.get("host")
             extra["id"] = wi.get("name")
-            extra.update(type="Worker", status="running", services={"dashboard": port} if (
+            extra.update(type="Worker", services={"dashboard": port} if (
                 port := wi.get("dashboard_port")) is not None else {})
         workers = info["workers"]
         return {"type": "Scheduler", "id": self.id, "address": self.address,

@@ -34,7 +34,7 @@ class WorkerView:
 
     @property
     def status(self):
-        return "running"
+        return self._state.status  # "running", or "paused" past its memory's pause threshold
 
     def __getattr__(self, name):
         if name.startswith("__"):
