@@ -123,11 +123,19 @@ def test_a_paused_worker_gets_no_new_tasks_until_its_memory_drops():
 
 def test_a_worker_past_terminate_is_restarted_and_the_job_finishes(tmp_path):
     marker = str(tmp_path / "allocated")
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=LIMIT) as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=LIMIT,
+                      allowed_failures=1) as cluster, Client(cluster) as client:
         assert client.submit(mt.allocate_once, marker, 250_000_000).result(timeout=60) == 0
         wait_until(lambda: sum(nanny.restarts for nanny in cluster.workers.values()) == 1,
                    timeout=30, message="one worker restarted by its nanny")
+        # a task that can never fit errs once it has killed more than allowed_failures
+        # workers, and says for each death that the memory limit was the cause
+        never = client.submit(mt.allocate, 250_000_000)
+        with pytest.raises(KilledWorker) as info:
+            never.result(timeout=60)
+        text = str(info.value)
+        assert text.count("memory limit of 190.73 MiB") == 2, text
+        assert "process memory reached" in text and "ws://" in text, text
 
 
 # ---------------------------------------------------------------- in-process workers
@@ -159,6 +167,12 @@ def test_an_unpicklable_result_stays_in_memory():
         assert value.key in worker.data.fast
         assert worker.state.slow, "the arrays were spilled"
         assert [int(a.result()[0]) for a in arrays] == [0, 1, 2, 3]
+        # the worker's /metrics shows what is on disk
+        from trioflow.dashboard.metrics import worker_metrics
+        text = worker_metrics(worker).decode()
+        line = next(x for x in text.splitlines()
+                    if x.startswith('dask_worker_memory_bytes{type="spilled"}'))
+        assert float(line.split()[-1]) == worker.state.slow_bytes > 0
 
 
 # ---------------------------------------------------------------- configuration

@@ -239,7 +239,11 @@ class SchedulerFeed:
                 "address": address, "name": str(ws.name), "nthreads": ws.nthreads,
                 "cpu": polled.get("cpu", 0.0),
                 "memory": polled.get("memory", beat.get("memory", 0)),
-                "managed": ws.nbytes, "memory_limit": ws.memory_limit,
+                # in memory and on disk, as the worker last said (managed: all
+                # of its results, as the scheduler counts them, until it says)
+                "managed": polled.get("managed", beat.get("managed", ws.nbytes)),
+                "spilled": polled.get("spilled_bytes", beat.get("spilled_bytes", 0)),
+                "paused": bool(ws.status == "paused"), "memory_limit": ws.memory_limit,
                 "processing": len(ws.processing),
                 "executing": polled.get("executing", beat.get("executing", 0)),
                 "ready": by_state.get("ready", 0),

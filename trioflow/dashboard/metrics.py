@@ -87,12 +87,13 @@ def worker_metrics(worker) -> bytes:
     for task_state, n in by_state.items():
         tasks.add_metric([task_state], n)
     threads = _single("gauge", "dask_worker_threads", "Number of worker threads", m["nthreads"])
-    managed = sum(_sizes(worker))
+    # managed: results in memory; spilled: results the worker wrote to disk
+    managed, spilled = m.get("managed", sum(_sizes(worker))), m.get("spilled_bytes", 0)
     memory = GaugeMetricFamily("dask_worker_memory_bytes", "Memory breakdown",
                                labels=["type"])
     memory.add_metric(["managed"], managed)
     memory.add_metric(["unmanaged"], max(0, m["memory"] - managed))
-    memory.add_metric(["spilled"], 0)
+    memory.add_metric(["spilled"], spilled)
     limit = _single("gauge", "trioflow_worker_memory_limit_bytes",
                     "The worker's memory limit (0: none)", m["memory_limit"])
     incoming_count = _single("counter", "dask_worker_transfer_incoming_count",

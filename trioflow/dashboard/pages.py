@@ -33,7 +33,7 @@ STATUS = """
 WORKERS = """
 <h2 id="worker-count">Workers</h2>
 <table id="workers"><thead><tr><th>address</th><th>name</th><th>threads</th><th>CPU</th>
-<th>memory</th><th>managed</th><th>limit</th><th>executing</th><th>ready</th>
+<th>memory</th><th>managed</th><th>spilled</th><th>limit</th><th>executing</th><th>ready</th>
 <th>processing</th><th>in memory</th><th>last seen</th></tr></thead>
 <tbody id="workers-body"></tbody></table>
 """

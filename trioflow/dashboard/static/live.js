@@ -44,7 +44,7 @@
       var tr = C.el("tr"); tr.setAttribute("data-address", w.address);
       cell(tr, w.address, "text address"); cell(tr, w.name, "text");
       cell(tr, w.nthreads); cell(tr, (w.cpu || 0).toFixed(0) + " %");
-      cell(tr, C.bytes(w.memory)); cell(tr, C.bytes(w.managed));
+      cell(tr, C.bytes(w.memory)); cell(tr, C.bytes(w.managed)); cell(tr, C.bytes(w.spilled || 0));
       cell(tr, w.memory_limit ? C.bytes(w.memory_limit) : "none");
       cell(tr, w.executing); cell(tr, w.ready); cell(tr, w.processing); cell(tr, w.in_memory);
       cell(tr, w.last_seen === null ? "-" : w.last_seen.toFixed(1) + " s ago");

@@ -120,12 +120,16 @@
 
   function memoryBars(container, workers) {
     var top = Math.max.apply(null, workers.map(function (w) {
-      return w.memory_limit || Math.max(w.memory, w.managed); }).concat([1]));
+      return Math.max(w.memory_limit || Math.max(w.memory, w.managed),
+                      w.memory + (w.spilled || 0)); }).concat([1]));
     drawBars(container, workers.map(function (w) {
-      var unmanaged = Math.max(0, w.memory - w.managed);
-      return [w.name + "  " + w.address, [[w.managed, "#1f77b4"], [unmanaged, "#aec7e8"]], top,
+      var unmanaged = Math.max(0, w.memory - w.managed), spilled = w.spilled || 0;
+      return [w.name + "  " + w.address,
+              [[w.managed, "#1f77b4"], [unmanaged, "#aec7e8"], [spilled, "#bbbbbb"]], top,
               "managed " + bytes(w.managed) + " · unmanaged " + bytes(unmanaged) +
-              (w.memory_limit ? " · limit " + bytes(w.memory_limit) : "")];
+              (spilled ? " · spilled " + bytes(spilled) : "") +
+              (w.memory_limit ? " · limit " + bytes(w.memory_limit) : "") +
+              (w.paused ? " · paused" : "")];
     }));
   }
 
