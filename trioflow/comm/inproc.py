@@ -16,6 +16,10 @@ from trioflow.errors import CommClosedError
 _listeners: dict[str, tuple[trio.MemorySendChannel, trio.lowlevel.TrioToken]] = {}
 
 
+#: at most this many more waiting lists joined to one received batch
+_DRAIN = 64
+
+
 def new_address() -> str:
     return f"inproc://{uuid.uuid4().hex[:12]}"
 
@@ -38,12 +42,37 @@ class InprocComm(Comm):
             raise CommClosedError(f"connection to {self.peer_address} is closed") from None
         await trio.lowlevel.checkpoint()
 
+    def send_nowait(self, msgs: list) -> bool:
+        """Hand ``msgs`` over now; False if the comm is closed (the caller
+        queues them instead and learns of the close from ``send``)."""
+        if self._closed:
+            return False
+        try:
+            self._send.send_nowait(msgs)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
     async def recv(self) -> list:
         try:
             return await self._recv.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             self._closed = True
             raise CommClosedError(f"connection to {self.peer_address} is closed") from None
+
+    def recv_waiting(self, msgs: list) -> list:
+        """``msgs`` (just received) with what else already waits appended, up
+        to a bound: messages sent one by one arrive as many small lists, and
+        a connection handles them as one batch.  Not for a handshake, which
+        must read exactly one message."""
+        for _ in range(_DRAIN):
+            try:
+                more = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError,
+                    trio.BrokenResourceError):
+                break
+            msgs.extend(more)  # each list is the receiver's own (see send)
+        return msgs
 
     async def aclose(self) -> None:
         self._closed = True
