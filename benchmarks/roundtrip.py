@@ -10,8 +10,9 @@ after 50 untimed) for:
   from the asynchronous client under trio, to a scheduler in this process
   (``inproc://``) and to a standalone ``trioflow scheduler`` process (``ws://``).
 
-The last column is each figure over the bare trio echo (issue 19's target is
-<= 3x for the ws figures).
+Then each figure over the bare trio echo (issue 19's target is <= 3x for the
+ws figures), and this process's CPU time per call, which moves much less
+than wall time when other work shares the machine.
 
     python benchmarks/roundtrip.py [--n 2000]
 """
@@ -67,6 +68,14 @@ def _process(argv):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _cpu(measure, *args):
+    """``measure(*args)``'s samples, and this process's CPU time per call."""
+    n = args[-1]
+    start = time.process_time()
+    samples = measure(*args)
+    return samples, (time.process_time() - start) / (n + 50) * 1e6
 
 
 def _summary(samples):
@@ -160,24 +169,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from trioflow import Client, LocalCluster
 
-    rows = [("bare python socket echo (2 processes)", python_echo(args.n)),
-            ("bare trio socket echo (2 processes)", trio_echo(args.n))]
+    rows = [("bare python socket echo (2 processes)", _cpu(python_echo, args.n)),
+            ("bare trio socket echo (2 processes)", _cpu(trio_echo, args.n))]
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
         with Client(cluster) as client:
-            rows.append(("trioflow blocking, inproc", blocking_identity(client, args.n)))
+            rows.append(("trioflow blocking, inproc", _cpu(blocking_identity, client, args.n)))
     # the async client under trio owns its loop, so an inproc scheduler would
     # have to live in that loop too: measure it against an in-loop scheduler
-    rows.append(("trioflow async (trio), inproc", _async_inproc(args.n)))
+    rows.append(("trioflow async (trio), inproc", _cpu(_async_inproc, args.n)))
     with _standalone_scheduler() as address:
         with Client(address) as client:
-            rows.append(("trioflow blocking, ws", blocking_identity(client, args.n)))
-        rows.append(("trioflow async (trio), ws", async_identity(address, args.n)))
+            rows.append(("trioflow blocking, ws", _cpu(blocking_identity, client, args.n)))
+        rows.append(("trioflow async (trio), ws", _cpu(async_identity, address, args.n)))
 
-    floor = statistics.median(rows[1][1]) * 1e6
-    print(f"{'round trip':<40}{'median us':>11}{'p99 us':>10}{'/ trio echo':>13}")
-    for name, samples in rows:
+    floor = statistics.median(rows[1][1][0]) * 1e6
+    print(f"{'round trip':<40}{'median us':>11}{'p99 us':>10}{'/ trio echo':>13}"
+          f"{'cpu us':>9}")
+    for name, (samples, cpu) in rows:
         median, p99 = _summary(samples)
-        print(f"{name:<40}{median:>11.1f}{p99:>10.1f}{median / floor:>13.2f}")
+        print(f"{name:<40}{median:>11.1f}{p99:>10.1f}{median / floor:>13.2f}{cpu:>9.1f}")
+    print("# cpu us: CPU time of this process (all its threads) per call; for the inproc rows "
+          "that includes the scheduler, for the others only the calling side")
     print(f"# n={args.n}, load average {os.getloadavg()[0]:.2f}")
 
 
