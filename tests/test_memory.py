@@ -260,3 +260,18 @@ def test_spill_buffer_round_trip(tmp_path):
     assert not os.listdir(tmp_path) and buffer["b"] == b"new"
     buffer.close()
     assert not tmp_path.exists()
+
+
+def test_dasks_yaml_config_file(tmp_path):
+    # read without importing dask (a worker process that runs plain functions)
+    (tmp_path / "memory.yaml").write_text(
+        "distributed:\n  worker:\n    memory:\n      target: 0.45\n      pause: false\n")
+    code = ("import sys; from trioflow.server.memory import memory_fractions; "
+            "print(memory_fractions(), 'dask' in sys.modules)")
+    env = {**os.environ, "DASK_CONFIG": str(tmp_path)}
+    for name in ("TARGET", "SPILL", "PAUSE", "TERMINATE"):
+        env.pop(f"DASK_DISTRIBUTED__WORKER__MEMORY__{name}", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.stdout.strip() == ("{'target': 0.45, 'spill': 0.7, 'pause': False, "
+                                  "'terminate': 0.95} False"), out.stdout + out.stderr
