@@ -99,7 +99,7 @@ def test_spill_files_are_gone_after_close(tmp_path):
     assert not os.listdir(spill_dir / SCRATCH)
 
 
-def test_a_paused_worker_gets_no_new_tasks_until_its_memory_drops():
+def test_a_paused_worker_gets_no_new_tasks_until_its_memory_drops(caplog):
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=LIMIT,
                       memory_spill_fraction=False, memory_pause_fraction=0.5) as cluster, \
             Client(cluster) as client:
@@ -114,6 +114,9 @@ def test_a_paused_worker_gets_no_new_tasks_until_its_memory_drops():
         # once a later task has run, the scheduler has seen the pinned one: it waits
         client.submit(mt.where_and_when, workers=[other], pure=False).result(timeout=10)
         assert pinned.status == "pending"
+        # the scheduler's note on the waiting task says why
+        wait_until(lambda: any("are paused" in r.getMessage() and paused in r.getMessage()
+                               for r in caplog.records), timeout=10)
         freed_at = time.time()
         client.run(mt.free, workers=[paused])
         address, started = pinned.result(timeout=10)

@@ -38,6 +38,11 @@ def describe(need: tuple, workers: dict) -> str:
         reasons.append(f"they may run only on {list(restricted)}, and the workers are "
                        f"{sorted(workers) or 'none yet'} (names "
                        f"{sorted({str(ws.name) for ws in workers.values()})})")
+    paused = sorted(a for a, ws in workers.items() if getattr(ws, "status", "") == "paused")
+    if paused:
+        reasons.append(f"{len(paused)} worker(s) are paused, their memory past the pause "
+                       f"threshold ({', '.join(paused[:3])}{', ...' if len(paused) > 3 else ''}),"
+                       f" and get tasks again once it drops")
     if not workers and not reasons:
         reasons.append("there are no workers yet")
     return "; ".join(reasons) or "no worker fits them"
@@ -58,7 +63,7 @@ def report_new(state, reported: dict) -> None:
     for need, keys in groups.items():
         shown = ", ".join(repr(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
         logger.warning("%d task(s) (%s) cannot run on any current worker: %s; they wait "
-                       "until a worker that fits joins", len(keys), shown,
+                       "until a worker that fits joins or resumes", len(keys), shown,
                        describe(need, state.workers))
 
 
