@@ -211,6 +211,12 @@ def test_a_bad_fraction_fails_at_start(value):
         LocalCluster(n_workers=1, memory_pause_fraction=value)
 
 
+@pytest.mark.parametrize("value", [-5, True, "lots"])
+def test_a_bad_memory_limit_fails_at_start(value):
+    with pytest.raises(ValueError, match="memory_limit|bytes"):
+        Worker("inproc://nowhere", memory_limit=value)
+
+
 def test_a_bad_configured_fraction_names_the_setting(monkeypatch):
     monkeypatch.setenv(ENV_TARGET, "lots")
     with pytest.raises(ValueError, match=ENV_TARGET):

@@ -36,8 +36,12 @@ def format_bytes(n) -> str:
 def memory_limit_bytes(value, nworkers: int = 1) -> int:
     """dask's memory_limit: None/0 for no limit, 'auto' for an equal share of
     this machine's memory, a fraction of it (<= 1), or bytes ('4GB')."""
-    if value is None or value == 0 or value == "0":
+    if value is None or value is False or (value == 0 and not isinstance(value, bool)) \
+            or value == "0":
         return 0
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value < 0):
+        raise ValueError(f"memory_limit must be bytes ('4GB', 4e9), 'auto', a fraction of "
+                         f"this machine's memory (0.5) or 0 for none, not {value!r}")
     total = psutil.virtual_memory().total
     if value == "auto":
         return total // max(nworkers, 1)
