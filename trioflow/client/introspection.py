@@ -317,7 +317,7 @@ def _chosen_records(streams: dict, start, stop, count, plot, filename):
         records = records[-count:]
     if not plot:
         return records
-    from trioflow.diagnostics import report
+    from trioflow.client import report
     document = report.task_stream_html(records)
     if plot == "save":
         report.write(filename, document)
@@ -327,7 +327,7 @@ def _chosen_records(streams: dict, start, stop, count, plot, filename):
 def _profile_plot(tree, plot, filename):
     if not plot:
         return tree
-    from trioflow.diagnostics import report
+    from trioflow.client import report
     document = report.profile_html(tree)
     if filename is not None:
         report.write(filename, document)

@@ -38,7 +38,7 @@ async def serve(scheduler, address: str, task_status=trio.TASK_STATUS_IGNORED):
 def static_files():
     from starlette.staticfiles import StaticFiles
     # charts.js/.css are shared with the HTML reports, live.js/task.js are ours
-    return StaticFiles(packages=[("trioflow.diagnostics", "static"),
+    return StaticFiles(packages=[("trioflow.client", "static"),
                                  ("trioflow.dashboard", "static")])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 
-from trioflow.diagnostics import report
+from trioflow.client import report
 
 
 class performance_report:

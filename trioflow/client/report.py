@@ -12,7 +12,7 @@ from trioflow.core.keys import key_prefix
 
 
 def _static(name: str) -> str:
-    return resources.files("trioflow.diagnostics").joinpath("static", name).read_text()
+    return resources.files("trioflow.client").joinpath("static", name).read_text()
 
 
 def task_stream_data(records) -> dict:
