@@ -16,7 +16,7 @@ from typing import Callable
 
 import trio
 
-from trioflow.comm.core import Comm
+from trioflow.comm.interface import Comm
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol.framing import UnencodableMessage, encode_batch
 from trioflow.protocol.messages import CONNECTION_OPS, Accepts, BadMessage

@@ -10,7 +10,8 @@ from typing import Awaitable, Callable
 import trio
 
 from trioflow.comm.addressing import normalize_address, parse_address
-from trioflow.comm import tokens
+from trioflow.comm import inproc, tokens, ws
+from trioflow.comm.interface import Comm
 from trioflow.errors import AuthenticationError, CommClosedError, ProtocolError
 from trioflow.protocol.messages import HELLO, BadMessage
 
@@ -19,37 +20,6 @@ logger = logging.getLogger("trioflow.comm")
 PROTOCOL_VERSION = 1
 #: seconds a peer has to complete the handshake
 HANDSHAKE_TIMEOUT = 10
-
-
-class Comm:
-    """A message connection: ``send`` takes a batch (list of message dicts),
-    ``recv`` returns the next batch.  Both raise ``CommClosedError`` once the
-    connection is gone; ``recv`` raises ``ProtocolError`` on a malformed frame."""
-
-    peer_address: str = ""
-    local_address: str = ""
-    #: what the peer said about itself in the handshake
-    peer_info: dict = {}
-    #: the token this end proved to the server it connected to (None: none asked)
-    token: str | None = None
-
-    async def send(self, msgs: list) -> None:
-        raise NotImplementedError
-
-    async def recv(self) -> list:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        raise NotImplementedError
-
-    def handshake_done(self, trusted: bool) -> None:
-        """The handshake succeeded: lift the small limit on what the peer may
-        send until then.  ``trusted``: the peer proved the shared token (or
-        is the server this process chose to connect to)."""
-
-    @property
-    def closed(self) -> bool:
-        raise NotImplementedError
 
 
 def _proof(token: str, nonce: bytes) -> bytes:
@@ -185,10 +155,8 @@ async def connect(address: str, nursery: trio.Nursery, *, info: dict | None = No
         while True:
             try:
                 if scheme == "inproc":
-                    from trioflow.comm import inproc
                     comm = await inproc.connect(address)
                 else:
-                    from trioflow.comm import ws
                     comm = await ws.connect(nursery, host, port, scheme == "wss", ssl_context)
                 break
             except (OSError, CommClosedError) as exc:
@@ -248,10 +216,8 @@ async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
         # a peer on inproc:// is code in this very process, which can reach
         # everything anyway: a token would protect nothing
         token = None
-        from trioflow.comm import inproc
         await inproc.serve(address, guarded, task_status=task_status)
     else:
-        from trioflow.comm import ws
         ssl_context = None
         if security is not None:
             security.check_address(normalize_address(address), "listening on")

@@ -9,7 +9,7 @@ import uuid
 
 import trio
 
-from trioflow.comm.core import Comm
+from trioflow.comm.interface import Comm
 from trioflow.errors import CommClosedError
 
 #: address -> (channel of incoming comms, token of the trio run serving there)

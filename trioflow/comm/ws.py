@@ -34,7 +34,7 @@ from functools import partial
 import trio
 
 from trioflow.comm import buffers, limits, socket_io
-from trioflow.comm.core import Comm
+from trioflow.comm.interface import Comm
 from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol.framing import decode_body, decode_header, encode_batch
 
