@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterator
 
 from trioflow.client import dask_default
+from trioflow.client.admin import AdminMixin
 from trioflow.client.containers import futures_of, lists_for_iterators, pack
 from trioflow.server.background import BackgroundContext
 from trioflow.client.core import ClientCore, data_token, new_client_id
@@ -21,6 +22,7 @@ from trioflow.client.future import Future
 from trioflow.client.compat import CompatMixin
 from trioflow.client.graph_calls import GraphsMixin
 from trioflow.client.introspection import IntrospectionMixin, current_client
+from trioflow.client.port import ClientPort
 from trioflow.client.options import check_key, optional_workers, task_options
 from trioflow.comm.addressing import normalize_address
 from trioflow.comm.tokens import read_scheduler_file, write_private_json
@@ -63,7 +65,7 @@ def _client_for_unpickled_future(address):
         return default_client()
 
 
-class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
+class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
     """Connect to a trioflow scheduler (or start a local cluster).
 
     ``Client()`` starts a ``LocalCluster`` with the keyword arguments dask
@@ -104,6 +106,8 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
         self._func_cache: dict = {}
         self._core: ClientCore | None = None
         self._host: BackgroundContext | None = None
+        #: what coordination primitives use of this client (client/port.py)
+        self.port = ClientPort(self)
         self._cluster_kwargs: dict = {}
         self._dashboard: tuple | None = None  # (host, port) the scheduler reported
 
@@ -211,30 +215,9 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
     # ---------------------------------------------------------------- plumbing
 
     def _sync(self, async_fn, *args, asynchronous=None):
-        """Run ``async_fn(*args)`` in the client's loop.  Blocking clients
-        block; asynchronous ones return an awaitable.  A client hosted in a
-        trio loop (``asynchronous=True`` under trio, and every worker's
-        client) also serves other threads, blocking them: that is how sync
-        tasks on a worker use the worker's client.  ``asynchronous=True``
-        (a method's keyword) makes a blocking client return an awaitable for
-        trio or asyncio code instead."""
-        if self.status == "lost-scheduler":
-            self._core.check_connected()
-        if self._host is None or self.status != "running":
-            raise TrioflowError(f"{self!r} is not running" + (
-                ": await it or use 'async with' first" if self._asynchronous else ""))
-        mode = self._host.mode
-        if mode == "blocking":
-            if asynchronous:
-                return self._host.run_from_other_loop(async_fn, *args)
-            if self._host.in_host_loop():
-                raise RuntimeError("a blocking Client method was called from inside the "
-                                   "event loop; use the async client (asynchronous=True) there")
-            return self._host.call_blocking(async_fn, *args)
-        if mode == "trio" and not self._host.in_host_loop():
-            import trio
-            return trio.from_thread.run(async_fn, *args, trio_token=self._host.trio_token)
-        return self._host.run(async_fn, *args)
+        """Run ``async_fn(*args)`` in the client's loop, in the caller's face
+        (``ClientPort.run``)."""
+        return self.port.run(async_fn, *args, asynchronous=asynchronous)
 
     def _request(self, msg, asynchronous=None):
         return self._sync(self._core.request, msg, asynchronous=asynchronous)
@@ -704,8 +687,6 @@ class Client(CompatMixin, GraphsMixin, IntrospectionMixin):
     # datasets, event logs, metadata, worker plugins and uploads: each group of
     # methods lives in the module of its scheduler extension
 
-    from trioflow.extensions.datasets import (  # noqa: E402
-        datasets, get_dataset, list_datasets, publish_dataset, unpublish_dataset)
     from trioflow.extensions.event_log import (  # noqa: E402
         events, get_events, log_event, subscribe_topic, unsubscribe_topic)
     from trioflow.extensions.metadata import get_metadata, set_metadata  # noqa: E402

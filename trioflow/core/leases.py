@@ -1,7 +1,7 @@
 """Who holds the leases of one lock or semaphore, and who waits for one.
 
 A pure object in the style of ``SchedulerState``: the trio shells
-(``trioflow.extensions.lock`` and ``.semaphore``) feed it what happened — a
+(``trioflow/server/extensions/semaphore.py``) feed it what happened — a
 holder asks, gives back, gives up waiting, or disconnects — and it answers with
 the leases it granted as a result.  It never blocks, reads no clock and
 starts nothing.

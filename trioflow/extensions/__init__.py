@@ -10,14 +10,14 @@ from importlib import import_module
 
 #: "module:Class" of every scheduler extension, loaded in this order
 SCHEDULER_EXTENSIONS: list[str] = [
-    "trioflow.extensions.queue:QueueExtension",
-    "trioflow.extensions.variable:VariableExtension",
-    "trioflow.extensions.lock:LockExtension",
-    "trioflow.extensions.event:EventExtension",
-    "trioflow.extensions.semaphore:SemaphoreExtension",
+    "trioflow.server.extensions.queue:QueueExtension",
+    "trioflow.server.extensions.variable:VariableExtension",
+    "trioflow.server.extensions.semaphore:LockExtension",
+    "trioflow.server.extensions.event:EventExtension",
+    "trioflow.server.extensions.semaphore:SemaphoreExtension",
     "trioflow.extensions.channels:ChannelExtension",
     "trioflow.extensions.pubsub:PubSubSchedulerExtension",
-    "trioflow.extensions.datasets:DatasetExtension",
+    "trioflow.server.extensions.datasets:DatasetExtension",
     "trioflow.extensions.event_log:EventLogExtension",
     "trioflow.extensions.metadata:MetadataExtension",
     "trioflow.extensions.plugins:PluginSchedulerExtension",

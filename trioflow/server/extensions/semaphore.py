@@ -1,4 +1,5 @@
-"""Semaphore: at most ``max_leases`` holders of a named resource across the
+"""The scheduler halves of Semaphore and Lock (user objects:
+``trioflow/client/primitives/semaphore.py`` and ``lock.py``): at most ``max_leases`` holders of a named resource across the
 cluster.
 
 The scheduler keeps each semaphore's leases in a ``LeaseTable``
@@ -6,7 +7,8 @@ The scheduler keeps each semaphore's leases in a ``LeaseTable``
 it plus a lease id fresh per ``acquire``: two tasks sharing a worker's client
 are distinct holders, and when a connection goes away (the client closed,
 its process died, its worker died) every lease it held is given back at
-once.  Leases are never taken away because time passed, so a slow holder
+once.  A Lock is a semaphore with one lease, in a namespace of its own:
+``Lock("x")`` and ``Semaphore(name="x")`` are different things.  Leases are never taken away because time passed, so a slow holder
 keeps its lease for as long as it is connected and no lease is granted twice.
 
 Waiting is a request that stays open on the scheduler: no polling, one round
@@ -16,18 +18,13 @@ is given back.
 """
 from __future__ import annotations
 
-import collections
-import inspect
 import logging
 import math
-import uuid
 
 import trio
 
 from trioflow.core.leases import LeaseTable
-from trioflow.errors import TrioflowError
-from trioflow.extensions._common import ClientObject, seconds
-from trioflow.extensions.base import SchedulerExtension
+from trioflow.server.extensions.base import SchedulerExtension
 
 logger = logging.getLogger("trioflow.extensions")
 
@@ -147,114 +144,10 @@ class SemaphoreExtension(SchedulerExtension):
         self._warned.discard(name)
 
 
-class Semaphore(ClientObject):
-    """A cluster-wide semaphore: at most ``max_leases`` holders at a time.
+class LockExtension(SemaphoreExtension):
+    """Scheduler side: ops ``lock-*``; a lock nobody holds or waits for is
+    forgotten (a fresh one is the same)."""
 
-    ``acquire(timeout=None)`` waits for a lease and returns True, or False if
-    ``timeout`` seconds passed first; ``release()`` gives back the oldest
-    lease this object holds.  Use it as ``with sem:`` (blocking client, or a
-    sync task) or ``async with sem:`` (asynchronous client, ``async def`` task).
-
-    Objects with the same ``name`` share the semaphore; passed to a task, it
-    arrives there by name, without the leases of the sender.  A lease
-    belongs to the client connection and the ``acquire`` call that got it:
-    if that client closes or dies, its leases are given back at once.
-
-    ``register``, ``scheduler_rpc`` and ``loop`` are accepted for
-    compatibility with distributed and have no effect.
-    """
-
-    _prefix = "semaphore"
-    _op = "semaphore"
-
-    def __init__(self, max_leases=1, name=None, register=True, scheduler_rpc=None, loop=None,
-                 client=None):
-        if not isinstance(max_leases, int) or isinstance(max_leases, bool) or max_leases < 1:
-            raise ValueError(f"max_leases must be a positive integer, not {max_leases!r}")
-        super().__init__(name, client)
-        self.max_leases = max_leases
-        self._leases: collections.deque = collections.deque()
-        self._closed = False
-
-    def _state_for_pickle(self):
-        return {"max_leases": self.max_leases}
-
-    def _rebuilt(self):
-        self._leases = collections.deque()
-        self._closed = False
-
-    def __repr__(self):
-        return f"<{type(self).__name__}: {self.name}, max_leases={self.max_leases}>"
-
-    # ---------------------------------------------------------------- API
-
-    def acquire(self, timeout=None):
-        """Wait for a lease; True once held, False if ``timeout`` seconds (a
-        number or a string like "200ms") passed first.  The timeout runs on
-        the scheduler; a timed-out or cancelled acquire holds nothing."""
-        self._check_open()
-        lease = uuid.uuid4().hex
-        release = {"op": f"{self._op}-release", "name": self.name, "lease": lease}
-
-        def finish(granted):
-            if granted:
-                self._leases.append(lease)
-            return bool(granted)
-
-        def undo(granted):
-            # the caller gave up but the scheduler had granted: give it back
-            if granted:
-                self.client._core.send(release)
-
-        return self._ask({"op": f"{self._op}-acquire", "name": self.name,
-                          "max_leases": self.max_leases, "lease": lease,
-                          "timeout": seconds(timeout)}, finish, undo)
-
-    def release(self):
-        """Give back a lease this object acquired (the oldest one).  Raises
-        RuntimeError if it holds none."""
-        try:
-            lease = self._leases.popleft()
-        except IndexError:
-            raise RuntimeError(f"{type(self).__name__} {self.name!r} released too often: "
-                               f"this object holds no lease") from None
-        return self._ask({"op": f"{self._op}-release", "name": self.name, "lease": lease},
-                         bool)
-
-    def get_value(self):
-        """How many leases are held now, cluster-wide."""
-        return self._ask({"op": f"{self._op}-value", "name": self.name})
-
-    def close(self):
-        """Give back this object's leases and forget the semaphore on the
-        scheduler if nobody else uses it; the object cannot acquire again."""
-        self._closed = True
-        leases, self._leases = list(self._leases), collections.deque()
-        return self._ask({"op": f"{self._op}-close", "name": self.name, "leases": leases})
-
-    def _check_open(self):
-        if self._closed:
-            raise TrioflowError(f"{type(self).__name__} {self.name!r} is closed")
-
-    # ---------------------------------------------------------------- context manager
-
-    def __enter__(self):
-        if self.client.asynchronous:
-            raise TypeError(f"this {type(self).__name__} uses an asynchronous client: "
-                            f"use 'async with', not 'with'")
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.release()
-
-    async def __aenter__(self):
-        result = self.acquire()
-        if inspect.isawaitable(result):
-            await result
-        return self
-
-    async def __aexit__(self, *exc_info):
-        result = self.release()
-        if inspect.isawaitable(result):
-            await result
+    name = "locks"
+    op = "lock"
+    keep_idle = False

@@ -1,4 +1,5 @@
-"""Event: a cluster-wide flag, ``asyncio.Event``'s API.
+"""The scheduler half of Event (user object: ``trioflow/client/primitives/event.py``):
+a cluster-wide flag, ``asyncio.Event``'s API.
 
 ``set()`` wakes every waiter at once; ``clear()`` makes later waits block
 again.  Waiting is a request that stays open on the scheduler until the flag
@@ -11,8 +12,7 @@ import math
 
 import trio
 
-from trioflow.extensions._common import ClientObject, seconds
-from trioflow.extensions.base import SchedulerExtension
+from trioflow.server.extensions.base import SchedulerExtension
 
 
 class _EventState:
@@ -88,36 +88,3 @@ class EventExtension(SchedulerExtension):
     def _forget_if_idle(self, name, state):
         if not state.flag and not state.waiting and self.events.get(name) is state:
             del self.events[name]
-
-
-class Event(ClientObject):
-    """A distributed event: a flag every client and task can set, clear and
-    wait for.  Objects with the same ``name`` are the same event.
-
-    ``wait(timeout=None)`` returns True once the flag is set (at once if it
-    is), or False when ``timeout`` seconds passed first.  Every method blocks
-    a blocking caller and returns an awaitable for an asynchronous client or
-    inside ``async def`` tasks."""
-
-    _prefix = "event"
-
-    def __init__(self, name=None, client=None):
-        super().__init__(name, client)
-
-    def set(self):
-        """Set the flag: every waiter wakes."""
-        return self._ask({"op": "event-set", "name": self.name})
-
-    def clear(self):
-        """Clear the flag: later waits block until the next ``set``."""
-        return self._ask({"op": "event-clear", "name": self.name})
-
-    def is_set(self):
-        """Whether the flag is set now."""
-        return self._ask({"op": "event-is-set", "name": self.name}, bool)
-
-    def wait(self, timeout=None):
-        """Wait until the flag is set; True then, False if ``timeout``
-        seconds (kept on the scheduler) passed first."""
-        return self._ask({"op": "event-wait", "name": self.name,
-                          "timeout": seconds(timeout)}, bool)

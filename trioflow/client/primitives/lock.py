@@ -1,23 +1,14 @@
 """Lock: a cluster-wide mutual-exclusion lock, ``threading.Lock``'s API.
 
-A lock is a semaphore with one lease (see ``semaphore.py`` for how leases
-are kept, waited for and given back), in a namespace of its own: ``Lock("x")``
+A lock is a semaphore with one lease (see ``trioflow/server/extensions/semaphore.py`` for how
+leases are kept, waited for and given back), in a namespace of its own: ``Lock("x")``
 and ``Semaphore(name="x")`` are different things.  A lock is held by the
 ``acquire`` call that got it, through its client's connection: when that
 client closes or its process dies, the lock is free again at once.
 """
 from __future__ import annotations
 
-from trioflow.extensions.semaphore import Semaphore, SemaphoreExtension
-
-
-class LockExtension(SemaphoreExtension):
-    """Scheduler side: ops ``lock-*``; a lock nobody holds or waits for is
-    forgotten (a fresh one is the same)."""
-
-    name = "locks"
-    op = "lock"
-    keep_idle = False
+from trioflow.client.primitives.semaphore import Semaphore
 
 
 class Lock(Semaphore):
@@ -60,4 +51,4 @@ class Lock(Semaphore):
 
     def locked(self):
         """Whether anyone holds the lock now."""
-        return self._ask({"op": "lock-value", "name": self.name}, bool)
+        return self.port.request({"op": "lock-value", "name": self.name}, bool)

@@ -1,4 +1,5 @@
-"""Variable: one shared value, read and replaced by any client or task.
+"""The scheduler half of Variable (user object:
+``trioflow/client/primitives/variable.py``): one shared value, read and replaced by any client or task.
 
 The value is pickled by the setter and kept on the scheduler; futures inside
 it keep their keys alive for as long as they are (part of) the value, under
@@ -12,10 +13,7 @@ import math
 
 import trio
 
-from trioflow.errors import TimeoutError
-from trioflow.extensions._common import ClientObject, Deliveries, HeldKeys, seconds
-from trioflow.extensions.base import SchedulerExtension
-from trioflow.extensions.values import pack, unpack
+from trioflow.server.extensions.base import Deliveries, HeldKeys, SchedulerExtension
 
 
 class _VariableState:
@@ -117,58 +115,3 @@ class VariableExtension(SchedulerExtension):
     def _forget_if_idle(self, name, state):
         if state.value is None and not state.waiting and self.variables.get(name) is state:
             del self.variables[name]
-
-
-class Variable(ClientObject):
-    """A distributed global variable: one value shared by every client and
-    task that names it.
-
-    ``set(value)`` replaces the value (futures in it stay alive while it is
-    the value); ``get(timeout=None)`` returns it, waiting for a first
-    ``set`` if there is none, and raises ``trioflow.TimeoutError`` if
-    ``timeout`` seconds pass first; ``delete()`` removes it for everyone.
-    Values go through the scheduler: keep them small, and share large data
-    as a future (``client.scatter``).  ``maxsize`` is accepted for
-    compatibility and unused."""
-
-    _prefix = "variable"
-
-    def __init__(self, name=None, client=None, maxsize=0):
-        super().__init__(name, client)
-
-    def set(self, value, **kwargs):
-        """Replace the value (a future, or any picklable object)."""
-        payload, keys = pack(value)
-        return self._ask({"op": "variable-set", "name": self.name, "payload": payload,
-                          "keys": keys}, _none)
-
-    def get(self, timeout=None, **kwargs):
-        """The current value; waits until there is one.  Raises
-        ``trioflow.TimeoutError`` after ``timeout`` seconds (kept on the
-        scheduler) without a value."""
-        timeout = seconds(timeout)
-
-        def finish(reply):
-            if reply is None:
-                raise TimeoutError(f"variable {self.name!r} had no value after {timeout} s")
-            try:
-                return unpack(reply["payload"], self.client)
-            finally:
-                # after the futures' want-keys, on the same connection
-                self._delivered(reply)
-
-        return self._ask({"op": "variable-get", "name": self.name, "timeout": timeout},
-                         finish, self._delivered)
-
-    def _delivered(self, reply):
-        if reply and reply.get("delivery") is not None:
-            self.client._core.send({"op": "variable-delivered",
-                                    "delivery": reply["delivery"]})
-
-    def delete(self):
-        """Remove the value, for every client (futures in it are let go)."""
-        return self._ask({"op": "variable-delete", "name": self.name}, _none)
-
-
-def _none(result):
-    return None

@@ -1,13 +1,14 @@
-"""Values that travel through extensions and may contain futures.
+"""Values that travel through the coordination primitives and may contain futures.
 
 ``pack`` pickles a value and lists the keys of the futures inside it (which
-the extension then holds on the scheduler, keeping them alive while stored).
+the scheduler half then holds, keeping them alive while stored).
 ``unpack`` rebuilds the value in a receiving client, turning each key back
-into a Future of that client (which tells the scheduler it wants the key if
-it had no future of it yet).  The extension must keep the keys held until
+into a Future of that client (through its port) (which tells the scheduler it wants the key if
+it had no future of it yet).  The scheduler half must keep the keys held until
 then: hand them over before replying (``SchedulerExtension.hand_over``), or
-hold them until the client acknowledges (``_common.Deliveries``, needed when
-the client may drop older futures of the same keys meanwhile).
+hold them until the client acknowledges (``Deliveries`` in
+``trioflow/server/extensions/base.py``, needed when the client may drop
+older futures of the same keys meanwhile).
 """
 from __future__ import annotations
 
@@ -48,17 +49,17 @@ def pack(value) -> tuple[bytes, list]:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, client):
+    def __init__(self, file, port):
         super().__init__(file)
-        self.client = client
+        self.port = port
 
     def persistent_load(self, pid):
-        from trioflow.client.future import Future
         _, key = pid
         # inform: the scheduler's news about the key (already in memory, erred)
         # reached this client before the reply, when it had no future to tell
-        return Future(key, self.client, inform=True)
+        return self.port.future(key, inform=True)
 
 
-def unpack(payload: bytes, client):
-    return _Unpickler(io.BytesIO(payload), client).load()
+def unpack(payload: bytes, port):
+    """The value of ``pack``'s payload, its futures belonging to ``port``'s client."""
+    return _Unpickler(io.BytesIO(payload), port).load()

@@ -1,0 +1,86 @@
+"""The base of the client-side primitives: a name shared by every client,
+the client (and its port) to talk through, travel by name, and the
+``timeout=`` every blocking call takes."""
+from __future__ import annotations
+
+import uuid
+
+from trioflow.utils import parse_timedelta
+
+
+def seconds(timeout) -> float | None:
+    """A user's ``timeout=`` (number, "200ms", timedelta, None) in seconds."""
+    if timeout is None:
+        return None
+    if hasattr(timeout, "total_seconds"):
+        value = timeout.total_seconds()
+    else:
+        value = parse_timedelta(timeout)
+    if value < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    return value
+
+
+def find_client(client=None):
+    """``client``, or the one ``get_client()`` finds (the worker's, in a task)."""
+    if client is None:
+        from trioflow.task_context import get_client
+        client = get_client()
+    return client
+
+
+class ClientObject:
+    """Base of the client-side primitives: a name shared by every client, and
+    the client to talk through.
+
+    An object unpickled on a worker (passed to a task) finds its client on
+    first use with ``get_client()`` — inside a task that is the worker's
+    client, so it is resolved in the task, not where arguments are loaded."""
+
+    _prefix = "primitive"
+
+    def __init__(self, name=None, client=None):
+        self.name = name if name is not None else f"{self._prefix}-{uuid.uuid4().hex}"
+        self._client = find_client(client)
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = find_client()
+        return self._client
+
+    @property
+    def port(self):
+        """The client's port: everything this object does to the cluster goes through it."""
+        return self.client.port
+
+    def _state_for_pickle(self) -> dict:
+        return {}
+
+    def __await__(self):
+        """``await Queue(...)`` (and the other primitives) gives the object,
+        as in dask, where awaiting creates it on the scheduler; trioflow
+        creates it there on first use, so there is nothing to wait for."""
+        return _itself(self).__await__()
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.name, self._state_for_pickle()))
+
+    def _rebuilt(self) -> None:
+        """Called on a freshly unpickled object (``name`` and the pickled state set)."""
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: {self.name}>"
+
+
+async def _itself(obj):
+    return obj
+
+
+def _rebuild(cls, name, state):
+    obj = cls.__new__(cls)
+    obj.name = name
+    obj._client = None
+    obj.__dict__.update(state)
+    obj._rebuilt()
+    return obj
