@@ -32,6 +32,7 @@ os.environ["TRIOFLOW_DASHBOARD_ADDRESS"] = "none"
 # checks its state machine's invariants after every event
 os.environ["TRIOFLOW_VALIDATE"] = "1"
 
+from _faces import FACES, Face  # noqa: E402
 from _util import (  # noqa: E402
     CliCluster,
     cli_scheduler,
@@ -164,6 +165,26 @@ def inproc_client(check_leaks):
     ) as client:
         client.wait_for_workers(2, timeout=10)
         yield client
+
+
+@pytest.fixture
+def second_client(inproc_client):
+    """A second blocking Client on ``inproc_client``'s cluster (closed afterwards)."""
+    from trioflow import Client
+
+    client = Client(inproc_client.scheduler_address, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=FACES)
+def face(request, check_leaks):
+    """One of the client's faces (blocking, trio, asyncio) to run a scenario
+    through: ``face.run(scenario)``, see _faces.py. Restrict it with
+    ``@pytest.mark.parametrize("face", ASYNC_FACES, indirect=True)``."""
+    return Face(request.param)
 
 
 @pytest.fixture
