@@ -118,6 +118,26 @@ def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
 
 
+def _on_first_use(module: str, name: str):
+    """A callable that imports ``module`` when first called and calls its ``name``."""
+    def call(*args, **kwargs):
+        return getattr(import_module(module), name)(*args, **kwargs)
+    return call
+
+
+def _wire_layers():
+    # A layer never imports the ones above it (the server not the client, the
+    # client not deploy): what it needs from them it is given, and this package,
+    # which sees every layer, gives the defaults, importing each on first use.
+    from trioflow.client.local_cluster import set_local_cluster
+    from trioflow.server.worker_hooks import set_default_hooks
+    set_local_cluster(_on_first_use("trioflow.deploy.local", "LocalCluster"))
+    set_default_hooks(client_factory=_on_first_use("trioflow.client.client", "client_for_worker"),
+                      actor_handle=_on_first_use("trioflow.extensions.actors", "actor_proxy"))
+
+
+_wire_layers()
+
 if not os.environ.get("TRIOFLOW_LAZY_IMPORTS"):
     from trioflow.client.client import Client, default_client  # noqa: E402,F401
     from trioflow.deploy.local import LocalCluster  # noqa: E402,F401

@@ -2,18 +2,16 @@
 
 The blocking face runs ``ClientCore`` in the shared loop thread and makes
 each call one portal round trip (or none: ``submit`` and ``map`` only queue
-a message).  ``Client()`` with no address starts a ``LocalCluster`` and owns
-it.
+a message).  ``Client()`` with no address starts the cluster ``deploy/``
+registered (``LocalCluster``, see ``client.local_cluster``) and owns it.
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import uuid
-import weakref
 from collections.abc import Iterator
 
-from trioflow.client import dask_default
 from trioflow.client.admin import AdminMixin
 from trioflow.client.containers import futures_of, lists_for_iterators, pack
 from trioflow.server.background import BackgroundContext
@@ -21,7 +19,9 @@ from trioflow.client.core import ClientCore, data_token, new_client_id
 from trioflow.client.future import Future
 from trioflow.client.compat import CompatMixin
 from trioflow.client.graph_calls import GraphsMixin
-from trioflow.client.introspection import IntrospectionMixin, current_client
+from trioflow.client.current import client_closing, client_started, default_client  # noqa: F401
+from trioflow.client.introspection import IntrospectionMixin
+from trioflow.client.local_cluster import local_cluster
 from trioflow.client.port import ClientPort
 from trioflow.client.options import check_key, optional_workers, task_options
 from trioflow.comm.addressing import normalize_address
@@ -38,31 +38,14 @@ _no_default = "__no_default__"
 
 #: tasks per update-graph message (the scheduler takes one message in one step)
 GRAPH_PART = 2_000
-_default_client: "weakref.ref[Client] | None" = None
-_clients: "weakref.WeakValueDictionary[str, Client]" = weakref.WeakValueDictionary()
 
 
-def default_client() -> "Client":
-    """The client made current with ``as_current()``, else the one made most
-    recently with ``set_as_default=True``."""
-    client = current_client.get()
-    if client is not None and client.status == "running":
-        return client
-    client = _default_client() if _default_client is not None else None
-    if client is None or client.status == "closed":
-        raise ValueError("No clients found: start one with trioflow.Client()")
-    return client
-
-
-def _client_for_unpickled_future(address):
-    for client in list(_clients.values()):
-        if client.status == "running" and client.scheduler_address == address:
-            return client
-    try:
-        from trioflow.task_context import get_client
-        return get_client()
-    except Exception:
-        return default_client()
+def client_for_worker(worker) -> "Client":
+    """The client the tasks on ``worker`` share (the worker's client factory,
+    see ``server.worker_hooks``): not started, the worker enters it."""
+    return Client(worker.scheduler_address, asynchronous=True, set_as_default=False,
+                  token=worker.token, security=worker.security, _security_role="worker",
+                  name=f"worker-client-{worker.name}")
 
 
 class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
@@ -157,8 +140,7 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
 
     def _start_blocking(self):
         if self.scheduler_address is None:
-            from trioflow.deploy.local import LocalCluster
-            self.cluster = LocalCluster(**self._cluster_kwargs)
+            self.cluster = local_cluster()(**self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
             self.security, self._token = self.cluster.security, self.cluster.token
@@ -175,8 +157,7 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
         if self.status == "running":
             return self
         if self.scheduler_address is None:
-            from trioflow.deploy.local import LocalCluster
-            self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
+            self.cluster = await local_cluster()(asynchronous=True, **self._cluster_kwargs)
             self._owns_cluster = True
             self.scheduler_address = self.cluster.scheduler_address
             self.security, self._token = self.cluster.security, self.cluster.token
@@ -194,9 +175,7 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
 
     def _started(self):
         self.status = "running"
-        _clients[self.id] = self
-        if self._set_as_default_flag:
-            self._set_as_default()
+        client_started(self, self._set_as_default_flag)
 
     def __await__(self):
         return self._start_async().__await__()
@@ -206,11 +185,6 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
 
     async def __aexit__(self, *exc_info):
         await self._close_async()
-
-    def _set_as_default(self):
-        global _default_client
-        _default_client = weakref.ref(self)
-        dask_default.set_scheduler(self.get)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -264,12 +238,6 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
     def __exit__(self, *exc_info):
         self.close()
 
-    def _unset_default(self):
-        global _default_client
-        if _default_client is not None and _default_client() is self:
-            _default_client = None
-            dask_default.unset_scheduler(self.get)
-
     def close(self, timeout=_no_default):
         """Close the connection (and the cluster this client started).  Returns
         when every thread, task and process it started is gone.  An
@@ -280,7 +248,7 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
             self.status = "closed"
             return
         self.status = "closing"
-        self._unset_default()
+        client_closing(self)
         try:
             self._host.stop_blocking()
         finally:
@@ -293,7 +261,7 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
             self.status = "closed"
             return
         self.status = "closing"
-        self._unset_default()
+        client_closing(self)
         try:
             await self._host.stop_async()
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import trio
 
+from trioflow.client.current import default_client
 from trioflow.protocol.exceptions import unpack_exception, unpack_traceback
 from trioflow.errors import CancelledError
 from trioflow.utils import parse_timedelta
@@ -106,7 +107,6 @@ class Future:
 
     def __init__(self, key, client=None, inform: bool = True, state=None):
         if client is None:
-            from trioflow.client.client import default_client
             client = default_client()
         self.key = key
         self.client = client
@@ -185,8 +185,8 @@ class Future:
 
     def __setstate__(self, state):
         key, address = state
-        from trioflow.client.client import _client_for_unpickled_future
-        client = _client_for_unpickled_future(address)
+        from trioflow.client.task_context import client_for_unpickled_future
+        client = client_for_unpickled_future(address)
         self.key = key
         self.client = client
         self._state = client._core.acquire(key, True)

@@ -4,18 +4,14 @@ and the 'current client' context.  Mixed into ``Client``."""
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import gzip
 import importlib.metadata
 import inspect
 import platform
 
+from trioflow.client.current import current_client, default_client
 from trioflow.client.options import optional_workers
 from trioflow.core.keys import key_prefix
-
-#: the client ``as_current()`` made current in this context
-current_client: contextvars.ContextVar = contextvars.ContextVar("trioflow_current_client",
-                                                                 default=None)
 
 _VERSION_PACKAGES = ("trioflow", "trio", "anyio", "msgpack", "cloudpickle", "tblib", "psutil")
 #: what must match everywhere for the cluster to work
@@ -87,7 +83,6 @@ class IntrospectionMixin:
         if client is not None and client.status == "running":
             return client
         if allow_global:
-            from trioflow.client.client import default_client
             return default_client()
         raise ValueError("no current client: use 'with client.as_current():'")
 

@@ -25,7 +25,7 @@ class performance_report:
         self.code = ""
 
     def __enter__(self):
-        from trioflow.client.client import default_client
+        from trioflow.client.current import default_client
         self.client = self.client or default_client()
         if self.client._asynchronous:
             raise TypeError("performance_report needs a blocking Client; an asynchronous "

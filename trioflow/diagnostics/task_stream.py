@@ -23,7 +23,7 @@ class get_task_stream:
 
     def _begin(self):
         if self.client is None:
-            from trioflow.client.client import default_client
+            from trioflow.client.current import default_client
             self.client = default_client()
         self.start = time.time()
         return self

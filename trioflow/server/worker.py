@@ -18,6 +18,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, OrderedDict, deque
+from contextlib import AsyncExitStack
 from functools import partial
 
 import trio
@@ -52,6 +53,7 @@ from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
                                      sampling_interval)
 from trioflow.server.warm_imports import warm_imports as import_in_background
+from trioflow.server.worker_hooks import WorkerHooks, default_hooks
 from trioflow.utils import memory_limit_bytes
 
 logger = logging.getLogger("trioflow.worker")
@@ -71,7 +73,10 @@ class Worker(EnteredFromAsyncio):
     recently used results to ``local_directory`` past it), ``..._spill_fraction``
     (spill while the process's memory is past it), ``..._pause_fraction``
     (start no new task past it) and ``..._terminate_fraction`` (a nanny
-    restarts the worker past it): see docs/memory.md."""
+    restarts the worker past it): see docs/memory.md.
+
+    ``hooks`` (a ``WorkerHooks``) makes the client tasks get and the handle
+    of an actor; by default the ones ``trioflow`` registers."""
 
     def __init__(self, scheduler_ip: str | None = None, scheduler_port: int | None = None, *,
                  scheduler_file: str | None = None, nthreads: int = 1, name=None,
@@ -82,7 +87,8 @@ class Worker(EnteredFromAsyncio):
                  warm_imports: tuple[str, ...] = (), security=None,
                  dashboard_address=None, dashboard=None, local_directory=None,
                  memory_target_fraction=None, memory_spill_fraction=None,
-                 memory_pause_fraction=None, memory_terminate_fraction=None, **kwargs):
+                 memory_pause_fraction=None, memory_terminate_fraction=None,
+                 hooks: WorkerHooks | None = None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             scheduler_ip, token = tokens.read_scheduler_file(scheduler_file, token)
         if scheduler_ip is None:
@@ -144,8 +150,10 @@ class Worker(EnteredFromAsyncio):
         self.actors: dict = {}  # key -> the instance of an actor task; data holds its proxy
         self.extensions: dict = {}
         self._extension_handlers: dict = {}
+        self.hooks = hooks if hooks is not None else default_hooks()
         self.client = None  # the client tasks get from get_client(), made on first use
         self._client_lock = trio.Lock()
+        self._client_stack = AsyncExitStack()  # leaving it closes that client
         # a worker serves /metrics only when asked (dask's worker dashboard)
         self._dashboard_address = None if dashboard is False else dashboard_address
         self._dashboard_factory = dashboard if callable(dashboard) else None
@@ -247,9 +255,8 @@ class Worker(EnteredFromAsyncio):
         for extension in self.extensions.values():
             with trio.move_on_after(2):
                 await extension.close()
-        if self.client is not None:
-            with trio.move_on_after(5):
-                await self.client._close_async()
+        with trio.move_on_after(5):
+            await self._client_stack.aclose()
         if self.scheduler is not None:
             self.scheduler.close(reason)
             with trio.move_on_after(2):
@@ -416,13 +423,8 @@ class Worker(EnteredFromAsyncio):
         if self.client is None:
             async with self._client_lock:
                 if self.client is None:
-                    from trioflow.client.client import Client
-                    client = Client(self.scheduler_address, asynchronous=True,
-                                    set_as_default=False, token=self.token,
-                                    security=self.security, _security_role="worker",
-                                    name=f"worker-client-{self.name}")
-                    await client
-                    self.client = client
+                    self.client = await self._client_stack.enter_async_context(
+                        self.hooks.make_client(self))
         return self.client
 
     def log_event(self, topic, msg) -> None:
@@ -542,9 +544,8 @@ class Worker(EnteredFromAsyncio):
         if status == "ok":
             nbytes, type_name = sizeof(value), type(value).__name__
             if ts.actor:
-                from trioflow.extensions.actors import actor_proxy
                 self.actors[key] = value
-                value = actor_proxy(value, self.address, key)  # what dependents and clients get
+                value = self.hooks.wrap_actor(value, self.address, key)  # what others get
             self.data[key] = value
             self._handle(ev.ExecuteSuccess(key, nbytes, type_name, duration,
                                            new_stimulus_id("execute-success")))
