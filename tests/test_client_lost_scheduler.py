@@ -1,10 +1,14 @@
-"""A client whose scheduler is gone says so (issue 13, point 5).
+"""A client whose scheduler is gone says so (issue 13, point 5) and
+survives the scheduler's restart (issue 18, point 5).
 
-Once the connection is lost, ``client.status`` is not "running", its
-pending futures err with the connection error, and every new call raises
-CommClosedError at once instead of waiting for a timeout; from a blocking
-client, and from asynchronous ones under trio and under asyncio.  The
-scheduler is a ``trioflow scheduler`` process, killed with SIGKILL.
+Once the connection is lost, ``client.status`` is "connecting" while the
+client tries to connect again (for its ``timeout``), then "lost-scheduler";
+its futures err with the connection error naming the address, and every new
+call raises CommClosedError at once instead of waiting for a timeout; from a
+blocking client, and from asynchronous ones under trio and under asyncio.
+A scheduler restarted on the same port (with a new token in its file) is
+connected to again and takes new work.  The scheduler is a
+``trioflow scheduler`` process, killed with SIGKILL.
 """
 
 import asyncio
@@ -13,9 +17,12 @@ import contextlib
 import pytest
 import trio
 
-from trioflow import Client, CommClosedError
+import socket
+
+from trioflow import Client, CommClosedError, as_completed
 from _tasks import inc, slow_inc
-from _util import cli_scheduler, wait_until
+from _util import (cli_scheduler, cli_worker, start_cli, stop_process_group,
+                   wait_for_scheduler_file, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -55,13 +62,13 @@ def test_blocking_client(scheduler):
         proc.wait()
         wait_until(lambda: client.status != "running", timeout=30,
                    message="the client notices its scheduler is gone")
-        assert client.status == "lost-scheduler"
-        with pytest.raises(CommClosedError, match="lost the connection to the scheduler"):
+        assert client.status == "connecting"  # for CLIENT_TIMEOUT
+        with pytest.raises(CommClosedError, match="lost the connection to the scheduler at ws://"):
             pending.result()
         for name, call in _blocking_calls(client, pending).items():
             with pytest.raises(CommClosedError, match="lost the connection"):
                 call()
-        assert "lost-scheduler" in repr(client)
+        assert "connecting" in repr(client)
     finally:
         client.close()
     assert client.status == "closed"
@@ -90,7 +97,7 @@ async def _async_calls(client, pending):
 
 
 def _check_async(names, raised, status):
-    assert status == "lost-scheduler"
+    assert status == "connecting"
     assert set(raised) == set(names), f"did not raise: {set(names) - set(raised)}"
     assert all("lost the connection to the scheduler" in text for text in raised.values())
 
@@ -126,3 +133,83 @@ def test_async_client_under_asyncio(scheduler):
 
     _check_async(*asyncio.run(_lose_the_scheduler(*scheduler, to_thread, asyncio.sleep,
                                                   asyncio.timeout)))
+
+
+def test_the_client_gives_up_after_its_timeout(scheduler):
+    proc, address = scheduler
+    with Client(address, timeout=2) as client:
+        pending = client.submit(slow_inc, 1, delay=0)
+        proc.kill()
+        proc.wait()
+        wait_until(lambda: client.status == "lost-scheduler", timeout=30,
+                   message="the client gives up after its 2 s")
+        with pytest.raises(CommClosedError, match="could not connect again within 2"):
+            client.submit(inc, 1)
+        with pytest.raises(CommClosedError, match=f"lost the connection to the scheduler at {address}"):
+            pending.result()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _scheduler_on(port, directory, log_name):
+    """`trioflow scheduler` on a fixed port; it writes a new token to s.json."""
+    scheduler_file = directory / "s.json"
+    scheduler_file.unlink(missing_ok=True)
+    log_path = directory / log_name
+    proc = start_cli(["scheduler", "--port", str(port), "--no-dashboard",
+                      "--scheduler-file", str(scheduler_file)], log_path)
+    try:
+        info = wait_for_scheduler_file(scheduler_file, proc, log_path)
+        yield proc, info
+    finally:
+        stop_process_group(proc)
+
+
+def test_a_client_survives_a_scheduler_restart(check_leaks, tmp_path):
+    port = _free_port()
+    with contextlib.ExitStack() as stack:
+        first, info = stack.enter_context(_scheduler_on(port, tmp_path, "first.log"))
+        stack.enter_context(cli_worker(tmp_path, "--scheduler-file", str(tmp_path / "s.json"),
+                                       "--nthreads", "2", "--no-dashboard",
+                                       log_name="worker1.log"))
+        client = Client(scheduler_file=str(tmp_path / "s.json"), timeout=60)
+        stack.callback(client.close)
+        client.wait_for_workers(1, timeout=30)
+        done = client.submit(inc, 1)
+        assert done.result(timeout=30) == 2
+        waiting = client.submit(slow_inc, 1, delay=60)  # running when the scheduler dies
+        wait_until(lambda: any(client.processing().values()), timeout=30,
+                   message="the slow task runs")
+        finishing = as_completed([waiting])
+        first.kill()
+        first.wait()
+        # the waiting future errs with the connection error, naming the address
+        with pytest.raises(CommClosedError, match=f"scheduler at ws://127.0.0.1:{port}"):
+            waiting.result(timeout=30)
+        with pytest.raises(CommClosedError, match="connecting again"):
+            next(finishing)  # as_completed says so instead of hanging
+        assert client.status == "connecting"
+        with pytest.raises(CommClosedError):
+            done.result(timeout=30)  # its data went with the cluster
+        with pytest.raises(CommClosedError, match="connecting again"):
+            client.wait_for_workers(1, timeout=30)
+
+        with _scheduler_on(port, tmp_path, "second.log") as (_, second), \
+                cli_worker(tmp_path, "--scheduler-file", str(tmp_path / "s.json"),
+                           "--nthreads", "1", "--no-dashboard", log_name="worker2.log"):
+            assert second["token"] != info["token"]  # the client reads the file anew
+            wait_until(lambda: client.status == "running", timeout=60,
+                       message="the client connects to the restarted scheduler")
+            client.wait_for_workers(1, timeout=30)
+            # the same key as before the restart: a fresh future, computed again
+            again = client.submit(inc, 1)
+            assert again.key == done.key
+            assert again.result(timeout=30) == 2
+            assert client.gather(client.map(inc, range(10))) == list(range(1, 11))
+            assert done.status == "error"  # the old futures keep what they said
+            client.close()

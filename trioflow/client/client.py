@@ -94,8 +94,10 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
         self._cluster_kwargs: dict = {}
         self._dashboard: tuple | None = None  # (host, port) the scheduler reported
 
+        self._scheduler_file = None
         if scheduler_file is not None and address is None:
             address, self._token = read_scheduler_file(scheduler_file, token)
+            self._scheduler_file = None if token else scheduler_file
         elif address is None:
             address = config_value("scheduler-address")  # DASK_SCHEDULER_ADDRESS, as dask
             if address is not None and kwargs:
@@ -135,8 +137,24 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
     def _new_core(self):
         self._core = ClientCore(self.scheduler_address, client_id=self.id, name=self.name,
                                 timeout=self._timeout, token=self._token,
-                                security=self.security, security_role=self._security_role)
+                                security=self.security, security_role=self._security_role,
+                                token_source=self._token_source())
         self._host = BackgroundContext(lambda: self._core)
+
+    def _token_source(self):
+        """Where the token comes from when the client connects again to a
+        scheduler that restarted: the scheduler file read anew, else the
+        token it was given (None: found on this machine again)."""
+        path, known = self._scheduler_file, self._token
+        if path is None:
+            return lambda: known
+
+        def from_file():
+            try:
+                return read_scheduler_file(path)[1]
+            except (OSError, ValueError, KeyError):
+                return known  # being rewritten, or gone: try the old one
+        return from_file
 
     def _start_blocking(self):
         if self.scheduler_address is None:
@@ -201,10 +219,11 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
 
     @property
     def status(self) -> str:
-        """As dask's, and "lost-scheduler" once the scheduler connection is gone."""
+        """As dask's: "connecting" while it connects again to a scheduler it
+        lost, and "lost-scheduler" once it gave up (after ``timeout``)."""
         core = getattr(self, "_core", None)
         if self._status == "running" and core is not None and core.lost is not None:
-            return "lost-scheduler"
+            return core.status
         return self._status
 
     @status.setter

@@ -19,7 +19,8 @@ import trio
 from trioflow._concurrency import run_all
 from trioflow.comm import connect
 from trioflow.comm.connection import Connection, ConnectionPool
-from trioflow.errors import CancelledError, CommClosedError, SerializationError, TimeoutError
+from trioflow.errors import (AuthenticationError, CancelledError, CommClosedError,
+                             SerializationError, TimeoutError)
 from trioflow.client.future import FutureState
 from trioflow.protocol.exceptions import exception_from_reply
 from trioflow.protocol.messages import FROM_CLIENT, BadMessage
@@ -33,12 +34,18 @@ GATHER_PATIENCE = 120.0
 
 class ClientCore:
     def __init__(self, address: str, *, client_id: str, name=None, timeout: float = 30,
-                 token: str | None = None, security=None, security_role: str = "client"):
+                 token: str | None = None, security=None, security_role: str = "client",
+                 token_source=None):
         self.address = address
         self.id = client_id
         self.name = name
         self.timeout = timeout
         self.token = token
+        #: where a token comes from when the scheduler is connected to again
+        #: (it may have restarted with a new one): given a token, that one; a
+        #: scheduler file, the file read anew; neither, this machine's runtime file
+        self._token_source = token_source or ((lambda: token) if token is not None
+                                              else (lambda: None))
         self.security = security
         self.security_role = security_role  # whose certificate it shows (a worker's client: the worker's)
         self.futures: dict = {}  # key -> FutureState
@@ -70,16 +77,7 @@ class ClientCore:
         self._nursery_manager = trio.open_nursery()
         self.nursery = await self._nursery_manager.__aenter__()
         try:
-            comm = await connect(self.address, self.nursery, token=self.token,
-                                 timeout=self.timeout, security=self.security,
-                                 role=self.security_role,
-                                 info={"role": "client", "id": self.id, "name": self.name})
-            if self.token is None:  # found on this machine: workers require it too
-                self.token = comm.token
-            self.scheduler = Connection(comm, self._on_message)
-            self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
-                                       self.token, security=self.security,
-                                       role=self.security_role)
+            await self._connect(self.token, self.timeout)
             self.nursery.start_soon(self._run_scheduler_connection)
         except BaseException:
             self.nursery.cancel_scope.cancel()
@@ -110,22 +108,85 @@ class ClientCore:
                     state.cancel()
             self.closed_event.set()
 
+    async def _connect(self, token, timeout):
+        comm = await connect(self.address, self.nursery, token=token, timeout=timeout,
+                             security=self.security, role=self.security_role,
+                             info={"role": "client", "id": self.id, "name": self.name})
+        if token is None:  # found on this machine: workers require it too
+            token = comm.token
+        self.token = token
+        if self.pool is not None:
+            self.pool.close()
+        self.scheduler = Connection(comm, self._on_message)
+        self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
+                                   self.token, security=self.security, role=self.security_role)
+
     async def _run_scheduler_connection(self):
-        await self.scheduler.run()
-        if self.status == "running":
-            logger.warning("client %s lost its scheduler at %s: %s",
-                           self.id, self.address, self.scheduler.close_reason)
-            self.lost = f"lost the connection to the scheduler at {self.address}"
+        """Serve the scheduler connection; when it drops, connect again for
+        up to ``timeout`` seconds (dask's comm.timeouts.connect), as dask's
+        client does.  Meanwhile every call fails at once."""
+        while True:
+            await self.scheduler.run()
+            if self.status != "running":
+                return
+            self._scheduler_lost(self.scheduler.close_reason)
+            if not await self._reconnect():
+                return
+
+    def _scheduler_lost(self, reason) -> None:
+        logger.warning("client %s lost its scheduler at %s: %s; connecting again for up to %s s",
+                       self.id, self.address, reason, self.timeout)
+        self.lost = f"lost the connection to the scheduler at {self.address}"
+        self.status = "connecting"
+        with self._lock:
+            states = list(self.futures.values())
+            # The scheduler took every key's state with it (and its workers
+            # their data): each Future held so far errs, and futures made
+            # from now on start afresh.  Reference counts stay, so releasing
+            # an old Future still balances.
+            self.futures.clear()
+            self._outbox.clear()
+        for state in states:
+            if state.status != "error":
+                state.err(None, None, self.lost, "CommClosedError")
+            self._run_callbacks(state)
+
+    async def _reconnect(self) -> bool:
+        deadline = trio.current_time() + self.timeout
+        while self.status == "connecting":
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                await self._connect(self._token_source(), remaining)
+            except (OSError, CommClosedError, TimeoutError) as exc:
+                logger.debug("client %s: connecting again to %s failed: %s",
+                             self.id, self.address, exc)
+                break
+            except AuthenticationError as exc:
+                # a restarted scheduler may not have written its new token yet
+                logger.debug("client %s: %s", self.id, exc)
+                await trio.sleep(min(0.2, max(0.0, deadline - trio.current_time())))
+                continue
+            logger.info("client %s connected again to its scheduler at %s", self.id, self.address)
+            self.lost = None
+            self.status = "running"
+            return True
+        if self.status == "connecting":
+            logger.warning("client %s gave up on its scheduler at %s after %s s",
+                           self.id, self.address, self.timeout)
+            self.lost = (f"lost the connection to the scheduler at {self.address} and could "
+                         f"not connect again within {self.timeout} s")
             self.status = "lost-scheduler"
-            for state in list(self.futures.values()):
-                if not state.done():
-                    state.err(None, None, self.lost, "CommClosedError")
+        return False
 
     def check_connected(self) -> None:
         """Raise the connection error at once if the scheduler is gone: no
         call of a client without a scheduler waits for its timeout."""
-        if self.lost is not None:
-            raise CommClosedError(self.lost)
+        lost = self.lost
+        if lost is not None:
+            raise CommClosedError(lost + ("; connecting again" if self.status == "connecting"
+                                          else ""))
 
     # ---------------------------------------------------------------- sending
 
