@@ -197,6 +197,26 @@ def test_every_name_of_dasks_client_is_here_or_says_what_to_use(inproc_client):
     assert len(lacking) < 10, lacking  # the few docs/dask-compatibility.md lists
 
 
+#: the public attributes of distributed.Future in 2026.8
+DASK_FUTURE_NAMES = """add_done_callback bind_client cancel cancelled client done exception
+executor key release result retry status substitute traceback type""".split()
+
+
+def test_every_name_of_dasks_future_is_here_or_says_what_to_use(inproc_client):
+    future = inproc_client.submit(inc, 1)
+    future.result(timeout=10)
+    lacking = []
+    for name in DASK_FUTURE_NAMES:
+        try:
+            getattr(future, name)
+        except AttributeError as exc:
+            assert f"trioflow's Future has no {name!r}, which dask's has: " in str(exc), name
+            lacking.append(name)
+    assert sorted(lacking) == ["bind_client", "executor", "substitute"]
+    with pytest.raises(AttributeError, match="^'Future' object has no attribute 'nonsense'$"):
+        future.nonsense
+
+
 def test_sync_from_a_closed_client_says_it_is_not_running():
     client = Client(processes=False, n_workers=1, dashboard_address=None)
     client.close()

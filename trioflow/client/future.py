@@ -98,6 +98,16 @@ class FutureState:
         return unpack_traceback(self.traceback)
 
 
+#: dask.distributed Future attributes trioflow's has not, with what to do instead
+DASK_ONLY = {
+    "bind_client": "a trioflow Future belongs to the client that made it (unpickled in a "
+                   "task, to that worker's client), so there is nothing to bind",
+    "executor": "use future.client",
+    "substitute": "a trioflow Future is not a node of a dask graph: pass it to submit(), "
+                  "map() or compute() as an argument",
+}
+
+
 class Future:
     """A remotely running computation.  ``Future(key, client)`` rebuilds a
     future for a key another client created; ``inform=True`` tells the
@@ -112,6 +122,12 @@ class Future:
         self.client = client
         self._state = client._core.acquire(key, inform)
         self._released = False
+
+    def __getattr__(self, name):
+        hint = DASK_ONLY.get(name)
+        if hint is None:
+            raise AttributeError(f"'Future' object has no attribute {name!r}")
+        raise AttributeError(f"trioflow's Future has no {name!r}, which dask's has: {hint}")
 
     # ---------------------------------------------------------------- state
 
