@@ -186,14 +186,21 @@ def test_every_name_of_dask_distributed_is_here_or_says_what_to_use(name):
         assert len(str(exc).split(": ", 1)[1]) > 10  # the advice itself
 
 
-def test_every_name_of_dasks_client_is_here_or_says_what_to_use(inproc_client):
+def _lacking(obj, names, says):
+    """The names ``obj`` has not; each one's AttributeError must say ``says(name)``."""
     lacking = []
-    for name in DASK_CLIENT_NAMES:
+    for name in names:
         try:
-            getattr(inproc_client, name)
+            getattr(obj, name)
         except AttributeError as exc:
-            assert f"trioflow's Client has no {name!r}: " in str(exc), name
+            assert says(name) in str(exc), name
             lacking.append(name)
+    return sorted(lacking)
+
+
+def test_every_name_of_dasks_client_is_here_or_says_what_to_use(inproc_client):
+    lacking = _lacking(inproc_client, DASK_CLIENT_NAMES,
+                       lambda name: f"trioflow's Client has no {name!r}: ")
     assert len(lacking) < 10, lacking  # the few docs/dask-compatibility.md lists
 
 
@@ -205,14 +212,9 @@ executor key release result retry status substitute traceback type""".split()
 def test_every_name_of_dasks_future_is_here_or_says_what_to_use(inproc_client):
     future = inproc_client.submit(inc, 1)
     future.result(timeout=10)
-    lacking = []
-    for name in DASK_FUTURE_NAMES:
-        try:
-            getattr(future, name)
-        except AttributeError as exc:
-            assert f"trioflow's Future has no {name!r}, which dask's has: " in str(exc), name
-            lacking.append(name)
-    assert sorted(lacking) == ["bind_client", "executor", "substitute"]
+    lacking = _lacking(future, DASK_FUTURE_NAMES,
+                       lambda name: f"trioflow's Future has no {name!r}, which dask's has: ")
+    assert lacking == ["bind_client", "executor", "substitute"]
     with pytest.raises(AttributeError, match="^'Future' object has no attribute 'nonsense'$"):
         future.nonsense
 
