@@ -17,7 +17,7 @@ import pytest
 
 from _util import TESTS_DIR, async_client, key_is_forgotten, subprocess_env, wait_until
 from trioflow import Client, worker_client
-from trioflow.extensions.channels import Channel
+from trioflow.client.primitives.channels import Channel
 
 ROOT = TESTS_DIR.parent
 

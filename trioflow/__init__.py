@@ -59,12 +59,12 @@ _PUBLIC = {
     "Semaphore": "trioflow.client.primitives.semaphore",
     "Pub": "trioflow.extensions.pubsub",
     "Sub": "trioflow.extensions.pubsub",
-    "Channel": "trioflow.extensions.channels",
+    "Channel": "trioflow.client.primitives.channels",
     "Actor": "trioflow.extensions.actors",
     "ActorFuture": "trioflow.extensions.actors",
     "ActorLostError": "trioflow.errors",
-    "WorkerPlugin": "trioflow.extensions.plugins",
-    "EventStream": "trioflow.extensions.event_log",
+    "WorkerPlugin": "trioflow.server.extensions.plugins",
+    "EventStream": "trioflow.client.primitives.event_log",
     "Security": "trioflow.security",
 }
 

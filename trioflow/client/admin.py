@@ -5,6 +5,10 @@ method handing the client's port to that module."""
 from __future__ import annotations
 
 from trioflow.client.primitives import datasets as _datasets
+from trioflow.client.primitives import event_log as _event_log
+from trioflow.client.primitives import metadata as _metadata
+from trioflow.client.primitives import plugins as _plugins
+from trioflow.client.primitives import uploads as _uploads
 from trioflow.client.primitives.datasets import NO_DEFAULT as _no_default
 
 
@@ -43,3 +47,75 @@ class AdminMixin:
         publishes (replacing), ``client.datasets["x"]`` gets, ``del`` unpublishes.
         For blocking clients."""
         return _datasets.Datasets(self)
+
+    # ---------------------------------------------------------------- event logs
+
+    def log_event(self, topic, msg):
+        """Log ``msg`` (msgpack-serializable) under ``topic``, or under each of a
+        list of topics, with the scheduler's timestamp.  Inside a task, use the
+        worker's client: ``get_client().log_event(...)``."""
+        return _event_log.log_event(self.port, topic, msg)
+
+    def get_events(self, topic=None):
+        """The logged ``(timestamp, msg)`` events of ``topic``, oldest first; with
+        no topic, a dict of every topic's events."""
+        return _event_log.get_events(self.port, topic)
+
+    def subscribe_topic(self, topic, handler):
+        """Call ``handler(event)`` for every event logged under ``topic`` from now
+        on; ``event`` is ``(timestamp, msg)``.  A coroutine function is awaited.
+        One handler per topic: subscribing again replaces it."""
+        _event_log.subscribe_topic(self, topic, handler)
+
+    def unsubscribe_topic(self, topic):
+        """Stop calling the handler of ``topic``."""
+        _event_log.unsubscribe_topic(self, topic)
+
+    def events(self, topic) -> _event_log.EventStream:
+        """Follow ``topic`` as an iterator of its new events: ``async with
+        client.events("alerts") as stream: async for timestamp, msg in stream``
+        (``with`` and ``for`` with a blocking client)."""
+        return _event_log.EventStream(self, topic)
+
+    # ---------------------------------------------------------------- metadata
+
+    def set_metadata(self, key, value):
+        """Store ``value`` (msgpack-serializable) on the scheduler under ``key``.
+        A list of keys is a path into nested dicts, made as needed:
+        ``set_metadata(["a", "b", "c"], 1)`` sets ``metadata["a"]["b"]["c"]``."""
+        return _metadata.set_metadata(self.port, key, value)
+
+    def get_metadata(self, keys, default=_no_default):
+        """The value stored under ``keys`` (a key, or a list/tuple path into
+        nested dicts).  Missing: ``default`` if given, else ``KeyError``."""
+        return _metadata.get_metadata(self.port, keys, default)
+
+    # ---------------------------------------------------------------- worker plugins, uploads
+
+    def register_worker_plugin(self, plugin=None, name=None, nanny=None, **kwargs):
+        """Register a worker plugin on all current and future workers: its
+        ``setup(worker)`` runs on each (``teardown(worker)`` on unregistering and
+        when a worker closes).  A class is instantiated with ``kwargs``.  ``name``
+        (default: ``plugin.name``, else a random one) makes it replaceable.
+        Returns ``{worker address: {"status": "OK"}}``; a failing ``setup``
+        raises its exception here.  Worker plugins are reachable in tasks as
+        ``get_worker().plugins[name]``."""
+        return _plugins.register_worker_plugin(self.port, plugin, name, nanny, kwargs)
+
+    def register_plugin(self, plugin, name=None, idempotent=None):
+        """Register a plugin; trioflow has worker plugins (see
+        ``register_worker_plugin``), not scheduler or nanny plugins."""
+        return _plugins.register_plugin(self.port, plugin, name, idempotent)
+
+    def unregister_worker_plugin(self, name, nanny=None):
+        """Remove the worker plugin ``name``: its ``teardown(worker)`` runs on
+        every worker.  Unknown names raise ``ValueError``."""
+        return _plugins.unregister_worker_plugin(self.port, name, nanny)
+
+    def upload_file(self, filename, load: bool = True, **kwargs):
+        """Send a local .py, .zip, .egg or .pyz file to every worker, now and
+        joining later, where tasks can import it.  ``load=True`` imports it on
+        each worker right away (reloading a module already imported), so an
+        import error is raised here.  Uploading a file of the same name again
+        replaces it.  Returns ``{worker address: {"status": "OK"}}``."""
+        return _uploads.upload_file(self.port, filename, load)

@@ -599,9 +599,9 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
 
     def channel(self, name, maxlen=None):
         """The channel ``name``: a stream of futures shared by every client of
-        the scheduler (see ``trioflow.extensions.channels.Channel``).
+        the scheduler (see ``trioflow.Channel``).
         ``maxlen`` bounds how many of the newest futures it keeps."""
-        from trioflow.extensions.channels import channel
+        from trioflow.client.primitives.channels import channel
         return channel(self, name, maxlen)
 
     def get_executor(self, **kwargs):
@@ -669,17 +669,6 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
         if workers is None:
             workers = await self._core.request({"op": "worker-addresses"})
         return await self._core.run_on_workers(function, args, kwargs, list(workers), on_error)
-
-    # ---------------------------------------------------------------- administration
-    # datasets, event logs, metadata, worker plugins and uploads: each group of
-    # methods lives in the module of its scheduler extension
-
-    from trioflow.extensions.event_log import (  # noqa: E402
-        events, get_events, log_event, subscribe_topic, unsubscribe_topic)
-    from trioflow.extensions.metadata import get_metadata, set_metadata  # noqa: E402
-    from trioflow.extensions.plugins import (  # noqa: E402
-        register_plugin, register_worker_plugin, unregister_worker_plugin)
-    from trioflow.extensions.uploads import upload_file  # noqa: E402
 
 
 _CLUSTER_KWARGS = frozenset({

@@ -15,20 +15,20 @@ SCHEDULER_EXTENSIONS: list[str] = [
     "trioflow.server.extensions.semaphore:LockExtension",
     "trioflow.server.extensions.event:EventExtension",
     "trioflow.server.extensions.semaphore:SemaphoreExtension",
-    "trioflow.extensions.channels:ChannelExtension",
+    "trioflow.server.extensions.channels:ChannelExtension",
     "trioflow.extensions.pubsub:PubSubSchedulerExtension",
     "trioflow.server.extensions.datasets:DatasetExtension",
-    "trioflow.extensions.event_log:EventLogExtension",
-    "trioflow.extensions.metadata:MetadataExtension",
-    "trioflow.extensions.plugins:PluginSchedulerExtension",
+    "trioflow.server.extensions.event_log:EventLogExtension",
+    "trioflow.server.extensions.metadata:MetadataExtension",
+    "trioflow.server.extensions.plugins:PluginSchedulerExtension",
 ]
 
 #: "module:Class" of every worker extension (handlers for requests that peers
 #: and clients send straight to a worker, e.g. Pub/Sub between workers, actors)
 WORKER_EXTENSIONS: list[str] = [
     "trioflow.extensions.actors:ActorWorkerExtension",
-    "trioflow.extensions.plugins:PluginWorkerExtension",
-    "trioflow.extensions.uploads:UploadWorkerExtension",
+    "trioflow.server.extensions.plugins:PluginWorkerExtension",
+    "trioflow.server.extensions.uploads:UploadWorkerExtension",
     "trioflow.extensions.pubsub:PubSubWorkerExtension",
 ]
 

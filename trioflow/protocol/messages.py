@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from trioflow.protocol import primitives
 from trioflow.protocol.schema import (  # noqa: F401 - messages.X is how servers name them
-    BadMessage, Field, STR, INT, NUMBER, BOOL, BYTES, KEY, ANY, PAYLOAD, NAME, TIMEOUT,
-    list_of, dict_of, one_of, record, KEYS, ADDRESSES, RESOURCES, Optional, opt, Schema, Accepts,
-    _NO_FIELDS, _shown)
+    ANY, ADDRESSES, BOOL, BYTES, INT, KEY, KEYS, NAME, NUMBER, PAYLOAD, RESOURCES, STR, TIMEOUT,
+    Accepts, BadMessage, Field, Schema, _shown, dict_of, list_of, opt, record)
 
 
 # ---------------------------------------------------------------- replies (every connection)

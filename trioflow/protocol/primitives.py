@@ -9,6 +9,8 @@ handler never sees a field of the wrong type.
 """
 from __future__ import annotations
 
+import msgpack
+
 from trioflow.protocol.schema import (
     ANY, BOOL, INT, KEY, KEYS, NAME, PAYLOAD, STR, TIMEOUT, ADDRESSES, Field, list_of, one_of,
     opt)
@@ -21,6 +23,9 @@ _SEMAPHORE = {
     "value": _NAMED,
     "close": {"name": NAME, "leases": opt(list_of(NAME))},
 }
+#: most entries one ``channel-read`` answers (a reader that gets this many reads on)
+CHANNEL_READ_LIMIT = 1000
+
 #: what user objects (and workers) send the scheduler halves
 TO_SCHEDULER = {
     "queue-put": {"name": NAME, "maxsize": opt(INT), "payload": PAYLOAD, "keys": opt(KEYS),
@@ -89,3 +94,13 @@ SCHEDULER_TO_WORKER = {
 
 #: fields a client must send where a worker need not (a client names which Sub)
 CLIENT_ONLY_FIELDS = {"pubsub-add-subscriber": {"name": NAME, "sub": NAME}}
+
+
+def check_msgpack(value, what: str) -> None:
+    """Raise TypeError unless ``value`` can travel as it is (event-log
+    messages and metadata are stored on the scheduler unpickled, as in dask)."""
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except Exception as exc:
+        raise TypeError(f"{what} must be msgpack serializable (numbers, strings, bytes, lists, "
+                        f"dicts); got {type(value).__name__}: {exc}") from None

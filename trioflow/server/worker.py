@@ -431,8 +431,8 @@ class Worker(EnteredFromAsyncio):
         """Log ``msg`` under ``topic`` (or each of a list of topics) in the
         scheduler's event log, without waiting; any thread (dask's
         ``Worker.log_event``; see ``Client.log_event``)."""
-        from trioflow.extensions.event_log import _check_msgpack
-        _check_msgpack(msg, "Message")
+        from trioflow.protocol.primitives import check_msgpack
+        check_msgpack(msg, "Message")
         message = {"op": "log-event", "topic": topic, "msg": msg}
         try:
             in_loop = trio.lowlevel.current_trio_token() is self.trio_token

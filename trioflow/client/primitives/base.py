@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from trioflow.client.task_context import get_client
 from trioflow.utils import parse_timedelta
 
 
@@ -23,25 +24,18 @@ def seconds(timeout) -> float | None:
 
 def find_client(client=None):
     """``client``, or the one ``get_client()`` finds (the worker's, in a task)."""
-    if client is None:
-        from trioflow.task_context import get_client
-        client = get_client()
-    return client
+    return get_client() if client is None else client
 
 
-class ClientObject:
-    """Base of the client-side primitives: a name shared by every client, and
-    the client to talk through.
+class UsesClient:
+    """The client an object talks through, and its port.
 
-    An object unpickled on a worker (passed to a task) finds its client on
-    first use with ``get_client()`` — inside a task that is the worker's
-    client, so it is resolved in the task, not where arguments are loaded."""
+    An object unpickled on a worker (passed to a task) has none
+    (``_client`` is None) and finds it on first use with ``get_client()`` —
+    inside a task that is the worker's client, so it is resolved in the
+    task, not where arguments are loaded."""
 
-    _prefix = "primitive"
-
-    def __init__(self, name=None, client=None):
-        self.name = name if name is not None else f"{self._prefix}-{uuid.uuid4().hex}"
-        self._client = find_client(client)
+    _client = None
 
     @property
     def client(self):
@@ -53,6 +47,17 @@ class ClientObject:
     def port(self):
         """The client's port: everything this object does to the cluster goes through it."""
         return self.client.port
+
+
+class ClientObject(UsesClient):
+    """Base of the client-side primitives: a name shared by every client, and
+    the client to talk through."""
+
+    _prefix = "primitive"
+
+    def __init__(self, name=None, client=None):
+        self.name = name if name is not None else f"{self._prefix}-{uuid.uuid4().hex}"
+        self._client = find_client(client)
 
     def _state_for_pickle(self) -> dict:
         return {}

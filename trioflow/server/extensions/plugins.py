@@ -1,4 +1,5 @@
-"""Worker plugins: objects whose ``setup(worker)`` runs on every worker, the
+"""The server halves of worker plugins (client side:
+``trioflow/client/primitives/plugins.py``): objects whose ``setup(worker)`` runs on every worker, the
 current ones and each that joins later, and whose ``teardown(worker)`` runs
 when they are unregistered or the worker closes.
 
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 from functools import partial
 
 import trio
 
-from trioflow.errors import SerializationError
-from trioflow.extensions.base import SchedulerExtension, WorkerExtension
 from trioflow.protocol.exceptions import exception_from_reply
-from trioflow.protocol.serialize import deserialize, serialize
+from trioflow.protocol.serialize import deserialize
+from trioflow.server.extensions.base import SchedulerExtension, WorkerExtension
 
 logger = logging.getLogger("trioflow.plugins")
 
@@ -174,59 +173,3 @@ async def _finish_steps(first, rest):
         if inspect.isawaitable(result):
             await result
     return {"status": "OK"}
-
-
-# ----------------------------------------------------------------------- Client methods
-
-def register_worker_plugin(self, plugin=None, name=None, nanny=None, **kwargs):
-    """Register a worker plugin on all current and future workers: its
-    ``setup(worker)`` runs on each (``teardown(worker)`` on unregistering and
-    when a worker closes).  A class is instantiated with ``kwargs``.  ``name``
-    (default: ``plugin.name``, else a random one) makes it replaceable.
-    Returns ``{worker address: {"status": "OK"}}``; a failing ``setup``
-    raises its exception here.  Worker plugins are reachable in tasks as
-    ``get_worker().plugins[name]``."""
-    if nanny:
-        raise NotImplementedError("nanny plugins (nanny=True) are not supported: register a "
-                                  "worker plugin (nanny=False), whose setup runs in each "
-                                  "worker process")
-    if isinstance(plugin, type):
-        plugin = plugin(**kwargs)
-    elif kwargs:
-        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}: they are for "
-                        "instantiating a plugin class")
-    if plugin is None:
-        raise TypeError("register_worker_plugin needs a plugin")
-    if name is None:
-        name = getattr(plugin, "name", None) or f"{type(plugin).__name__}-{uuid.uuid4().hex}"
-    try:
-        payload = serialize(plugin)
-    except Exception as exc:
-        raise SerializationError(f"cannot pickle the plugin {plugin!r}: {exc}") from exc
-    return self._request({"op": "register-worker-plugin", "name": name, "plugin": payload,
-                          "idempotent": bool(getattr(plugin, "idempotent", False))})
-
-
-def register_plugin(self, plugin, name=None, idempotent=None):
-    """Register a plugin; trioflow has worker plugins (see
-    ``register_worker_plugin``), not scheduler or nanny plugins."""
-    kinds = {cls.__name__ for cls in type(plugin).__mro__}
-    if kinds & {"SchedulerPlugin", "NannyPlugin"} and "WorkerPlugin" not in kinds:
-        raise NotImplementedError(f"{type(plugin).__name__} is a scheduler or nanny plugin, "
-                                  "which trioflow does not support: make it a WorkerPlugin, "
-                                  "or run code on the scheduler with client.run_on_scheduler")
-    if idempotent is not None and bool(getattr(plugin, "idempotent", False)) != idempotent:
-        try:
-            plugin.idempotent = bool(idempotent)
-        except AttributeError:
-            pass
-    return register_worker_plugin(self, plugin, name=name)
-
-
-def unregister_worker_plugin(self, name, nanny=None):
-    """Remove the worker plugin ``name``: its ``teardown(worker)`` runs on
-    every worker.  Unknown names raise ``ValueError``."""
-    if nanny:
-        raise NotImplementedError("nanny plugins (nanny=True) are not supported: trioflow "
-                                  "has worker plugins only (nanny=False)")
-    return self._request({"op": "unregister-worker-plugin", "name": name})

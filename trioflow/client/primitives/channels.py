@@ -1,141 +1,31 @@
-"""Channels (spec: "Shared futures with channels"): a named, ordered stream
-of futures shared by every client of one scheduler.
+"""Channel, the user object of channels (scheduler half:
+``trioflow/server/extensions/channels.py``, which keeps each channel's log).
 
-On the scheduler, ``ChannelExtension`` keeps each channel's ``ChannelLog`` of
-keys and holds the keys in its window under the pseudo-client
-``channel-<name>``: a client may append and leave, and the work stays.  When
-``maxlen`` pushes old entries out, their keys are let go.
-
-On the client, ``Channel`` sends its appends in order through an outbox (one
-request in flight per channel object; ``flush`` waits until the scheduler has
-every earlier append) and follows the channel with long polls: "the entries
-from index i on, waiting up to ``POLL`` seconds for some".  Nothing polls
-busily: an idle iteration costs one request per ``POLL`` seconds.
+A ``Channel`` sends its appends in order through an outbox (one request in
+flight per channel object; ``flush`` waits until the scheduler has every
+earlier append) and follows the channel with long polls: "the entries from
+index i on, waiting up to ``POLL`` seconds for some".  Nothing polls busily:
+an idle iteration costs one request per ``POLL`` seconds.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
-from collections import Counter, deque
-from functools import partial
+from collections import deque
 
 import trio
 
-from trioflow.core.channel_log import ChannelLog
+from trioflow.client.primitives.base import UsesClient
 from trioflow.errors import CommClosedError
-from trioflow.extensions.base import SchedulerExtension
-
-logger = logging.getLogger("trioflow.channels")
+from trioflow.protocol.primitives import CHANNEL_READ_LIMIT as READ_LIMIT
 
 #: seconds a read waits on the scheduler for new entries before answering empty
 POLL = 5.0
-#: most entries one read returns
-READ_LIMIT = 1000
-
-
-# ---------------------------------------------------------------------------- scheduler
-
-
-class _ChannelState:
-    __slots__ = ("log", "holder", "counts", "_changed")
-
-    def __init__(self, name):
-        self.log = ChannelLog()
-        self.holder = f"channel-{name}"
-        # the scheduler's wants are a set; the same key may be in the window twice
-        self.counts: Counter = Counter()
-        self._changed = trio.Event()
-
-    def changed(self) -> trio.Event:
-        return self._changed
-
-    def wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-
-class ChannelExtension(SchedulerExtension):
-    """The channels' logs, and the keys they keep alive."""
-
-    name = "channels"
-
-    def __init__(self, scheduler):
-        super().__init__(scheduler)
-        self.channels: dict = {}
-        self.handlers = {"channel-append": self._append, "channel-read": self._read}
-
-    def _channel(self, msg: dict) -> _ChannelState:
-        name = msg["name"]
-        channel = self.channels.get(name)
-        if channel is None:
-            channel = self.channels[name] = _ChannelState(name)
-        maxlen = msg.get("maxlen")
-        if maxlen is not None and channel.log.maxlen is None:
-            # the first bound anyone gives stays the channel's bound
-            self._let_go(channel, channel.log.set_maxlen(maxlen))
-        return channel
-
-    def _hold(self, channel: _ChannelState, keys) -> None:
-        new = []
-        for key in keys:
-            if not channel.counts[key]:
-                new.append(key)
-            channel.counts[key] += 1
-        self.hold_keys(channel.holder, new)
-
-    def _let_go(self, channel: _ChannelState, keys) -> None:
-        gone = []
-        for key in keys:
-            channel.counts[key] -= 1
-            if channel.counts[key] <= 0:
-                del channel.counts[key]
-                gone.append(key)
-        self.release_keys(channel.holder, gone)
-
-    def _append(self, peer, msg):
-        """Append keys (then stop, if asked); returns the new end index."""
-        channel = self._channel(msg)
-        keys = list(msg.get("keys") or ())
-        evicted = []
-        for key in keys:
-            evicted.extend(channel.log.append(key))
-        # hold before letting go: a key appended again must stay held throughout
-        self._hold(channel, keys)
-        self._let_go(channel, evicted)
-        if msg.get("stop"):
-            channel.log.stop()
-        channel.wake()
-        return channel.log.end
-
-    def _read(self, peer, msg):
-        channel = self._channel(msg)
-        index = int(msg.get("index") or 0)
-        wait = float(msg.get("wait") or 0)
-        if wait > 0 and not channel.log.ready(index):
-            return self._read_when_ready(peer, channel, index, wait)
-        return self._answer_read(peer, channel, index)
-
-    async def _read_when_ready(self, peer, channel, index, wait):
-        with trio.move_on_after(wait):
-            while not channel.log.ready(index):
-                await channel.changed().wait()
-        return self._answer_read(peer, channel, index)
-
-    def _answer_read(self, peer, channel, index) -> dict:
-        read = channel.log.read(index, READ_LIMIT)
-        # the reader wants the keys before the reply leaves: the channel may let
-        # go of them (maxlen) before the reader's own want-keys arrives
-        if read.entries and peer in self.scheduler.state.clients:
-            self.hold_keys(peer, dict.fromkeys(read.entries))
-        return {"start": read.start, "keys": list(read.entries), "done": read.done,
-                "window": channel.log.start, "maxlen": channel.log.maxlen}
-
-
-# ---------------------------------------------------------------------------- client
 
 _STOP = object()
 _registry_lock = threading.Lock()
+#: client -> name -> its Channel object while in use
+_registry: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def channel(client, name, maxlen=None) -> "Channel":
@@ -144,9 +34,9 @@ def channel(client, name, maxlen=None) -> "Channel":
     if maxlen is not None and int(maxlen) < 1:
         raise ValueError(f"a channel's maxlen must be at least 1, got {maxlen!r}")
     with _registry_lock:
-        channels = client.__dict__.get("_channels")
+        channels = _registry.get(client)
         if channels is None:
-            channels = client.__dict__["_channels"] = weakref.WeakValueDictionary()
+            channels = _registry[client] = weakref.WeakValueDictionary()
         chan = channels.get(name)
         if chan is None:
             chan = channels[name] = Channel(client, name, maxlen)
@@ -155,7 +45,7 @@ def channel(client, name, maxlen=None) -> "Channel":
     return chan
 
 
-class Channel:
+class Channel(UsesClient):
     """A changing stream of futures shared by every client of a scheduler
     (``client.channel(name, maxlen=None)``).
 
@@ -187,14 +77,6 @@ class Channel:
         self._sending = False  # loop thread
         self._acked_changed: trio.Event | None = None  # loop thread
 
-    @property
-    def client(self):
-        if self._client is None:
-            # unpickled in a task: the worker's client, found where it is used
-            from trioflow.task_context import get_client
-            self._client = get_client()
-        return self._client
-
     def __repr__(self):
         return f"<Channel: {self.name!r}, {len(self._futures)} future(s) seen>"
 
@@ -214,7 +96,7 @@ class Channel:
     def flush(self):
         """Wait until the scheduler has registered every append made before
         this call (and bring ``futures`` up to date).  Awaitable in async code."""
-        return self.client._sync(self._flush)
+        return self.port.run(self._flush)
 
     def stop(self):
         """End every iteration over this channel, in every client, once it has
@@ -225,13 +107,13 @@ class Channel:
         return self.flush()
 
     def _enqueue(self, item) -> None:
-        if self.client.status != "running":
+        if not self.port.running:
             raise RuntimeError(f"{self.client!r} is not running: cannot write to channel "
                                f"{self.name!r}")
         # Queued from the loop, behind whatever this thread sent before (the
         # submission of the appended future): an outbox filled here could go
         # out ahead of it, naming keys the scheduler does not know yet.
-        self.client._core._in_loop(partial(self._queue_in_loop, item))
+        self.port.call_soon(self._queue_in_loop, item)
 
     def _queue_in_loop(self, item) -> None:
         with self._lock:
@@ -243,7 +125,7 @@ class Channel:
         if self._sending or not self._outbox:
             return
         try:
-            self.client._core.nursery.start_soon(self._send_outbox)
+            self.port.start_soon(self._send_outbox)
         except RuntimeError:  # the client closed in the meantime; flush() says so
             return
         self._sending = True
@@ -259,7 +141,7 @@ class Channel:
                 msg = {"op": "channel-append", "name": self.name, "maxlen": self.maxlen,
                        "keys": [item.key for item in batch if item is not _STOP], "stop": stop}
                 try:
-                    await self.client._core.request(msg)
+                    await self.port.ask(msg)
                 except Exception as exc:
                     self._errors.append(exc)
                 # the futures in ``batch`` are the channel's now: let ours go
@@ -280,7 +162,7 @@ class Channel:
             target = self._queued
         self._start_sending()
         while self._acked < target:
-            if self.client._core.status != "running":
+            if not self.port.running:
                 raise CommClosedError(f"{self.client!r} closed before the scheduler had "
                                       f"every append to channel {self.name!r}")
             if self._acked_changed is None:
@@ -300,8 +182,8 @@ class Channel:
         deque.  Blocking code gets them fresh from the scheduler; async code,
         where a property cannot wait, gets what this object saw last (its
         appends after ``await flush()``, and what iterations read)."""
-        if self.client.status == "running" and not self.client.asynchronous:
-            self.client._sync(self._refresh)
+        if self.port.running and not self.port.asynchronous:
+            self.port.run(self._refresh)
         with self._lock:
             return deque(self._futures, maxlen=self._futures.maxlen)
 
@@ -309,12 +191,12 @@ class Channel:
         return len(self.futures)
 
     def __iter__(self):
-        if self.client.asynchronous:
+        if self.port.asynchronous:
             raise TypeError(f"channel {self.name!r} belongs to an asynchronous client: "
                             f"use 'async for'")
         index = 0
         while True:
-            start, futures, done = self.client._sync(self._read, index, POLL)
+            start, futures, done = self.port.run(self._read, index, POLL)
             index = start + len(futures)
             yield from futures
             if done:
@@ -331,17 +213,16 @@ class Channel:
 
     async def _read(self, index: int, wait: float):
         """Entries from ``index`` on: ``(start, futures, done)``."""
-        reply = await self.client._core.request(
+        reply = await self.port.ask(
             {"op": "channel-read", "name": self.name, "index": index, "wait": wait,
              "maxlen": self.maxlen},
-            on_abandoned=self._abandoned_read)
+            undo=self._abandoned_read)
         futures = self._futures_of(reply["keys"])
         self._learn(reply, futures)
         return reply["start"], futures, reply["done"]
 
     def _futures_of(self, keys) -> list:
-        from trioflow.client.future import Future
-        return [Future(key, self.client, inform=True) for key in keys]
+        return [self.port.future(key) for key in keys]
 
     def _abandoned_read(self, reply) -> None:
         # the scheduler made this client want the keys; futures made and dropped
@@ -377,7 +258,7 @@ class _AsyncIteration:
         while not self.ready:
             if self.done:
                 raise StopAsyncIteration
-            start, futures, self.done = await self.channel.client._sync(
+            start, futures, self.done = await self.channel.port.run(
                 self.channel._read, self.index, POLL)
             self.index = start + len(futures)
             self.ready.extend(futures)

@@ -1,4 +1,5 @@
-"""``Client.upload_file``: a .py, .zip, .egg or .pyz file made importable in
+"""The worker half of ``Client.upload_file`` (client side:
+``trioflow/client/primitives/uploads.py``): a .py, .zip, .egg or .pyz file made importable in
 tasks on every worker, the current ones and those that join later.
 
 An upload is a worker plugin (``UploadFile``) holding the file's bytes, so the
@@ -20,8 +21,8 @@ import sys
 import tempfile
 from importlib.util import cache_from_source
 
-from trioflow.extensions.base import WorkerExtension
-from trioflow.extensions.plugins import WorkerPlugin, register_worker_plugin
+from trioflow.server.extensions.base import WorkerExtension
+from trioflow.server.extensions.plugins import WorkerPlugin
 
 logger = logging.getLogger("trioflow.uploads")
 
@@ -115,17 +116,3 @@ class UploadFile(WorkerPlugin):
 
     def __repr__(self):
         return f"<UploadFile {self.filename!r} ({len(self.data)} bytes)>"
-
-
-# ----------------------------------------------------------------------- Client methods
-
-def upload_file(self, filename, load: bool = True, **kwargs):
-    """Send a local .py, .zip, .egg or .pyz file to every worker, now and
-    joining later, where tasks can import it.  ``load=True`` imports it on
-    each worker right away (reloading a module already imported), so an
-    import error is raised here.  Uploading a file of the same name again
-    replaces it.  Returns ``{worker address: {"status": "OK"}}``."""
-    with open(filename, "rb") as f:
-        data = f.read()
-    plugin = UploadFile(filename, data, load)
-    return register_worker_plugin(self, plugin, name=f"upload-file-{plugin.filename}")

@@ -1,4 +1,5 @@
-"""Structured event logs: ``log_event(topic, msg)`` records ``(timestamp,
+"""Structured event logs, the client side (scheduler half:
+``trioflow/server/extensions/event_log.py``): ``log_event(topic, msg)`` records ``(timestamp,
 msg)`` under a topic on the scheduler (the newest ``EVENTS_LOG_LENGTH`` per
 topic), ``get_events`` reads them back, and subscribed clients receive each
 new event as it is logged.
@@ -24,81 +25,15 @@ import logging
 import math
 import queue
 import threading
-import time
-from collections import defaultdict, deque
-from functools import partial
+import weakref
+from collections import defaultdict
 
-import msgpack
 import trio
 
 from trioflow.errors import TimeoutError
-from trioflow.extensions.base import SchedulerExtension
+from trioflow.protocol.primitives import check_msgpack
 
 logger = logging.getLogger("trioflow.events")
-
-#: events kept per topic (dask's ``distributed.scheduler.events-log-length``)
-EVENTS_LOG_LENGTH = 100_000
-
-
-class EventLogExtension(SchedulerExtension):
-    name = "event-log"
-
-    def __init__(self, scheduler):
-        super().__init__(scheduler)
-        self.events: dict = defaultdict(lambda: deque(maxlen=EVENTS_LOG_LENGTH))
-        self.subscribers: dict = defaultdict(set)  # topic -> client ids
-        self.handlers = {
-            "log-event": self._log_event,
-            "get-events": self._get_events,
-            "subscribe-topic": self._subscribe,
-            "unsubscribe-topic": self._unsubscribe,
-        }
-
-    def log_event(self, topic, msg) -> None:
-        """Record ``msg`` under ``topic`` (or under each of a list of topics)
-        and send it to the topic's subscribers."""
-        topics = [topic] if isinstance(topic, str) or not isinstance(topic, (list, tuple)) \
-            else list(topic)
-        event = (time.time(), msg)
-        for one in topics:
-            self.events[one].append(event)
-            for client in self.subscribers.get(one, ()):
-                conn = self.scheduler.clients.get(client)
-                if conn is not None:
-                    conn.send({"op": "topic-event", "topic": one, "event": event})
-
-    def _log_event(self, peer, msg):
-        self.log_event(msg["topic"], msg.get("msg"))
-
-    def _get_events(self, peer, msg):
-        topic = msg.get("topic")
-        if topic is not None:
-            return list(self.events.get(topic, ()))
-        return {one: list(events) for one, events in self.events.items()}
-
-    def _subscribe(self, peer, msg):
-        self.subscribers[msg["topic"]].add(peer)
-
-    def _unsubscribe(self, peer, msg):
-        subscribers = self.subscribers.get(msg["topic"])
-        if subscribers is not None:
-            subscribers.discard(peer)
-            if not subscribers:
-                del self.subscribers[msg["topic"]]
-
-    def peer_left(self, peer: str) -> None:
-        for topic in [t for t, clients in self.subscribers.items() if peer in clients]:
-            self._unsubscribe(peer, {"topic": topic})
-
-
-# ----------------------------------------------------------------------- client side
-
-def _check_msgpack(value, what: str):
-    try:
-        msgpack.packb(value, use_bin_type=True)
-    except Exception as exc:
-        raise TypeError(f"{what} must be msgpack serializable (numbers, strings, bytes, lists, "
-                        f"dicts); got {type(value).__name__}: {exc}") from None
 
 
 class _Topics:
@@ -128,16 +63,18 @@ class _Topics:
 
 
 _topics_lock = threading.Lock()
+#: client -> its _Topics, made on first use
+_registry: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _topics(client) -> _Topics:
-    topics = client.__dict__.get("_event_topics")
+    topics = _registry.get(client)
     if topics is None:
         with _topics_lock:
-            topics = client.__dict__.get("_event_topics")
+            topics = _registry.get(client)
             if topics is None:
-                topics = client._event_topics = _Topics(client)
-                client._core.handlers["topic-event"] = topics.on_event
+                topics = _registry[client] = _Topics(client)
+                client.port.on_message("topic-event", topics.on_event)
     return topics
 
 
@@ -148,7 +85,7 @@ class _HandlerSubscription:
         self.client = client
         self.topic = topic
         self.handler = handler
-        self.mode = client._host.mode
+        self.mode = client.port.mode
         self.asyncio_loop = None
         if self.mode == "asyncio":
             import asyncio
@@ -159,7 +96,7 @@ class _HandlerSubscription:
         self._send, self._receive = trio.open_memory_channel(math.inf)
 
     def start(self):  # loop thread
-        self.client._core.nursery.start_soon(self._run)
+        self.client.port.start_soon(self._run)
 
     def deliver(self, event):  # loop thread
         try:
@@ -209,13 +146,13 @@ def _start_handler(client, topic, subscription, replaced):
     if replaced is not None:
         replaced.close()
     subscription.start()
-    client._core.send({"op": "subscribe-topic", "topic": topic})
+    client.port.send({"op": "subscribe-topic", "topic": topic})
 
 
 def _stop_handler(client, topics, topic, subscription):
     subscription.close()
     if not topics.wanted(topic):
-        client._core.send({"op": "unsubscribe-topic", "topic": topic})
+        client.port.send({"op": "unsubscribe-topic", "topic": topic})
 
 
 class EventStream:
@@ -246,7 +183,7 @@ class EventStream:
         else:
             self._send, self._receive = trio.open_memory_channel(math.inf)
             self._mode = "trio"
-        await self._client._sync(_subscribe_stream, self._client, self)
+        await self._client.port.run(_subscribe_stream, self._client, self)
         return self
 
     async def __aexit__(self, *exc_info):
@@ -257,7 +194,7 @@ class EventStream:
             raise TypeError("use 'async with client.events(topic)' with an asynchronous client")
         self._queue = queue.SimpleQueue()
         self._mode = "blocking"
-        self._client._sync(_subscribe_stream, self._client, self)
+        self._client.port.run(_subscribe_stream, self._client, self)
         return self
 
     def __exit__(self, *exc_info):
@@ -265,7 +202,7 @@ class EventStream:
 
     def _leave(self):
         if self._mode is not None:
-            self._client._core._in_loop(partial(_unsubscribe_stream, self._client, self))
+            self._client.port.call_soon(_unsubscribe_stream, self._client, self)
 
     def _deliver(self, event):  # the client's loop
         try:
@@ -313,7 +250,7 @@ async def _subscribe_stream(client, stream):
     topics = _topics(client)
     with topics.lock:
         topics.streams[stream._topic].append(stream)
-    await client._core.request({"op": "subscribe-topic", "topic": stream._topic})
+    await client.port.ask({"op": "subscribe-topic", "topic": stream._topic})
 
 
 def _unsubscribe_stream(client, stream):
@@ -327,62 +264,45 @@ def _unsubscribe_stream(client, stream):
     if stream._mode == "trio":
         stream._send.close()
     if not topics.wanted(stream._topic) and client.status == "running":
-        client._core.send({"op": "unsubscribe-topic", "topic": stream._topic})
+        client.port.send({"op": "unsubscribe-topic", "topic": stream._topic})
 
 
-# ----------------------------------------------------------------------- Client methods
-
-def log_event(self, topic, msg):
-    """Log ``msg`` (msgpack-serializable) under ``topic``, or under each of a
-    list of topics, with the scheduler's timestamp.  Inside a task, use the
-    worker's client: ``get_client().log_event(...)``."""
-    _check_msgpack(msg, "Message")
-    return self._sync(_log_event, self, topic, msg)
+def log_event(port, topic, msg):
+    """``Client.log_event``."""
+    check_msgpack(msg, "Message")
+    return port.request({"op": "log-event", "topic": topic, "msg": msg}, _none)
 
 
-async def _log_event(client, topic, msg):
-    await client._core.request({"op": "log-event", "topic": topic, "msg": msg})
+def get_events(port, topic=None):
+    """``Client.get_events``."""
+    def finish(result):
+        if topic is not None:
+            return tuple(tuple(event) for event in result)
+        return {one: tuple(tuple(event) for event in events) for one, events in result.items()}
+    return port.request({"op": "get-events", "topic": topic}, finish)
 
 
-def get_events(self, topic=None):
-    """The logged ``(timestamp, msg)`` events of ``topic``, oldest first; with
-    no topic, a dict of every topic's events."""
-    return self._sync(_get_events, self, topic)
-
-
-async def _get_events(client, topic):
-    result = await client._core.request({"op": "get-events", "topic": topic})
-    if topic is not None:
-        return tuple(tuple(event) for event in result)
-    return {one: tuple(tuple(event) for event in events) for one, events in result.items()}
-
-
-def subscribe_topic(self, topic, handler):
-    """Call ``handler(event)`` for every event logged under ``topic`` from now
-    on; ``event`` is ``(timestamp, msg)``.  A coroutine function is awaited.
-    One handler per topic: subscribing again replaces it."""
+def subscribe_topic(client, topic, handler):
+    """``Client.subscribe_topic``."""
     if not callable(handler):
         raise TypeError(f"handler must be callable, got {handler!r}")
-    topics = _topics(self)
-    subscription = _HandlerSubscription(self, topic, handler)
+    topics = _topics(client)
+    subscription = _HandlerSubscription(client, topic, handler)
     with topics.lock:
         replaced = topics.handlers.get(topic)
         topics.handlers[topic] = subscription
-    self._core._in_loop(partial(_start_handler, self, topic, subscription, replaced))
+    client.port.call_soon(_start_handler, client, topic, subscription, replaced)
 
 
-def unsubscribe_topic(self, topic):
-    """Stop calling the handler of ``topic``."""
-    topics = _topics(self)
+def unsubscribe_topic(client, topic):
+    """``Client.unsubscribe_topic``."""
+    topics = _topics(client)
     with topics.lock:
         subscription = topics.handlers.pop(topic, None)
     if subscription is None:
         raise ValueError(f"No event handler known for topic {topic}.")
-    self._core._in_loop(partial(_stop_handler, self, topics, topic, subscription))
+    client.port.call_soon(_stop_handler, client, topics, topic, subscription)
 
 
-def events(self, topic) -> EventStream:
-    """Follow ``topic`` as an iterator of its new events: ``async with
-    client.events("alerts") as stream: async for timestamp, msg in stream``
-    (``with`` and ``for`` with a blocking client)."""
-    return EventStream(self, topic)
+def _none(result):
+    return None
