@@ -105,7 +105,8 @@ def test_a_dask_style_deployer_runs_scales_and_stops_its_workers():
                      workers={0: WORKER, 1: WORKER}, worker=WORKER) as cluster:
         assert cluster.scheduler.token  # made for the cluster
         procs = _procs(cluster)
-        with Client(cluster) as client:
+        with cluster.get_client() as client:  # dask's Cluster.get_client, on any SpecCluster
+            assert client.cluster is cluster and cluster.get_client() is client
             client.wait_for_workers(2, timeout=30)
             names = {w["name"] for w in client.scheduler_info()["workers"].values()}
             assert names == {"0", "1"}

@@ -154,21 +154,6 @@ class LocalCluster(SpecCluster):
             raise ValueError("scale(memory=) needs workers with a memory_limit")
         return self.memory_limit
 
-    # ---------------------------------------------------------------- client
-
-    def get_client(self):
-        """A client of this cluster, as dask's ``Cluster.get_client``: the
-        current default client if it is connected to this cluster, else a
-        new ``Client(self)``."""
-        from trioflow.client.client import Client, default_client
-        try:
-            current = default_client()
-        except ValueError:
-            current = None
-        if current is not None and getattr(current, "cluster", None) is self:
-            return current
-        return Client(self)
-
     # ---------------------------------------------------------------- logs
 
     def get_logs(self, cluster=True, scheduler=True, workers=True):

@@ -602,6 +602,21 @@ class SpecCluster(ClusterCompatMixin):
         port = info.get("services", {}).get("dashboard")
         return None if port is None else dashboard_link(info.get("dashboard_host"), port)
 
+    # ---------------------------------------------------------------- client
+
+    def get_client(self):
+        """A client of this cluster, as dask's ``Cluster.get_client``: the
+        current default client if it is connected to this cluster, else a
+        new ``Client(self)``."""
+        from trioflow.client.client import Client, default_client
+        try:
+            current = default_client()
+        except ValueError:
+            current = None
+        if current is not None and getattr(current, "cluster", None) is self:
+            return current
+        return Client(self)
+
     def __repr__(self):
         return (f"{type(self).__name__}({self.scheduler_address!r}, "
                 f"workers={len(self.workers)})")
