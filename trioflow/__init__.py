@@ -60,8 +60,8 @@ _PUBLIC = {
     "Pub": "trioflow.extensions.pubsub",
     "Sub": "trioflow.extensions.pubsub",
     "Channel": "trioflow.client.primitives.channels",
-    "Actor": "trioflow.extensions.actors",
-    "ActorFuture": "trioflow.extensions.actors",
+    "Actor": "trioflow.client.primitives.actors",
+    "ActorFuture": "trioflow.client.primitives.actors",
     "ActorLostError": "trioflow.errors",
     "WorkerPlugin": "trioflow.server.extensions.plugins",
     "EventStream": "trioflow.client.primitives.event_log",
@@ -133,7 +133,7 @@ def _wire_layers():
     from trioflow.server.worker_hooks import set_default_hooks
     set_local_cluster(_on_first_use("trioflow.deploy.local", "LocalCluster"))
     set_default_hooks(client_factory=_on_first_use("trioflow.client.client", "client_for_worker"),
-                      actor_handle=_on_first_use("trioflow.extensions.actors", "actor_proxy"))
+                      actor_handle=_on_first_use("trioflow.client.primitives.actors", "actor_proxy"))
 
 
 _wire_layers()

@@ -25,7 +25,7 @@ class ClientPort:
     Methods that say "loop" run in the client's event loop: call them from a
     coroutine given to ``run``, or from a callback given to ``call_soon``."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_client", "__weakref__")
 
     def __init__(self, client):
         self._client = client

@@ -26,7 +26,7 @@ SCHEDULER_EXTENSIONS: list[str] = [
 #: "module:Class" of every worker extension (handlers for requests that peers
 #: and clients send straight to a worker, e.g. Pub/Sub between workers, actors)
 WORKER_EXTENSIONS: list[str] = [
-    "trioflow.extensions.actors:ActorWorkerExtension",
+    "trioflow.server.extensions.actors:ActorWorkerExtension",
     "trioflow.server.extensions.plugins:PluginWorkerExtension",
     "trioflow.server.extensions.uploads:UploadWorkerExtension",
     "trioflow.extensions.pubsub:PubSubWorkerExtension",
