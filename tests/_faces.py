@@ -85,8 +85,9 @@ class Face:
     # ------------------------------------------------------------ calls
 
     async def __call__(self, value):
-        """The value of a client call: as returned on the blocking face, awaited on the others."""
-        if not self.blocking and inspect.isawaitable(value):
+        """The value of a client call: as returned on the blocking face, awaited on the
+        others. (A coroutine, such as the test's own helpers make, is awaited on every face.)"""
+        if inspect.iscoroutine(value) or (not self.blocking and inspect.isawaitable(value)):
             return await value
         return value
 
@@ -109,9 +110,7 @@ class Face:
         """Poll ``predicate()`` (a value, or an awaitable of one) until it is truthy; return it."""
         deadline = time.monotonic() + timeout
         while True:
-            value = predicate()
-            # a coroutine of the test's own is awaited on every face
-            value = await value if inspect.iscoroutine(value) else await self(value)
+            value = await self(predicate())
             if value:
                 return value
             if time.monotonic() >= deadline:
@@ -124,6 +123,33 @@ class Face:
         async def equal():
             return await self(call()) == expected
         await self.until(equal, timeout, message=message or f"{call!r} == {expected!r}")
+
+    # ------------------------------------------------------------ the scheduler's side
+
+    async def task_count(self, client):
+        """How many tasks the scheduler holds."""
+        return await self(client.run_on_scheduler(
+            lambda dask_scheduler: len(dask_scheduler.state.tasks)))
+
+    async def forgotten(self, client, key):
+        """True once no worker holds ``key`` and the scheduler no longer lists it."""
+        if key in await self(client.who_has()):
+            return False
+        return all(key not in keys for keys in (await self(client.has_what())).values())
+
+    async def barrier(self, client, timeout=10.0):
+        """Return once the scheduler has handled everything ``client`` sent before
+        (a key submitted and released after the rest is forgotten), so a test can
+        assert that something did NOT happen without sleeping."""
+        from _tasks import inc
+
+        marker = client.submit(inc, 0, pure=False)
+        await self.result(marker, timeout)
+        key = marker.key
+        marker.release()
+        del marker
+        await self.until(lambda: self.forgotten(client, key), timeout,
+                         message="barrier key forgotten")
 
     @contextlib.asynccontextmanager
     async def other_client(self, client):

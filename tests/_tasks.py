@@ -59,6 +59,31 @@ def wait_for_path(path, timeout=30.0):
     return True
 
 
+def wait_for_path_after(path, *dependencies):
+    """``wait_for_path(path)``, after the dependencies passed (for the graph's shape)."""
+    return wait_for_path(path)
+
+
+def write_marker(path, *dependencies):
+    pathlib.Path(path).write_text("ran")
+    return path
+
+
+def _parse_setting(text):
+    return int(text)
+
+
+def load_setting(text):
+    """Fails inside a helper, so the remote traceback has two of our frames."""
+    return _parse_setting(text)
+
+
+def where_am_i():
+    from trioflow import get_worker
+
+    return get_worker().address
+
+
 def signal_and_wait(started_path, release_path, timeout=30.0):
     """Create ``started_path``, then wait for ``release_path`` to exist."""
     pathlib.Path(started_path).touch()

@@ -77,6 +77,33 @@ def key_is_held(client, key):
     return any(key in keys for keys in client.has_what().values())
 
 
+def two_workers(client):
+    """The addresses of the client's two workers, sorted."""
+    workers = sorted(client.nthreads())
+    assert len(workers) == 2, workers
+    return workers
+
+
+def holders(client, key):
+    """The workers whose memory holds ``key`` (by has_what)."""
+    return {address for address, keys in client.has_what().items() if key in keys}
+
+
+def wait_forgotten(client, key, timeout=10):
+    wait_until(lambda: key_is_forgotten(client, key), timeout, message=f"{key} forgotten")
+
+
+def scheduler_task_count(client):
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.state.tasks))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def barrier(client, timeout=10.0):
     """Return once the scheduler has handled every message this client sent before.
 

@@ -168,6 +168,18 @@ def inproc_client(check_leaks):
 
 
 @pytest.fixture
+def running_cluster(check_leaks):
+    """A blocking LocalCluster, already running when the test starts, that the
+    test's async clients connect to by address.  In-process workers, but a
+    network address: an inproc:// one is reachable only from the loop thread."""
+    from trioflow import LocalCluster
+
+    with LocalCluster(processes=False, protocol="ws", n_workers=2,
+                      threads_per_worker=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def second_client(inproc_client):
     """A second blocking Client on ``inproc_client``'s cluster (closed afterwards)."""
     from trioflow import Client

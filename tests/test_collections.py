@@ -15,6 +15,7 @@ db = pytest.importorskip("dask.bag")
 np = pytest.importorskip("numpy")
 
 from trioflow import Client, Future, get_worker, wait  # noqa: E402
+from _tasks import double  # noqa: E402
 from _util import run_python, wait_until  # noqa: E402
 
 
@@ -250,3 +251,18 @@ print("ok")
 """
     done = run_python(code)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+def test_dask_collections_on_every_face(face):
+    import dask
+
+    async def scenario(c):
+        workers = set(await face(c.nthreads()))
+        computed = c.compute(dask.delayed(where_am_i)())
+        assert isinstance(computed, Future)
+        assert await face.result(computed) in workers
+        persisted = c.persist(dask.delayed(inc)(1))
+        (future,) = persisted.__dask_graph__().values()
+        assert isinstance(future, Future) and await face.result(future) == 2
+        assert await face(c.get({"x": (inc, 1), "y": (double, "x")}, "y")) == 4
+    face.run(scenario)

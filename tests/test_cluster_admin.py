@@ -1,0 +1,342 @@
+"""Clients and their cluster: starting a client (its keywords, a cluster or
+an address, asynchronous ones, refused mixes of loops), closing it without
+leftovers, what it tells about the cluster (nthreads, scheduler_info, run,
+run_on_scheduler, wait_for_workers), restart and shutdown."""
+
+import os
+
+import pytest
+
+import trioflow
+from trioflow import CancelledError, Client, LocalCluster, wait
+from _tasks import add, getpid, inc, wait_for_path
+from _util import async_client, free_port, scheduler_address, scheduler_task_count, two_workers
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request):
+    return request.param
+
+
+# --- starting and closing a client ---------------------------------------------------------
+
+
+def test_client_processes_false_starts_threaded_workers(inproc_client):
+    assert sorted(inproc_client.nthreads().values()) == [2, 2]
+    assert inproc_client.submit(inc, 1).result(timeout=10) == 2
+
+
+def test_client_accepts_dask_keyword_arguments():
+    with Client(
+        processes=False,
+        n_workers=1,
+        threads_per_worker=1,
+        memory_limit="1GiB",
+        dashboard_address=None,
+        scheduler_port=0,
+        asynchronous=False,
+        name="keyword-test",
+        timeout=30,
+        set_as_default=True,
+    ) as client:
+        client.wait_for_workers(1, timeout=10)
+        assert client.submit(inc, 1).result(timeout=10) == 2
+        (info,) = client.scheduler_info()["workers"].values()
+        assert info["nthreads"] == 1
+        assert info["memory_limit"] == 2**30
+        assert trioflow.get_client() is client
+
+
+def test_client_constructor_keywords_are_accepted(inproc_client, tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    inproc_client.write_scheduler_file(str(scheduler_file))
+    with Client(address=None, loop=None, timeout=10, set_as_default=False,
+                scheduler_file=str(scheduler_file), security=None, asynchronous=False,
+                name="keywords", heartbeat_interval=1000, serializers=None, deserializers=None,
+                extensions=None, direct_to_workers=True, connection_limit=512) as client:
+        assert client.submit(inc, 1).result(timeout=10) == 2
+    client.close(timeout=10)
+
+
+def test_client_with_set_as_default_false_works():
+    with Client(
+        processes=False,
+        n_workers=1,
+        threads_per_worker=1,
+        dashboard_address=None,
+        set_as_default=False,
+    ) as client:
+        assert client.submit(inc, 41).result(timeout=10) == 42
+
+
+def test_local_cluster_passed_to_client():
+    with LocalCluster(
+        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=10)
+            assert sorted(client.nthreads().values()) == [1, 1]
+            assert client.submit(add, 1, 2).result(timeout=10) == 3
+        # A second client connects to the same in-process cluster by address.
+        with Client(cluster.scheduler_address) as other:
+            assert other.submit(inc, 1).result(timeout=10) == 2
+            assert len(other.nthreads()) == 2
+
+
+def test_client_close_leaves_nothing_behind():
+    client = Client(processes=False, n_workers=2, threads_per_worker=2, dashboard_address=None)
+    try:
+        assert client.map(inc, range(10)) and client.submit(inc, 1).result(timeout=10) == 2
+    finally:
+        client.close()
+    assert client.status == "closed"
+
+
+def test_context_manager_client_leaves_nothing_behind():
+    with Client(processes=False, n_workers=2, threads_per_worker=2, dashboard_address=None) as c:
+        assert c.gather(c.map(inc, range(20))) == list(range(1, 21))
+
+
+def test_second_client_shares_cluster_by_address(inproc_client):
+    with Client(scheduler_address(inproc_client)) as other:
+        a = inproc_client.submit(inc, 1)
+        b = other.submit(inc, 1)
+        assert a.key == b.key
+        assert b.result(timeout=10) == 2
+        assert set(other.nthreads()) == set(inproc_client.nthreads())
+
+
+@pytest.mark.timeout(120)
+def test_processes_local_cluster_honours_scheduler_port_and_memory_limit():
+    port = free_port()
+    with LocalCluster(
+        processes=True,
+        n_workers=1,
+        threads_per_worker=1,
+        scheduler_port=port,
+        memory_limit="1GiB",
+        dashboard_address=None,
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=30)
+        assert scheduler_address(client).endswith(f":{port}")
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["memory_limit"] == 2**30
+        assert client.submit(inc, 1).result(timeout=30) == 2
+
+
+async def test_await_client_then_close():
+    c = await async_client(n_workers=1)
+    try:
+        assert c.status == "running"
+        assert await c.submit(inc, 41) == 42
+    finally:
+        await c.close()
+    assert c.status == "closed"
+
+
+async def test_local_cluster_asynchronous_with_client():
+    async with LocalCluster(processes=False, asynchronous=True, n_workers=2,
+                            threads_per_worker=1) as cluster:
+        async with Client(cluster, asynchronous=True) as c:
+            assert await c.submit(inc, 1) == 2
+            assert len(await c.nthreads()) == 2
+        assert cluster.status == "running"
+        cluster_too = await LocalCluster(processes=False, asynchronous=True, n_workers=1)
+        try:
+            async with Client(cluster_too.scheduler_address, asynchronous=True) as c:
+                assert await c.submit(inc, 2) == 3
+        finally:
+            await cluster_too.close()
+
+
+async def test_client_by_address_to_a_running_cluster(running_cluster):
+    address = running_cluster.scheduler_address
+    async with Client(address, asynchronous=True) as first:
+        async with Client(address, asynchronous=True, set_as_default=False) as second:
+            mine = first.submit(inc, 5)
+            theirs = second.submit(inc, 5)
+            assert mine.key == theirs.key
+            assert await mine == await theirs == 6
+            assert len(await second.nthreads()) == 2
+    # the cluster outlives the clients
+    assert running_cluster.status == "running"
+
+
+@pytest.fixture
+def inproc_cluster():
+    """A blocking in-process cluster: its servers live in trioflow's loop thread."""
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1) as cluster:
+        yield cluster
+
+
+async def test_inproc_cluster_of_another_loop_is_refused_clearly(anyio_backend, inproc_cluster):
+    if anyio_backend != "trio":
+        pytest.skip("asyncio clients run in the loop thread that serves inproc:// too")
+    with pytest.raises(ValueError, match="from this event loop"):
+        await Client(inproc_cluster.scheduler_address, asynchronous=True, timeout=5)
+
+
+async def test_blocking_client_inside_trio_code_is_refused_clearly(anyio_backend):
+    if anyio_backend != "trio":
+        pytest.skip("under asyncio a blocking client runs in trioflow's loop thread")
+    with pytest.raises(RuntimeError, match="asynchronous=True"):
+        Client(processes=False, n_workers=1)
+
+
+# --- what the client tells about the cluster -----------------------------------------------
+
+
+def test_cluster_information_methods(face):
+    async def scenario(c):
+        await face(c.wait_for_workers(2, timeout=10))
+        nthreads = await face(c.nthreads())
+        assert sorted(nthreads.values()) == [2, 2]
+        assert await face(c.ncores()) == nthreads
+        info = await face(c.scheduler_info())
+        assert set(info["workers"]) == set(nthreads)
+        future = c.submit(inc, 1)
+        await face.result(future)
+        assert (await face(c.who_has([future])))[future.key]
+        assert any(future.key in keys for keys in (await face(c.has_what())).values())
+        assert await face(c.run(os.getpid)) == {address: os.getpid() for address in nthreads}
+        assert await face(c.run_on_scheduler(add, 1, 2)) == 3
+        assert c.dashboard_link is None
+    face.run(scenario)
+
+
+def test_nthreads_and_ncores_map_addresses_to_threads(inproc_client):
+    nthreads = inproc_client.nthreads()
+    assert len(nthreads) == 2
+    assert all(isinstance(a, str) for a in nthreads)
+    assert all(n == 2 for n in nthreads.values())
+    assert inproc_client.ncores() == nthreads
+
+
+def test_scheduler_info_lists_workers(inproc_client):
+    info = inproc_client.scheduler_info()
+    workers = info["workers"]
+    assert set(workers) == set(inproc_client.nthreads())
+    for address, worker in workers.items():
+        assert worker["nthreads"] == 2
+        assert isinstance(worker["memory_limit"], int)
+        assert "name" in worker
+    assert isinstance(info["address"], str)
+
+
+def test_scheduler_info_and_dashboard_link(inproc_client):
+    info = inproc_client.scheduler_info()
+    assert info["type"] == "Scheduler"
+    assert info["address"] == inproc_client.scheduler_address
+    assert set(info["workers"]) == set(inproc_client.nthreads())
+    for worker in info["workers"].values():
+        assert worker["nthreads"] == 2
+    assert inproc_client.dashboard_link is None
+
+
+def test_wait_for_workers(inproc_client):
+    inproc_client.wait_for_workers(2, timeout=5)
+    inproc_client.wait_for_workers(n_workers=1, timeout=5)
+    with pytest.raises(TimeoutError):
+        inproc_client.wait_for_workers(3, timeout=0.5)
+
+
+def test_run_on_scheduler(inproc_client):
+    assert inproc_client.run_on_scheduler(os.getpid) == os.getpid()
+    assert inproc_client.run_on_scheduler(add, 1, 2) == 3
+
+
+def test_run_on_every_worker(inproc_client):
+    pids = inproc_client.run(os.getpid)
+    assert set(pids) == set(inproc_client.nthreads())
+    assert set(pids.values()) == {os.getpid()}
+    worker_a, _ = two_workers(inproc_client)
+    assert inproc_client.run(add, 1, 2, workers=[worker_a]) == {worker_a: 3}
+
+
+# --- restart and shutdown ------------------------------------------------------------------
+
+
+def test_restart_cancels_the_futures_and_the_workers_come_back(face):
+    async def scenario(c):
+        future = c.submit(inc, 1)
+        futures = c.map(inc, range(10, 20))
+        await face(wait(futures + [future]))
+        await face(c.restart())
+        assert future.cancelled() and all(f.cancelled() for f in futures)
+        with pytest.raises(CancelledError, match="restart"):
+            await face.result(future)
+        await face(c.wait_for_workers(2, timeout=10))
+        assert await face.result(c.submit(inc, 1)) == 2
+    face.run(scenario)
+
+
+def test_restart_cancels_every_future_with_a_clear_message(inproc_client, tmp_path):
+    release = tmp_path / "release"
+    try:
+        finished = inproc_client.submit(inc, 1)
+        finished.result(timeout=10)
+        running = inproc_client.submit(wait_for_path, str(release))
+        inproc_client.restart(timeout=30, wait_for_workers=True)
+        assert finished.cancelled() and running.cancelled()
+        with pytest.raises(CancelledError, match="restart"):
+            finished.result(timeout=10)
+        with pytest.raises(CancelledError, match="restart"):
+            running.result(timeout=10)
+    finally:
+        release.touch()
+    inproc_client.wait_for_workers(2, timeout=10)
+    assert scheduler_task_count(inproc_client) == 0
+    # the same computation can be submitted again
+    assert inproc_client.submit(inc, 1).result(timeout=10) == 2
+
+
+def test_processes_restart_replaces_the_worker_processes(proc_client):
+    pids = set(proc_client.run(getpid).values())
+    assert len(pids) == 2 and os.getpid() not in pids
+    future = proc_client.submit(inc, 1)
+    future.result(timeout=30)
+    proc_client.restart()
+    with pytest.raises(CancelledError, match="restart"):
+        future.result(timeout=10)
+    proc_client.wait_for_workers(2, timeout=30)
+    new_pids = set(proc_client.run(getpid).values())
+    assert len(new_pids) == 2 and not (new_pids & pids)
+    assert proc_client.submit(inc, 2).result(timeout=30) == 3
+
+
+def test_shutdown_closes_the_cluster_and_the_client():
+    cluster = LocalCluster(processes=False, n_workers=2, threads_per_worker=1)
+    try:
+        client = Client(cluster, set_as_default=False)
+        assert client.submit(inc, 1).result(timeout=10) == 2
+        client.shutdown()
+        assert client.status == "closed"
+        assert cluster.status == "closed"
+    finally:
+        cluster.close()
+
+
+def test_shutdown_by_address_stops_the_scheduler():
+    with LocalCluster(processes=False, protocol="ws", n_workers=1,
+                      threads_per_worker=1) as cluster:
+        address = cluster.scheduler_address
+        client = Client(address, set_as_default=False)
+        client.shutdown()
+        assert client.status == "closed"
+        with pytest.raises((trioflow.TimeoutError, trioflow.CommClosedError, OSError)):
+            Client(address, timeout=2, set_as_default=False).close()
+
+
+async def test_shutdown_closes_scheduler_workers_and_client():
+    cluster = await LocalCluster(processes=False, asynchronous=True, n_workers=2,
+                                 threads_per_worker=1)
+    try:
+        c = await Client(cluster, asynchronous=True, set_as_default=False)
+        assert await c.submit(inc, 1) == 2
+        await c.shutdown()
+        assert c.status == "closed"
+        assert cluster.status == "closed"
+    finally:
+        await cluster.close()
