@@ -242,6 +242,29 @@ def test_cancelling_a_task_waiting_in_get_stops_it(inproc_client):
                                .values()), message="the waiting task stopped")
 
 
+def get_with_timeout(topic):
+    """Sync task: a get on a quiet topic ends with trioflow.TimeoutError."""
+    try:
+        Sub(topic).get(timeout=0.1)
+    except trioflow.TimeoutError as exc:
+        return str(exc)
+    return "no timeout"
+
+
+async def async_get_with_timeout(topic):
+    try:
+        await Sub(topic).get(timeout=0.1)
+    except trioflow.TimeoutError as exc:
+        return str(exc)
+    return "no timeout"
+
+
+@pytest.mark.parametrize("task", [get_with_timeout, async_get_with_timeout])
+def test_get_in_a_task_times_out(inproc_client, task):
+    assert "no message on topic 'quiet-task'" in inproc_client.submit(
+        task, "quiet-task", pure=False).result(10)
+
+
 def test_pub_and_sub_take_worker_or_client_not_both(inproc_client):
     with pytest.raises(ValueError, match="not both"):
         Pub("x", worker=object(), client=inproc_client)
@@ -271,6 +294,20 @@ async def test_async_client_pub_sub(check_leaks):
         assert got == list(range(N))
         with pytest.raises(trioflow.TimeoutError):
             await sub.get(timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_get_leaves_every_message_for_the_next(check_leaks):
+    async with async_client() as client:
+        sub = await Sub("async-cancelled-get", client=client)
+        pub = Pub("async-cancelled-get", client=client)
+        with anyio.move_on_after(0.2) as scope:
+            await sub.get()  # waits in a long poll on the scheduler, then is cancelled
+        assert scope.cancel_called
+        for i in range(3):
+            pub.put(i)
+        with anyio.fail_after(20):
+            assert [await sub.get(timeout=10) for _ in range(3)] == [0, 1, 2]
 
 
 @pytest.mark.anyio

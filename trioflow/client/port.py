@@ -60,17 +60,23 @@ class ClientPort:
 
     # ---------------------------------------------------------------- the caller's face
 
-    def run(self, async_fn, *args, asynchronous=None):
-        """Run ``async_fn(*args)`` in the client's loop, in the caller's face.
+    def run(self, async_fn, *args, asynchronous=None, undo=None, finish=None):
+        """Run ``async_fn(*args)`` in the client's loop, in the caller's face,
+        and give ``finish(result)`` (the result itself without ``finish``).
         Blocking clients block; asynchronous ones return an awaitable.  A
         client hosted in a trio loop (``asynchronous=True`` under trio, and
         every worker's client) also serves other threads, blocking them: that
         is how sync tasks on a worker use the worker's client.
         ``asynchronous=True`` makes a blocking client return an awaitable for
-        trio or asyncio code instead."""
+        trio or asyncio code instead.
+
+        ``finish`` runs in the caller.  ``undo(result)`` (in the loop) gets a
+        result the caller gave up on after ``async_fn`` had returned it: an
+        asyncio caller cancelled in between (a trio caller is cancelled
+        inside ``async_fn`` itself, which must then leave nothing taken)."""
         client = self._client
         host = client._host
-        if client.status in ("lost-scheduler", "connecting"):
+        if client.status == "lost-scheduler":
             client._core.check_connected()
         if host is None or client.status != "running":
             raise TrioflowError(f"{client!r} is not running" + (
@@ -78,14 +84,17 @@ class ClientPort:
         mode = host.mode
         if mode == "blocking":
             if asynchronous:
-                return host.run_from_other_loop(async_fn, *args)
+                return _finish_after(host.run_from_other_loop(async_fn, *args), finish)
             if host.in_host_loop():
                 raise RuntimeError("a blocking Client method was called from inside the "
                                    "event loop; use the async client (asynchronous=True) there")
-            return host.call_blocking(async_fn, *args)
+            return _finished(host.call_blocking(async_fn, *args), finish)
         if mode == "trio" and not host.in_host_loop():
-            return trio.from_thread.run(async_fn, *args, trio_token=host.trio_token)
-        return host.run(async_fn, *args)
+            return _finished(trio.from_thread.run(async_fn, *args, trio_token=host.trio_token),
+                             finish)
+        if mode == "asyncio" and undo is not None:
+            return _finish_after(_asyncio_cancel_safe(host, async_fn, args, undo), finish)
+        return _finish_after(host.run(async_fn, *args), finish)
 
     def request(self, msg: dict, finish=None, undo=None):
         """Send request ``msg`` to the scheduler and return ``finish(result)``
@@ -94,16 +103,9 @@ class ClientPort:
         Cancel-safe: if the caller gives up (is cancelled) after the
         scheduler acted, ``undo(result)`` runs in the client's loop instead,
         whether the reply was still on its way or had already arrived."""
-        client = self._client
-        if client.status != "running" or not client.asynchronous:
-            result = self.run(self.ask, msg, undo)
-            return result if finish is None else finish(result)
-        host = client._host
-        if host.mode == "asyncio":
-            return _finish_after(_asyncio_cancel_safe(self, msg, undo), finish)
-        # trio: the caller's cancellation reaches Connection.request, which
-        # hands a reply that arrives anyway to undo
-        return _finish_after(self.run(self.ask, msg, undo), finish)
+        # a trio caller's cancellation reaches Connection.request, which hands
+        # a reply that arrives anyway to undo; an asyncio caller's is run's
+        return self.run(self.ask, msg, undo, undo=undo, finish=finish)
 
     # ---------------------------------------------------------------- in the loop
 
@@ -145,23 +147,26 @@ class ClientPort:
         self._client._core.handlers[op] = handler
 
 
+def _finished(result, finish):
+    return result if finish is None else finish(result)
+
+
 async def _finish_after(awaitable, finish):
     result = await awaitable
     return result if finish is None else finish(result)
 
 
-async def _asyncio_cancel_safe(port, msg, undo):
-    """The asyncio face of ``request``.  Cancelling the portal's future would
-    drop a result the trio side already has; instead the trio side is
-    shielded from the future and told to give up, and undoes what it got."""
+async def _asyncio_cancel_safe(host, async_fn, args, undo):
+    """The asyncio face of ``run`` with ``undo``.  Cancelling the portal's
+    future would drop a result the trio side already has; instead the trio
+    side is shielded from the future and told to give up, and undoes what it got."""
     import asyncio
-    host = port.client._host
-    request = _Abandonable(port, msg, undo)
-    outcome = asyncio.wrap_future(host.loop.portal.start_task_soon(request.run))
+    call = _Abandonable(async_fn, args, undo)
+    outcome = asyncio.wrap_future(host.loop.portal.start_task_soon(call.run))
     try:
         return await asyncio.shield(outcome)
     except asyncio.CancelledError:
-        host.loop.run_sync_soon(request.abandon)
+        host.loop.run_sync_soon(call.abandon)
         outcome.add_done_callback(_ignore_outcome)  # nobody will read it
         raise
 
@@ -172,11 +177,11 @@ def _ignore_outcome(future):
 
 
 class _Abandonable:
-    """One request run in the trio loop on behalf of an asyncio caller,
-    which may abandon it at any moment (``abandon`` runs in the trio loop)."""
+    """One call run in the trio loop on behalf of an asyncio caller, which
+    may abandon it at any moment (``abandon`` runs in the trio loop)."""
 
-    def __init__(self, port, msg, undo):
-        self.port, self.msg, self.undo = port, msg, undo
+    def __init__(self, async_fn, args, undo):
+        self.async_fn, self.args, self.undo = async_fn, args, undo
         self.scope: trio.CancelScope | None = None
         self.abandoned = False
         self.done = False
@@ -186,7 +191,7 @@ class _Abandonable:
         with trio.CancelScope() as self.scope:
             if self.abandoned:
                 self.scope.cancel()
-            self.result = await self.port.ask(self.msg, self.undo)
+            self.result = await self.async_fn(*self.args)
             self.done = True
             return self.result
         return None
@@ -194,7 +199,6 @@ class _Abandonable:
     def abandon(self):
         self.abandoned = True
         if self.done:
-            if self.undo is not None:
-                self.undo(self.result)
+            self.undo(self.result)
         elif self.scope is not None:
             self.scope.cancel()

@@ -16,7 +16,7 @@ SCHEDULER_EXTENSIONS: list[str] = [
     "trioflow.server.extensions.event:EventExtension",
     "trioflow.server.extensions.semaphore:SemaphoreExtension",
     "trioflow.server.extensions.channels:ChannelExtension",
-    "trioflow.extensions.pubsub:PubSubSchedulerExtension",
+    "trioflow.server.extensions.pubsub:PubSubSchedulerExtension",
     "trioflow.server.extensions.datasets:DatasetExtension",
     "trioflow.server.extensions.event_log:EventLogExtension",
     "trioflow.server.extensions.metadata:MetadataExtension",
@@ -29,7 +29,7 @@ WORKER_EXTENSIONS: list[str] = [
     "trioflow.server.extensions.actors:ActorWorkerExtension",
     "trioflow.server.extensions.plugins:PluginWorkerExtension",
     "trioflow.server.extensions.uploads:UploadWorkerExtension",
-    "trioflow.extensions.pubsub:PubSubWorkerExtension",
+    "trioflow.server.extensions.pubsub:PubSubWorkerExtension",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Publish-subscribe (spec: ``distributed.Pub`` and ``distributed.Sub``).
+"""The server halves of publish-subscribe (spec: ``distributed.Pub`` and
+``distributed.Sub``; user objects: ``trioflow/client/primitives/pubsub.py``).
 
 Every ``Sub`` gets every message that any ``Pub`` of its topic puts after the
 subscription was made, in the order each publisher put them.  Messages put
@@ -25,32 +26,22 @@ never a round trip per message.
 from __future__ import annotations
 
 import logging
-import math
-import threading
-import time
-import uuid
 import weakref
 from collections import Counter, deque
 from itertools import count
 
 import trio
 
-from trioflow.errors import CommClosedError, SerializationError, TimeoutError
-from trioflow.extensions.base import SchedulerExtension, WorkerExtension
-from trioflow.protocol.serialize import deserialize, describe, pickle_error, serialize
-from trioflow.utils import parse_timedelta
+from trioflow.errors import CommClosedError, SerializationError
+from trioflow.protocol.serialize import describe, pickle_error, serialize
+from trioflow.server.extensions.base import SchedulerExtension, WorkerExtension
 
 logger = logging.getLogger("trioflow.pubsub")
 
-#: seconds a client's get waits on the scheduler per request before asking again
-POLL = 5.0
 #: seconds the scheduler waits for a publishing worker to acknowledge a new subscriber
 CONFIRM_TIMEOUT = 5.0
 #: most messages one client poll takes
 TAKE_LIMIT = 10_000
-#: seconds a task thread waiting in ``Sub.get`` sleeps before it checks whether
-#: its task was cancelled or its worker is closing
-THREAD_WAIT_SLICE = 0.5
 
 
 # ---------------------------------------------------------------------------- scheduler
@@ -289,9 +280,9 @@ class _Link:
 
 class PubSubWorkerExtension(WorkerExtension):
     """A worker's publishers and subscribers.  Every method runs in the
-    worker's trio loop, except ``publish_threadsafe``; ``Pub``/``Sub`` used
-    from task threads call in with ``run_sync_soon`` (in call order) or
-    ``trio.from_thread``, and wait for messages on a thread condition."""
+    worker's trio loop, except ``publish_threadsafe``, ``soon`` and
+    ``run_for_task``, through which ``Pub``/``Sub`` used from task threads
+    reach the loop."""
 
     name = "pubsub"
 
@@ -302,6 +293,8 @@ class PubSubWorkerExtension(WorkerExtension):
         self._registrations = count(1)
         self._from_threads: deque = deque()  # puts from task threads, for the loop
         self._drain_scheduled = False
+        self._waits: set = set()  # cancel scopes of task threads' waits (run_for_task)
+        self._closing = False
         self.handlers = {
             "pubsub-msg": self._receive,
             "pubsub-update": self._update,
@@ -322,6 +315,66 @@ class PubSubWorkerExtension(WorkerExtension):
     def _to_scheduler(self, msg: dict) -> None:
         if self.worker.scheduler is not None:
             self.worker.scheduler.send(msg)
+
+    # ------------------------------------------------------------ tasks' threads
+
+    def in_loop(self) -> bool:
+        try:
+            return trio.lowlevel.current_trio_token() is self.worker.trio_token
+        except RuntimeError:
+            return False
+
+    def soon(self, fn, *args) -> None:
+        """Run ``fn(*args)`` in the worker's loop: now if this is it, else soon
+        (in call order); nothing if the worker's loop has ended."""
+        if self.in_loop():
+            fn(*args)
+            return
+        try:
+            self.worker.trio_token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            pass
+
+    def run_for_task(self, async_fn, *args):
+        """``async_fn(*args)`` for the task calling: its coroutine in the
+        worker's loop (an ``async def`` task awaits it), else the result, the
+        calling thread blocked meanwhile.  A sync task's wait ends when its
+        future is cancelled (TaskCancelled, as at a ``checkpoint()``) or the
+        worker closes (CommClosedError)."""
+        if self.in_loop():
+            return async_fn(*args)
+        from trioflow.server.context import current_task
+        task = current_task()
+        outcome = trio.from_thread.run(self._wait_for_task, task, async_fn, args,
+                                       trio_token=self.worker.trio_token)
+        if outcome is _CANCELLED:
+            from trioflow.server.execution import TaskCancelled
+            raise TaskCancelled(f"task {task.key!r} was cancelled")
+        return outcome
+
+    async def _wait_for_task(self, task, async_fn, args):
+        execution = None if task is None else task.execution
+        with trio.CancelScope() as scope:
+            if execution is not None and execution.cancel_scope is None:
+                # what cancelling the task's future cancels (worker._cancel_execution)
+                execution.cancel_scope = scope
+            if self._closing or (execution is not None and execution.cancelled):
+                scope.cancel()
+            self._waits.add(scope)
+            try:
+                return await async_fn(*args)
+            finally:
+                self._waits.discard(scope)
+                if execution is not None and execution.cancel_scope is scope:
+                    execution.cancel_scope = None
+        if self._closing:
+            raise CommClosedError(f"{self.worker!r} closed while a task waited on Pub/Sub")
+        return _CANCELLED
+
+    async def close(self) -> None:
+        self._closing = True
+        for scope in list(self._waits):
+            scope.cancel()
 
     # ------------------------------------------------------------ subscribing
 
@@ -466,12 +519,12 @@ class PubSubWorkerExtension(WorkerExtension):
                 payload = message  # same process: no pickling, as for task data
             else:
                 if serialized is None:
-                    serialized = _pickle(name, message)
+                    serialized = pickle_message(name, message)
                 payload = serialized
             self._link(address).send({"op": "pubsub-msg", "name": name, "msg": payload})
         if topic.clients:
             if serialized is None:
-                serialized = _pickle(name, message)
+                serialized = pickle_message(name, message)
             self._to_scheduler({"op": "pubsub-msg", "name": name, "msg": serialized,
                                 "clients_only": True})
 
@@ -499,14 +552,9 @@ class PubSubWorkerExtension(WorkerExtension):
         link.conn = conn
 
 
-def _seconds(timeout) -> float | None:
-    """A ``timeout=`` (seconds, "200ms", a timedelta or None) in seconds."""
-    if hasattr(timeout, "total_seconds"):
-        return timeout.total_seconds()
-    return parse_timedelta(timeout)
-
-
-def _pickle(name, message):
+def pickle_message(name, message):
+    """``message`` pickled for topic ``name``; SerializationError naming both
+    if it cannot be."""
     try:
         return serialize(message)
     except Exception as exc:
@@ -515,253 +563,4 @@ def _pickle(name, message):
             f"{pickle_error(describe(message), exc)}") from exc
 
 
-# ---------------------------------------------------------------------------- user objects
-
-
-def _resolve(kind, worker, client):
-    if worker is not None and client is not None:
-        raise ValueError(f"{kind} takes worker= or client=, not both")
-    if worker is None and client is None:
-        from trioflow.server.context import current_task
-        task = current_task()
-        if task is not None:
-            worker = task.worker
-        else:
-            from trioflow.task_context import get_client
-            client = get_client()
-    return worker, client
-
-
-def _in_loop(worker) -> bool:
-    try:
-        return trio.lowlevel.current_trio_token() is worker.trio_token
-    except RuntimeError:
-        return False
-
-
-def _extension(worker) -> PubSubWorkerExtension:
-    try:
-        return worker.extensions["pubsub"]
-    except KeyError:
-        raise RuntimeError(f"{worker!r} has no pubsub extension") from None
-
-
-def _soon(worker, fn, *args) -> None:
-    """Run ``fn(*args)`` in the worker's loop: now if this is it, else soon
-    (in call order); nothing if the worker's loop has ended."""
-    if _in_loop(worker):
-        fn(*args)
-        return
-    try:
-        worker.trio_token.run_sync_soon(fn, *args)
-    except trio.RunFinishedError:
-        pass
-
-
-class Pub:
-    """Publish messages on a topic: every ``Sub`` of ``name`` (on any worker
-    or client) gets each message put after it subscribed.
-
-    In a task (sync or ``async def``) the Pub belongs to the worker, and
-    messages go straight to the subscribing workers; elsewhere it belongs to
-    the default client (or ``client=``) and messages go through the
-    scheduler.  Messages put while nobody subscribes are dropped.
-    ``put`` never waits.
-    """
-
-    def __init__(self, name, worker=None, client=None):
-        self.name = name
-        self.worker, self.client = _resolve("Pub", worker, client)
-        if self.worker is not None:
-            ext = self._extension = _extension(self.worker)
-            _soon(self.worker, ext.add_publisher, name)
-            self._finalizer = weakref.finalize(self, _soon, self.worker, ext.remove_publisher,
-                                               name)
-
-    def __repr__(self):
-        return f"<Pub: {self.name!r}>"
-
-    @property
-    def subscribers(self) -> dict:
-        """The workers known to subscribe, ``{address: {}}`` (a worker's Pub;
-        a client's Pub does not track them)."""
-        if self.worker is None:
-            return {}
-        topic = self._extension.topics.get(self.name)
-        if topic is None:
-            return {}
-        found = {address: {} for address in topic.remote}
-        if topic.live:
-            found[self.worker.address] = {}
-        return found
-
-    def put(self, msg) -> None:
-        """Publish ``msg`` to every current subscriber.  Returns at once."""
-        if self.worker is not None:
-            ext = self._extension
-            if _in_loop(self.worker):
-                ext.publish(self.name, msg)
-                return
-            serialized = _pickle(self.name, msg) if ext.needs_pickle(self.name) else None
-            ext.publish_threadsafe(self.name, msg, serialized)
-        else:
-            self.client._core.send({"op": "pubsub-msg", "name": self.name,
-                                    "msg": _pickle(self.name, msg)})
-
-
-class Sub:
-    """Subscribe to a topic: ``get(timeout=None)`` returns the next message
-    (raising ``trioflow.TimeoutError`` after ``timeout`` seconds), and
-    ``for msg in sub`` / ``async for msg in sub`` iterate for ever.
-
-    In a task the Sub belongs to the worker; elsewhere to the default client
-    (or ``client=``).  Made in blocking code (a client, a sync task), it
-    returns once every publishing worker knows about it; in async code it
-    registers at once and ``await sub`` waits for that.  ``get`` returns an
-    awaitable in async code.
-    """
-
-    def __init__(self, name, worker=None, client=None):
-        self.name = name
-        self.worker, self.client = _resolve("Sub", worker, client)
-        self._buffer: deque = deque()
-        self._arrived: trio.Event | None = None  # worker's loop
-        self._condition = threading.Condition()  # for task threads waiting in get
-        self._thread_waiters = 0
-        self._id = uuid.uuid4().hex
-        if self.worker is not None:
-            ext = self._extension = _extension(self.worker)
-            if _in_loop(self.worker):
-                ext.add_subscriber(self)
-            else:
-                trio.from_thread.run(ext.subscribe_confirmed, self,
-                                     trio_token=self.worker.trio_token)
-            self._finalizer = weakref.finalize(self, _soon, self.worker, ext.remove_subscriber,
-                                               name)
-        else:
-            core = self.client._core
-            core.send({"op": "pubsub-add-subscriber", "name": name, "sub": self._id})
-            self._finalizer = weakref.finalize(
-                self, core.send, {"op": "pubsub-remove-subscriber", "name": name,
-                                  "sub": self._id})
-            if not self.client.asynchronous:
-                self.client._sync(self._confirm)
-
-    def __repr__(self):
-        return f"<Sub: {self.name!r}>"
-
-    def __await__(self):
-        return self._ready().__await__()
-
-    async def _ready(self):
-        if self.worker is not None:
-            await self._extension.confirm(self.name)
-        else:
-            await self.client._sync(self._confirm)
-        return self
-
-    async def _confirm(self):
-        await self.client._core.request({"op": "pubsub-confirm", "name": self.name})
-
-    # ------------------------------------------------------------ receiving
-
-    def _deliver(self, payload) -> None:
-        """A message arrived (worker's loop)."""
-        self._buffer.append(payload)
-        if self._arrived is not None:
-            self._arrived.set()
-            self._arrived = None
-        # a waiter counts itself (under the lock) before it looks at the buffer,
-        # so one that saw it empty is seen here
-        if self._thread_waiters:
-            with self._condition:
-                self._condition.notify_all()
-
-    def get(self, timeout=None):
-        """The next message; ``trioflow.TimeoutError`` if none comes within
-        ``timeout`` seconds (a number or a string like ``"200ms"``)."""
-        timeout = _seconds(timeout)
-        if self.worker is not None:
-            if _in_loop(self.worker):
-                return self._worker_get(timeout)
-            return deserialize(self._thread_get(timeout))
-        if self.client.asynchronous:
-            return self._client_get_async(timeout)
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return deserialize(self._buffer.popleft())
-            except IndexError:
-                self.client._sync(self._fill, timeout, deadline - time.monotonic())
-
-    next = get
-
-    def _thread_get(self, timeout):
-        """Wait in a task thread for the next message (not deserialized)."""
-        from trioflow.task_context import checkpoint
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        with self._condition:
-            self._thread_waiters += 1
-            try:
-                while True:
-                    try:
-                        return self._buffer.popleft()
-                    except IndexError:
-                        pass
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no message on topic {self.name!r} within "
-                                           f"{timeout} s")
-                    if self.worker.status in ("closing", "closed"):
-                        raise CommClosedError(f"{self.worker!r} closed while waiting for a "
-                                              f"message on topic {self.name!r}")
-                    checkpoint()  # a cancelled task stops waiting
-                    self._condition.wait(min(remaining, THREAD_WAIT_SLICE))
-            finally:
-                self._thread_waiters -= 1
-
-    async def _worker_get(self, timeout):
-        with trio.move_on_after(math.inf if timeout is None else timeout):
-            while not self._buffer:
-                if self._arrived is None:
-                    self._arrived = trio.Event()
-                await self._arrived.wait()
-        if not self._buffer:
-            raise TimeoutError(f"no message on topic {self.name!r} within {timeout} s")
-        return deserialize(self._buffer.popleft())
-
-    async def _client_get_async(self, timeout):
-        # the message is taken here, in the caller's loop, once the wait is
-        # over: an asyncio caller cancelled in between leaves it in the buffer
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return deserialize(self._buffer.popleft())
-            except IndexError:
-                await self.client._sync(self._fill, timeout, deadline - time.monotonic())
-
-    async def _fill(self, timeout, remaining):
-        """Wait in the client's loop until messages are in the buffer, asking
-        the scheduler with long polls; TimeoutError once ``remaining`` is over."""
-        deadline = trio.current_time() + remaining
-        while not self._buffer:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                raise TimeoutError(f"no message on topic {self.name!r} within {timeout} s")
-            messages = await self.client._core.request(
-                {"op": "pubsub-get", "name": self.name, "sub": self._id,
-                 "wait": min(remaining, POLL)},
-                on_abandoned=self._buffer.extend)
-            self._buffer.extend(messages)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return self.get()
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        return await self.get()
+_CANCELLED = object()
