@@ -185,3 +185,13 @@ def hold_marker_until_profiled():
     marker = Marker()
     MARKERS.append(weakref.ref(marker))
     return spin_until_profiled(3, prefix="hold_marker_until_profiled") and marker is not None
+
+
+def print_and_warn(x):
+    """dask's print and warn in a task (tests/test_client_compat.py)."""
+    import sys
+    from trioflow import print, warn
+    print("to stdout", x, sep="|")
+    print("to stderr", x, file=sys.stderr)
+    warn(f"careful with {x}", RuntimeWarning)
+    return x

@@ -13,7 +13,8 @@ import trio
 import trioflow
 from trioflow import Client, Event, Lock, Queue, Semaphore, Variable, get_task_stream
 from trioflow.errors import TimeoutError
-from _util import async_client
+from _tasks import print_and_warn
+from _util import async_client, cli_scheduler, cli_worker, wait_until
 
 
 class Counter:
@@ -279,6 +280,32 @@ def test_print_and_warn_as_dask_names_them(inproc_client, capsys):
     assert capsys.readouterr().out == "here-1\n"
     with pytest.warns(RuntimeWarning, match="careful"):
         warn("careful", RuntimeWarning)
+
+
+def test_print_and_warn_in_a_task_reach_the_client(tmp_path, capsys, check_leaks):
+    # a CLI worker: what it prints itself goes to its log, so all this
+    # process's streams get is what the scheduler forwarded to the client
+    with cli_scheduler(tmp_path, "--no-dashboard") as (_, _, scheduler_file), \
+            cli_worker(tmp_path, "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                       "--no-dashboard"), \
+            Client(scheduler_file=str(scheduler_file), timeout=30) as client:
+        client.wait_for_workers(1, timeout=30)
+        out, err = [], []
+
+        def printed():
+            captured = capsys.readouterr()
+            out.append(captured.out)
+            err.append(captured.err)
+            return "to stdout|5\n" in "".join(out) and "to stderr 5\n" in "".join(err)
+
+        with pytest.warns(RuntimeWarning, match="careful with 5") as warned:
+            assert client.submit(print_and_warn, 5).result(timeout=30) == 5
+            wait_until(printed, timeout=30, message="the task's lines printed by the client")
+            wait_until(lambda: len(warned) > 0, timeout=30, message="the task's warning")
+        assert "to stderr" not in "".join(out)
+        # and the worker printed them too, where it runs (its unbuffered stdout
+        # and stderr meet in one log, so their pieces may interleave)
+        wait_until(lambda: "to stdout" in (tmp_path / "worker.log").read_text(), timeout=30)
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ from trioflow.client.future import Future
 from trioflow.client.compat import CompatMixin
 from trioflow.client.graph_calls import GraphsMixin
 from trioflow.client.current import client_closing, client_started, default_client  # noqa: F401
+from trioflow.client.printing import PRINT_TOPIC, WARN_TOPIC, print_forwarded, warn_forwarded
 from trioflow.client.introspection import IntrospectionMixin
 from trioflow.client.local_cluster import local_cluster
 from trioflow.client.port import ClientPort
@@ -194,6 +195,10 @@ class Client(AdminMixin, CompatMixin, GraphsMixin, IntrospectionMixin):
     def _started(self):
         self.status = "running"
         client_started(self, self._set_as_default_flag)
+        if self._security_role == "client":  # not a worker's own client: its worker printed
+            # what tasks print and warn shows here too, as with dask's client
+            self.subscribe_topic(PRINT_TOPIC, print_forwarded)
+            self.subscribe_topic(WARN_TOPIC, warn_forwarded)
 
     def __await__(self):
         return self._start_async().__await__()
