@@ -77,6 +77,11 @@ def key_is_held(client, key):
     return any(key in keys for keys in client.has_what().values())
 
 
+def unique(prefix):
+    """A fresh name starting with ``prefix`` (for names the scheduler keeps)."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
 def two_workers(client):
     """The addresses of the client's two workers, sorted."""
     workers = sorted(client.nthreads())

@@ -10,6 +10,7 @@ import threading
 
 import dask
 import pytest
+import trio
 
 import trioflow
 from trioflow import CancelledError, Client, LocalCluster, Worker, wait
@@ -264,6 +265,40 @@ def test_run_on_every_worker(inproc_client):
     assert set(pids.values()) == {os.getpid()}
     worker_a, _ = two_workers(inproc_client)
     assert inproc_client.run(add, 1, 2, workers=[worker_a]) == {worker_a: 3}
+
+
+def test_run_on_workers(inproc_client):
+    c = inproc_client
+    workers = sorted(c.scheduler_info()["workers"])
+    assert c.run(lambda dask_worker: dask_worker.address) == {w: w for w in workers}
+    assert c.run(lambda x, y=0: x + y, 1, y=2, workers=[workers[0]]) == {workers[0]: 3}
+    assert c.run(lambda dask_worker: dask_worker.nthreads, workers=workers[1]) == {workers[1]: 2}
+
+    async def in_loop(dask_worker):
+        await trio.sleep(0)
+        return trio.lowlevel.current_trio_token() is dask_worker.trio_token
+
+    assert c.run(in_loop) == {w: True for w in workers}
+    with pytest.raises(ZeroDivisionError):
+        c.run(lambda: 1 / 0)
+    errors = c.run(lambda: 1 / 0, on_error="return")
+    assert all(isinstance(e, ZeroDivisionError) for e in errors.values())
+
+
+def test_run_on_scheduler_passes_the_scheduler_and_runs_async_functions(inproc_client):
+    c = inproc_client
+
+    def count_workers(dask_scheduler):
+        return len(dask_scheduler.state.workers)
+
+    assert c.run_on_scheduler(count_workers) == 2
+    assert c.run_on_scheduler(lambda a, b: a * b, 6, b=7) == 42
+
+    async def scheduler_address(dask_scheduler=None):
+        await trio.sleep(0)
+        return dask_scheduler.address
+
+    assert c.run_on_scheduler(scheduler_address) == c.scheduler_address
 
 
 # --- restart and shutdown ------------------------------------------------------------------
