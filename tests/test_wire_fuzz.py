@@ -422,28 +422,27 @@ def test_a_bad_message_of_issue_13_closes_only_its_connection(target, case):
 
 def test_every_op_a_server_handles_has_a_schema():
     """A handler without a schema would see unchecked fields."""
-    from trioflow.extensions import SCHEDULER_EXTENSIONS, WORKER_EXTENSIONS, _load
-    from trioflow.server import scheduler, worker
+    from trioflow.server import extensions, scheduler, worker
 
     class _Stub:  # extensions only register their handler tables when built
         def __getattr__(self, name):
             return None
 
-    def ops(specs):
+    def ops(classes):
         found = set()
-        for spec in specs:
+        for cls in classes:
             try:
-                found |= set(_load(spec)(_Stub()).handlers)
+                found |= set(cls(_Stub()).handlers)
             except Exception as exc:  # pragma: no cover - says which one
-                raise AssertionError(f"cannot build {spec} to read its ops: {exc!r}")
+                raise AssertionError(f"cannot build {cls} to read its ops: {exc!r}")
         return found
 
     handled = set(scheduler._CLIENT_OPS) | set(scheduler._CLIENT_REQUESTS) | ops(
-        SCHEDULER_EXTENSIONS)
+        extensions.scheduler_extensions())
     assert handled - set(messages.FROM_CLIENT.schemas) == set()
     assert set(messages.WORKER_TO_SCHEDULER) <= set(messages.FROM_WORKER.schemas)
     assert set(worker._REQUESTS) <= set(messages.FROM_PEER.schemas)
     assert set(worker._SCHEDULER_REQUESTS) <= set(messages.FROM_SCHEDULER.schemas)
-    assert ops(WORKER_EXTENSIONS) - set(messages.FROM_PEER.schemas) - set(
+    assert ops(extensions.worker_extensions()) - set(messages.FROM_PEER.schemas) - set(
         messages.FROM_SCHEDULER.schemas) == set()
     assert "run" not in messages.FROM_PEER and messages.FROM_PEER.strict

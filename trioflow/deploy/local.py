@@ -12,11 +12,11 @@ import logging
 import math
 import operator
 import os
-from trioflow import extensions
 from trioflow.comm.inproc import new_address
 from trioflow.config import worker_resources
 from trioflow.server.memory import memory_fractions
 from trioflow.server.nanny import Nanny
+from trioflow.server import extensions
 from trioflow.server.scheduler import Scheduler
 from trioflow.server.worker import Worker
 from trioflow.deploy.spec import SpecCluster

@@ -37,6 +37,7 @@ from trioflow.server.deaths import DeathReports
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
+from trioflow.server.extensions import build, named, scheduler_extensions
 from trioflow.utils import parse_timedelta
 
 logger = logging.getLogger("trioflow.scheduler")
@@ -64,7 +65,7 @@ class Scheduler(EnteredFromAsyncio):
                  security=None, protocol: str | None = None,
                  worker_ttl: float = 300.0, validate: bool | None = None,
                  dashboard_address=None, dashboard=None, allowed_failures: int | None = None,
-                 **kwargs):
+                 extensions=None, **kwargs):
         if allowed_failures is None:
             allowed_failures = config_value(_ALLOWED_FAILURES_NAME, ALLOWED_FAILURES)
             if isinstance(allowed_failures, bool) or not isinstance(allowed_failures, int) \
@@ -97,6 +98,8 @@ class Scheduler(EnteredFromAsyncio):
         self.deaths = DeathReports()
         #: workers whose connection closed, removed once their nanny said why
         self._leaving: set[str] = set()
+        self._extension_classes = named(
+            scheduler_extensions() if extensions is None else extensions)
         self.extensions: dict[str, object] = {}
         self._extension_handlers: dict = {}
         self._request_scopes: dict = {}  # connection -> rid -> cancel scope of a request
@@ -144,10 +147,7 @@ class Scheduler(EnteredFromAsyncio):
             self.nursery.start_soon(unrunnable.watch, self.state)
             if profile_servers():
                 self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
-            from trioflow.extensions import scheduler_extensions
-            self.extensions = scheduler_extensions(self)
-            self._extension_handlers = {op: handler for ext in self.extensions.values()
-                                        for op, handler in ext.handlers.items()}
+            self.extensions, self._extension_handlers = build(self._extension_classes, self)
             self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, new_stimulus_id("scheduler-start")))
             if dashboard_wanted(self._dashboard_address):
                 await self._start_dashboard()

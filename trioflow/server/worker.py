@@ -54,6 +54,7 @@ from trioflow.server.sampler import (profile_servers, require_server_profiles, s
                                      sampling_interval)
 from trioflow.server.warm_imports import warm_imports as import_in_background
 from trioflow.server.worker_hooks import WorkerHooks, default_hooks
+from trioflow.server.extensions import build, named, worker_extensions
 from trioflow.utils import memory_limit_bytes
 
 logger = logging.getLogger("trioflow.worker")
@@ -88,7 +89,7 @@ class Worker(EnteredFromAsyncio):
                  dashboard_address=None, dashboard=None, local_directory=None,
                  memory_target_fraction=None, memory_spill_fraction=None,
                  memory_pause_fraction=None, memory_terminate_fraction=None,
-                 hooks: WorkerHooks | None = None, **kwargs):
+                 hooks: WorkerHooks | None = None, extensions=None, **kwargs):
         if scheduler_file is not None and scheduler_ip is None:
             scheduler_ip, token = tokens.read_scheduler_file(scheduler_file, token)
         if scheduler_ip is None:
@@ -148,6 +149,7 @@ class Worker(EnteredFromAsyncio):
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.plugins: dict = {}
         self.actors: dict = {}  # key -> the instance of an actor task; data holds its proxy
+        self._extension_classes = named(worker_extensions() if extensions is None else extensions)
         self.extensions: dict = {}
         self._extension_handlers: dict = {}
         self.hooks = hooks if hooks is not None else default_hooks()
@@ -177,10 +179,7 @@ class Worker(EnteredFromAsyncio):
                 self.name = self.address
             self._peers = ConnectionPool(self.nursery, {"role": "peer", "address": self.address},
                                          self.token, security=self.security, role="worker")
-            from trioflow.extensions import worker_extensions
-            self.extensions = worker_extensions(self)
-            self._extension_handlers = {op: handler for ext in self.extensions.values()
-                                        for op, handler in ext.handlers.items()}
+            self.extensions, self._extension_handlers = build(self._extension_classes, self)
             self.state = WorkerState(self.address, self.nthreads, self.resources, self._validate,
                                      **self.memory.core_arguments())
             if dashboard_wanted(self._dashboard_address):
