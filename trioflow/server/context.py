@@ -33,3 +33,8 @@ def set_thread_task(ctx: TaskContext | None):
 
 def set_async_task(ctx: TaskContext | None):
     return _task_var.set(ctx)
+
+
+def reset_async_task(token) -> None:
+    """Undo the ``set_async_task`` that returned ``token``."""
+    _task_var.reset(token)

@@ -2,22 +2,19 @@
 
 Its nursery holds the listener for peers and clients, the scheduler
 connection, the heartbeat, one task per running or fetching task, and the
-connections to peers.  Sync tasks run in threads (trio's thread cache reuses
-them); ``async def`` tasks run right here under their own cancel scope.  The
-number of tasks running at once is the state machine's slot accounting, not
-a thread pool's size.
+connections to peers.  How a task runs (sync ones in the worker's task
+threads, ``async def`` ones in this nursery under their own cancel scope,
+deadlines, cancellation) is ``server/execution.py``'s; when it runs is the
+state machine's slot accounting, not a thread pool's size.
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import os
-import sys
-import threading
 import time
-import traceback
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from contextlib import AsyncExitStack
 from functools import partial
 
@@ -30,20 +27,17 @@ from trioflow.comm.addressing import normalize_address
 from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
 from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
-from trioflow.core.keys import key_prefix
 from trioflow.core.transitions import InvalidTransition
 from trioflow.core.worker_state import WorkerState
 from trioflow.errors import CommClosedError, ProtocolError
-from trioflow.errors import TimeoutError as TaskTimeoutError
 from trioflow.protocol import messages
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
 from trioflow.profiling import Profiler
-from trioflow.protocol.tasks import loads_args
-from trioflow.server.asyncio_bridge import carries_cancel, run_coroutine
-from trioflow.server.context import TaskContext, set_async_task
-from trioflow.server.execution import (Execution, TaskCancelled, _cpu_percent,  # noqa: F401
-                                       _rss, _run_in_thread, without_own_frame)
+from trioflow.server.asyncio_bridge import run_coroutine
+from trioflow.server.execution import Executor, _cpu_percent, _rss
+# the actors' worker half still takes these from here
+from trioflow.server.execution import Execution, TaskCancelled  # noqa: F401
 from trioflow.server.memory import WorkerMemory, memory_fractions, monitor_interval
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
@@ -129,17 +123,14 @@ class Worker(EnteredFromAsyncio):
         self._validate = validate_requested(validate)
         #: the exception that stopped the worker's core, if one did
         self.failure: BaseException | None = None
-        self.executing: dict = {}
-        self._functions: OrderedDict = OrderedDict()
         self._peers: ConnectionPool | None = None
         self._threads = TaskThreads(f"trioflow-task-{name}" if name is not None else "trioflow-task")
+        self.executor = Executor(self, self._threads)
+        self.executing = self.executor.executing  # key -> Execution of the tasks running now
         self._rejoin_waiters: dict = {}
-        self._deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
         self.task_stream = TaskStream()  # recent runs and fetches: get_task_stream, dashboard
         self.profiler = Profiler()  # sampled stacks, for Client.profile
         self._profile_interval = sampling_interval()
-        self._sync_running = 0
-        self._tasks_running = threading.Event()  # set while any sync task runs
         logs.install()
         self.scheduler: Connection | None = None
         self.nursery: trio.Nursery | None = None
@@ -203,8 +194,8 @@ class Worker(EnteredFromAsyncio):
             if self.memory.monitored:
                 self.nursery.start_soon(self.memory.monitor, self._handle, self._monitor_interval)
             self.nursery.start_soon(partial(
-                sample, self.profiler, self._task_threads, self._profile_interval,
-                tasks_running=self._tasks_running, sample_loop=profile_servers()))
+                sample, self.profiler, self.executor.task_threads, self._profile_interval,
+                tasks_running=self.executor.tasks_running, sample_loop=profile_servers()))
             if self.warm_imports:
                 self.nursery.start_soon(import_in_background, self.warm_imports)
         except BaseException:
@@ -243,10 +234,7 @@ class Worker(EnteredFromAsyncio):
 
     async def _stop_everything(self, reason: str):
         self._handle(ev.WorkerClosing(new_stimulus_id("worker-close")))
-        with trio.move_on_after(CLOSE_GRACE):
-            while any(not e.is_async and not e.thread_done for e in self.executing.values()):
-                await trio.sleep(0.01)
-        stuck = [e.key for e in self.executing.values() if not e.is_async and not e.thread_done]
+        stuck = await self.executor.wait_for_threads(CLOSE_GRACE)
         if stuck:
             logger.warning("worker %s closes with %d sync task(s) still running in threads "
                            "(%s); their threads are abandoned and their results discarded",
@@ -338,7 +326,7 @@ class Worker(EnteredFromAsyncio):
             elif kind is ev.Fetch:
                 self.nursery.start_soon(self._fetch, inst.peer, inst.keys)
             elif kind is ev.CancelExecution:
-                self._cancel_execution(inst.key)
+                self.executor.cancel(inst.key)
             elif kind is ev.GrantRejoin:
                 waiter = self._rejoin_waiters.pop(inst.key, None)
                 if waiter is not None:
@@ -356,8 +344,7 @@ class Worker(EnteredFromAsyncio):
             "consistent, so the worker closes. Story of %r:\n%s", self.address, event, keys,
             "\n".join(map(repr, story[-50:])), exc_info=exc)
         self.status = "failed"
-        for key in list(self.executing):
-            self._cancel_execution(key)
+        self.executor.cancel_all()
         if self.scheduler is not None:
             self.scheduler.close("the worker's state machine failed")
         self._finished.set()
@@ -371,11 +358,10 @@ class Worker(EnteredFromAsyncio):
                 msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
                 _stimulus(msg, "compute-task")))
             if msg.get("timeout"):
-                self._deadlines[msg["key"]] = float(msg["timeout"])
+                self.executor.deadlines[msg["key"]] = float(msg["timeout"])
         elif op == "free-keys":
             for key in msg["keys"]:
-                if key not in self.executing:
-                    self._deadlines.pop(key, None)
+                self.executor.forget_deadline(key)
             self._handle(ev.FreeKeys(tuple(msg["keys"]), _stimulus(msg, "free-keys")))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
@@ -393,13 +379,6 @@ class Worker(EnteredFromAsyncio):
 
     # ------------------------------------------------------------ tasks' view of the worker
 
-    def _task_threads(self):
-        """(thread id, key prefix, boundary) of the sync tasks running now;
-        called from the profiler's sampling thread."""
-        return [(execution.thread_id, key_prefix(key), _run_in_thread.__code__)
-                for key, execution in list(self.executing.items())
-                if execution.thread_id and not execution.thread_done]
-
     def get_profile(self, start=None, stop=None, key=None, server=False) -> dict:
         if server:
             require_server_profiles()
@@ -407,15 +386,7 @@ class Worker(EnteredFromAsyncio):
 
     def call_stacks(self, keys=None) -> dict:
         """The current stack of each running task (sync tasks: their thread's)."""
-        frames = sys._current_frames()
-        stacks = {}
-        for key, execution in list(self.executing.items()):
-            if keys is not None and key not in keys:
-                continue
-            frame = frames.get(execution.thread_id) if execution.thread_id else None
-            stacks[key] = (traceback.format_stack(frame) if frame is not None
-                           else ["async task: awaiting in the worker's event loop"])
-        return stacks
+        return self.executor.call_stacks(keys)
 
     async def get_client_async(self):
         """The client tasks on this worker share, connected on first use."""
@@ -460,15 +431,6 @@ class Worker(EnteredFromAsyncio):
 
     # ------------------------------------------------------------ execution
 
-    def _load_function(self, payload: bytes):
-        func = self._functions.get(payload)
-        if func is None:
-            func = deserialize_function(payload)
-            self._functions[payload] = func
-            if len(self._functions) > 256:
-                self._functions.popitem(last=False)
-        return func
-
     async def _execute(self, key):
         ts = self.state.tasks.get(key)
         if ts is None:
@@ -479,16 +441,7 @@ class Worker(EnteredFromAsyncio):
             self._handle(ev.ExecuteCancelled(key, new_stimulus_id("cancelled-before-start")))
             return
         try:
-            if len(ts.run_spec) == 3:
-                # ("graph-part", part, index): node ``index`` of a part of a dask
-                # graph, which is the value of the dependency ``part``
-                _, part, index = ts.run_spec
-                func = self.data[part][index]
-                args, kwargs = ({d: self.data[d] for d in func.dependencies},), {}
-            else:
-                func_payload, args_payload = ts.run_spec
-                func = self._load_function(func_payload)
-                args, kwargs = loads_args(args_payload, self.data)
+            func, args, kwargs = self.executor.load(ts.run_spec, self.data)
         except Exception as exc:
             exc_frames, tb_frames, text = pack_exception(exc)
             self._handle(ev.ExecuteFailure(
@@ -506,40 +459,11 @@ class Worker(EnteredFromAsyncio):
         if ts.state != "executing":
             self._handle(ev.ExecuteCancelled(key, "cancelled-before-start"))
             return
-        execution = Execution(key, is_async)
-        self.executing[key] = execution
-        context = TaskContext(self, key, execution)
-        deadline = self._deadlines.get(key)
-        timer = (await self.nursery.start(self._enforce_deadline, execution, deadline)
-                 if deadline else None)
-        try:
-            if is_async:
-                outcome = await self._run_async(execution, context, func, args, kwargs)
-            else:
-                self._sync_running += 1
-                self._tasks_running.set()  # wakes the profiler's sampling thread
-                try:
-                    outcome = await self._threads.run(
-                        partial(_run_in_thread, execution, context, func, args, kwargs))
-                finally:
-                    self._sync_running -= 1
-                    if not self._sync_running:
-                        self._tasks_running.clear()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if self.executing.get(key) is execution:
-                del self.executing[key]
-        status, value, duration = outcome
-        self._deadlines.pop(key, None)
+        status, value, duration, execution = await self.executor.run(
+            self.nursery, key, func, args, kwargs, is_async)
         self.task_stream.add_run({"key": key, "worker": self.address, "start": execution.started,
                                   "stop": time.time(), "duration": duration, "status": status,
                                   "async": is_async, "thread": execution.thread_id})
-        if execution.timed_out and status != "error":
-            # past its deadline: whatever it produced (or whether it stopped at a
-            # checkpoint) the future errs, and retries= may run it again
-            status, value = "error", TaskTimeoutError(
-                f"task {key!r} ran longer than its timeout of {deadline} s and was stopped")
         if status == "ok":
             nbytes, type_name = sizeof(value), type(value).__name__
             if ts.actor:
@@ -554,43 +478,6 @@ class Worker(EnteredFromAsyncio):
             exc_frames, tb_frames, text = pack_exception(value)
             self._handle(ev.ExecuteFailure(key, exc_frames, tb_frames, text, "",
                                            new_stimulus_id("execute-failure")))
-
-    async def _run_async(self, execution, context, func, args, kwargs):
-        token = set_async_task(context)
-        start = time.perf_counter()
-        try:
-            with trio.CancelScope() as scope:
-                execution.cancel_scope = scope
-                if execution.cancelled:
-                    scope.cancel()
-                try:
-                    result = await run_coroutine(func(*args, **kwargs))
-                    return "ok", result, time.perf_counter() - start
-                except BaseException as exc:  # SystemExit too: it errs the future, as in dask
-                    if carries_cancel(exc):
-                        raise
-                    return "error", without_own_frame(exc), time.perf_counter() - start
-            return "cancelled", None, time.perf_counter() - start
-        finally:
-            from trioflow.server.context import _task_var
-            _task_var.reset(token)
-
-    def _cancel_execution(self, key):
-        execution = self.executing.get(key)
-        if execution is None:
-            return
-        execution.cancelled = True
-        if execution.cancel_scope is not None:
-            execution.cancel_scope.cancel()
-
-    async def _enforce_deadline(self, execution: Execution, seconds: float,
-                                task_status=trio.TASK_STATUS_IGNORED):
-        """Stop ``execution`` once it has run for ``seconds`` (as a cancel)."""
-        with trio.CancelScope() as scope:
-            task_status.started(scope)
-            await trio.sleep(seconds)
-            execution.timed_out = True
-            self._cancel_execution(execution.key)
 
     # ------------------------------------------------------------ fetching
 
@@ -766,11 +653,6 @@ def _takes(function, name: str) -> bool:
         return name in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
-
-
-def deserialize_function(payload: bytes):
-    import pickle
-    return pickle.loads(payload)
 
 
 #: a token no peer knows: required until the scheduler connection tells the real one
