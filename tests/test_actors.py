@@ -243,23 +243,23 @@ def test_parameter_server_example_runs():
     assert "converged" in done.stdout
 
 
-# ----------------------------------------------------------------------- asynchronous clients
+# ----------------------------------------------------------------------- every face, and asynchronous clients
 
-async def test_async_client_awaits_calls_and_attributes(anyio_backend):
-    async with Client(processes=False, n_workers=2, threads_per_worker=1,
-                      asynchronous=True) as client:
+def test_calls_and_attributes_on_every_face(face):
+    async def scenario(client):
         future = client.submit(Counter, actor=True)
-        counter = await future
+        counter = await face.result(future)
         assert isinstance(counter, Actor)
-        assert await counter.increment() == 1
+        assert await face.result(counter.increment()) == 1
         call = counter.increment()  # sent at once, awaited later
-        assert await call.result(timeout=5) == 2
-        assert await counter.n == 2
-        assert await client.submit(use_counter_async, counter, 2) == ([3, 4], 4)
-        assert await client.submit(use_counter, future, 1, pure=False) == [5]
-        log = await client.submit(Log, actor=True)
+        assert await face(call.result(timeout=5)) == 2
+        assert await face(counter.n) == 2
+        assert await face.result(client.submit(use_counter_async, counter, 2)) == ([3, 4], 4)
+        assert await face.result(client.submit(use_counter, future, 1, pure=False)) == [5]
+        log = await face.result(client.submit(Log, actor=True))
         with pytest.raises(ValueError, match="async face"):
-            await log.fail("async face")
+            await face.result(log.fail("async face"))
+    face.run(scenario, threads_per_worker=1)
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

@@ -322,16 +322,16 @@ async def test_async_client_appends_follows_and_stops(check_leaks):
             iter(chan).__next__()
 
 
-@pytest.mark.anyio
-async def test_async_tasks_append_and_follow(check_leaks):
-    async with async_client() as client:
+def test_async_tasks_append_and_follow(face):
+    async def scenario(client):
         total = client.submit(sum_channel_in_async_task, "async-tasks", pure=False)
-        keys = await client.submit(append_in_async_task, "async-tasks", [10, 20], pure=False)
+        appender = client.submit(append_in_async_task, "async-tasks", [10, 20], pure=False)
+        keys = await face.result(appender)
         assert len(keys) == 2
         chan = client.channel("async-tasks")
-        await chan.flush()
+        await face(chan.flush())
         assert [f.key for f in chan.futures] == keys
         assert not total.done()
-        await chan.stop()
-        with anyio.fail_after(20):
-            assert await total == 32
+        await face(chan.stop())
+        assert await face.result(total, timeout=20) == 32
+    face.run(scenario)

@@ -310,28 +310,27 @@ async def test_a_cancelled_get_leaves_every_message_for_the_next(check_leaks):
             assert [await sub.get(timeout=10) for _ in range(3)] == [0, 1, 2]
 
 
-@pytest.mark.anyio
-async def test_async_tasks_worker_to_worker(check_leaks):
-    async with async_client() as client:
-        a, b = sorted((await client.scheduler_info())["workers"])
+def test_async_tasks_worker_to_worker(face):
+    async def scenario(client):
+        a, b = sorted((await face(client.scheduler_info()))["workers"])
         receiver = client.submit(async_receive, "async-w2w", N, workers=[b], pure=False)
         sender = client.submit(async_publish_when_subscribed, "async-w2w", N, workers=[a],
                                pure=False)
-        with anyio.fail_after(30):
-            assert await sender == N
-            assert await receiver == list(range(N))
-        info = await client.run_on_scheduler(
-            lambda dask_scheduler: dict(dask_scheduler.extensions["pubsub"].message_counts))
+        assert await face.result(sender, timeout=30) == N
+        assert await face.result(receiver, timeout=30) == list(range(N))
+        info = await face(client.run_on_scheduler(
+            lambda dask_scheduler: dict(dask_scheduler.extensions["pubsub"].message_counts)))
         assert info.get("async-w2w", 0) == 0
+    face.run(scenario)
 
 
-@pytest.mark.anyio
-async def test_async_client_hears_sync_and_async_tasks(check_leaks):
-    async with async_client() as client:
-        sub = await Sub("async-w2c", client=client)
-        with anyio.fail_after(30):
-            assert await client.submit(publish_now, "async-w2c", N, "sync", pure=False) == N
-            assert await client.submit(async_publish_now, "async-w2c", N, "async",
-                                       pure=False) == N
-            got = [await sub.get(timeout=10) for _ in range(2 * N)]
+def test_a_client_hears_sync_and_async_tasks(face):
+    async def scenario(client):
+        sub = await face(Sub("async-w2c", client=client))
+        sync = client.submit(publish_now, "async-w2c", N, "sync", pure=False)
+        assert await face.result(sync, timeout=30) == N
+        asyn = client.submit(async_publish_now, "async-w2c", N, "async", pure=False)
+        assert await face.result(asyn, timeout=30) == N
+        got = [await face(sub.get(timeout=10)) for _ in range(2 * N)]
         assert _by_source(got) == {"sync": list(range(N)), "async": list(range(N))}
+    face.run(scenario)

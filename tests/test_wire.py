@@ -1,16 +1,20 @@
-"""The wire: batching, out-of-band buffers, fragmentation, handshake, and
-bad input closing one connection without hurting the server."""
+"""The wire: batching, out-of-band buffers, fragmentation, handshake, bad
+input closing one connection without hurting the server, and the bulk
+socket loops (writev/readv) under the websocket transport.  (Hostile input
+at scale is in test_wire_fuzz.py.)"""
 from __future__ import annotations
 
+import os
 import socket
 
 import msgpack
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from _util import raw_ws_connect
-from trioflow.comm import buffers, connect, serve
+from trioflow.comm import buffers, connect, serve, socket_io
 from trioflow.comm import ws as ws_module
 from trioflow.comm.connection import Connection, reply_ok
 from trioflow.errors import CommClosedError, ProtocolError
@@ -299,3 +303,109 @@ def test_serialized_payload_is_not_unpickled_by_the_framing():
 
 def _explode():
     raise RuntimeError("unpickled")
+
+
+# --- the bulk socket loops under the websocket transport ------------------------------
+# Everything arrives in order through partial writes, a closed peer or
+# socket is reported, and cancellation still stops a call that is waiting.
+
+needs_socket_io = pytest.mark.skipif(not socket_io.AVAILABLE, reason="POSIX writev/readv only")
+
+
+def _parts():
+    # more buffers than one writev takes, of uneven sizes (some empty), and
+    # far more bytes than a socket buffer holds, so writes come back partial
+    sizes = [(i * 7919) % 20_000 for i in range(2_500)]
+    return [os.urandom(size) for size in sizes]
+
+
+@needs_socket_io
+async def test_send_all_delivers_every_part_in_order_through_partial_writes():
+    parts = _parts()
+    expected = b"".join(parts)
+    left, right = trio.socket.socketpair()
+    received = bytearray(len(expected))
+    with left, right:
+        async with trio.open_nursery() as nursery:
+            async def read():
+                assert await socket_io.recv_exactly(right, memoryview(received))
+
+            nursery.start_soon(read)
+            await socket_io.send_all(left, [memoryview(p) for p in parts[:10]] + parts[10:])
+    assert received == expected
+
+
+@needs_socket_io
+async def test_recv_exactly_reports_a_peer_that_closes_early():
+    left, right = trio.socket.socketpair()
+    with right:
+        await socket_io.send_all(left, [b"only ten b"])
+        left.close()
+        buffer = bytearray(20)
+        assert await socket_io.recv_exactly(right, memoryview(buffer)) is False
+        assert buffer[:10] == b"only ten b"
+
+
+@needs_socket_io
+async def test_a_waiting_receive_can_be_cancelled_and_the_socket_still_works():
+    left, right = trio.socket.socketpair()
+    with left, right:
+        buffer = bytearray(4)
+        with trio.move_on_after(0.05) as scope:
+            await socket_io.recv_exactly(right, memoryview(buffer))
+        assert scope.cancelled_caught
+        await socket_io.send_all(left, [b"ping"])
+        assert await socket_io.recv_exactly(right, memoryview(buffer))
+        assert buffer == b"ping"
+
+
+@needs_socket_io
+async def test_a_waiting_send_can_be_cancelled():
+    left, right = trio.socket.socketpair()
+    with left, right:
+        with trio.move_on_after(0.05) as scope:
+            # nobody reads: the kernel buffers fill and the send must wait
+            await socket_io.send_all(left, [bytes(64 * 1024 * 1024)])
+        assert scope.cancelled_caught
+
+
+@needs_socket_io
+async def test_closing_the_socket_wakes_a_waiting_receive():
+    left, right = trio.socket.socketpair()
+    with left:
+        async with trio.open_nursery() as nursery:
+            async def receive():
+                with pytest.raises(trio.ClosedResourceError):
+                    await socket_io.recv_exactly(right, memoryview(bytearray(4)))
+
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            right.close()
+
+
+@needs_socket_io
+async def test_a_closed_socket_fails_with_oserror():
+    left, right = trio.socket.socketpair()
+    right.close()
+    left.close()
+    with pytest.raises(OSError):
+        await socket_io.send_all(left, [b"x"])
+    with pytest.raises(OSError):
+        await socket_io.recv_exactly(left, memoryview(bytearray(1)))
+
+
+@needs_socket_io
+async def test_every_call_is_a_checkpoint():
+    left, right = trio.socket.socketpair()
+    with left, right:
+        await socket_io.send_all(left, [b"abcd"])
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await socket_io.recv_exactly(right, memoryview(bytearray(4)))
+            with pytest.raises(trio.Cancelled):
+                await socket_io.send_all(left, [b"x"])
+        # nothing was consumed by the cancelled receive
+        buffer = bytearray(4)
+        assert await socket_io.recv_exactly(right, memoryview(buffer))
+        assert buffer == b"abcd"
