@@ -188,9 +188,19 @@ class ActorFuture:
         return self._cf.done()
 
     def result(self, timeout=None):
-        if self._cf.done() and not self._client.port.asynchronous:
-            return self._cf.result()
-        return self._client.port.run(self._result_in_loop, timeout)
+        port = self._client.port
+        if port.asynchronous:
+            return port.run(self._result_in_loop, timeout)
+        if port.in_loop():
+            raise RuntimeError("ActorFuture.result() would block the client's event loop; "
+                               "use 'await' there")
+        # a blocking caller waits on the thread-safe result cell the loop fills:
+        # no trip into the loop, which would cost a call as much again
+        try:
+            return self._cf.result(timeout=seconds(timeout))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"actor call {self._method!r} on {self._key!r} was not done "
+                               f"after {timeout} s") from None
 
     def __await__(self):
         # awaitable from trio or asyncio code whatever the client's face

@@ -3,9 +3,10 @@ who talks to whom: ``trioflow/server/extensions/pubsub.py``).
 
 In a task a Pub or Sub belongs to the worker and works with the worker's
 half directly; elsewhere it belongs to a client and talks through the
-client's port.  ``Sub.get`` has one path either way: a coroutine that waits
+client's port.  ``Sub.get`` waits one way either way: a coroutine that waits
 in the Sub's home loop (the worker's, or the client's) until a message is in
-its buffer and takes it, run in the caller's face by that home.
+its buffer and takes it, run in the caller's face by that home (a blocking
+caller takes a message already in the buffer without it).
 """
 from __future__ import annotations
 
@@ -158,6 +159,13 @@ class Sub:
         """The next message; ``trioflow.TimeoutError`` if none comes within
         ``timeout`` seconds (a number or a string like ``"200ms"``)."""
         timeout = seconds(timeout)
+        if self._buffer and self._blocking_caller():
+            # a message is here: a blocking caller takes it without a trip to
+            # the home loop (deque.popleft is atomic; a racing getter may win)
+            try:
+                return deserialize(self._buffer.popleft())
+            except IndexError:
+                pass
         if self.worker is not None:
             return self._extension.run_for_task(self._take, timeout)
         # taken in the loop; one an asyncio caller gave up on goes back in front
@@ -165,6 +173,11 @@ class Sub:
                                     finish=deserialize)
 
     next = get
+
+    def _blocking_caller(self) -> bool:
+        if self.worker is not None:
+            return not self._extension.in_loop()
+        return not self.client.port.asynchronous
 
     async def _take(self, timeout):
         """In the home loop: the next payload (deserialized for a worker's
