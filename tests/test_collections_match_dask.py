@@ -12,7 +12,6 @@ np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 
 from trioflow import Client  # noqa: E402
-from _util import async_client  # noqa: E402
 
 
 def local(collection):
@@ -103,12 +102,11 @@ def test_published_persisted_dataframe_read_from_a_second_client(inproc_client):
         assert other.compute(shared[shared.b < -2].b.sum(), sync=True) == -12
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
-async def test_async_client_computes_and_persists_a_dataframe(anyio_backend):
+def test_a_dataframe_computed_and_persisted_on_every_face(face):
     df = frame()
-    async with async_client(n_workers=1, threads_per_worker=1,
-                            set_as_default=False) as client:
-        assert await client.compute(df.b.sum()) == -9
+
+    async def scenario(client):
+        assert await face.result(client.compute(df.b.sum())) == -9
         persisted = client.persist(df[df.b < 0])
-        assert await client.compute(persisted.b.sum()) == -15
+        assert await face.result(client.compute(persisted.b.sum())) == -15
+    face.run(scenario, n_workers=1, threads_per_worker=1, set_as_default=False)

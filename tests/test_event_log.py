@@ -15,8 +15,7 @@ def anyio_backend(request):
     return request.param
 
 
-def test_log_event_from_client_and_tasks(inproc_client):
-    c = inproc_client
+def test_log_event_from_client_and_tasks(face):
     topic, other = unique("topic"), unique("other")
 
     def from_task(topic):
@@ -31,19 +30,22 @@ def test_log_event_from_client_and_tasks(inproc_client):
         get_worker().log_event(topic, "worker")  # one-way, ahead of the task's result
         return True
 
-    c.log_event(topic, {"n": 1})
-    assert c.submit(from_task, topic, pure=False).result(timeout=5)
-    assert c.submit(from_async_task, topic, pure=False).result(timeout=5)
-    assert c.submit(from_worker, topic, pure=False).result(timeout=5)
-    c.log_event([topic, other], "both")
-    events = c.get_events(topic)
-    assert [msg for _, msg in events] == [{"n": 1}, "sync task", "async task", "worker", "both"]
-    stamps = [stamp for stamp, _ in events]
-    assert stamps == sorted(stamps)
-    assert [msg for _, msg in c.get_events()[other]] == ["both"]
-    assert c.get_events(unique("never")) == ()
-    with pytest.raises(TypeError, match="msgpack"):
-        c.log_event(topic, object())
+    async def scenario(c):
+        await face(c.log_event(topic, {"n": 1}))
+        assert await face.result(c.submit(from_task, topic, pure=False), timeout=5)
+        assert await face.result(c.submit(from_async_task, topic, pure=False), timeout=5)
+        assert await face.result(c.submit(from_worker, topic, pure=False), timeout=5)
+        await face(c.log_event([topic, other], "both"))
+        events = await face(c.get_events(topic))
+        assert [msg for _, msg in events] == [{"n": 1}, "sync task", "async task", "worker",
+                                              "both"]
+        stamps = [stamp for stamp, _ in events]
+        assert stamps == sorted(stamps)
+        assert [msg for _, msg in (await face(c.get_events()))[other]] == ["both"]
+        assert await face(c.get_events(unique("never"))) == ()
+        with pytest.raises(TypeError, match="msgpack"):
+            await face(c.log_event(topic, object()))
+    face.run(scenario)
 
 
 def test_subscribe_topic_and_event_stream_blocking(inproc_client):
