@@ -87,3 +87,26 @@ async def test_event_stream_and_async_handler(anyio_backend):
             while handled != [{"two": (2,)}] and handled != [{"two": [2]}]:
                 await anyio.sleep(0.01)
         client.unsubscribe_topic("handled")
+
+
+async def test_a_cancelled_wait_on_an_event_stream_loses_no_event(anyio_backend):
+    async with Client(processes=False, n_workers=1, threads_per_worker=1,
+                      asynchronous=True, dashboard_address=None) as client:
+        with anyio.fail_after(10):
+            async with client.events("kept") as stream:
+                with anyio.move_on_after(0.1) as scope:
+                    await anext(stream)  # nothing logged yet: waits, then is cancelled
+                assert scope.cancel_called
+                for n in range(3):
+                    await client.log_event("kept", n)
+                assert [(await anext(stream))[1] for _ in range(3)] == [0, 1, 2]
+            # leaving the block ends an iteration over the stream
+            assert [event async for event in stream] == []
+
+
+def test_a_blocking_event_stream_ends_when_left(inproc_client):
+    with inproc_client.events("left") as stream:
+        inproc_client.log_event("left", "in")
+        assert next(stream)[1] == "in"
+    with pytest.raises(RuntimeError, match="was left"):
+        stream.get(timeout=5)

@@ -23,13 +23,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import queue
 import threading
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import trio
 
+from trioflow.client.primitives.base import seconds
 from trioflow.errors import TimeoutError
 from trioflow.protocol.primitives import check_msgpack
 
@@ -159,12 +159,16 @@ class EventStream:
     """The events of one topic as they are logged: ``async with
     client.events(topic) as stream: async for timestamp, msg in stream`` (or
     ``with`` / ``for`` with a blocking client).  Events logged after the
-    block is entered are all delivered, in order; leaving it unsubscribes."""
+    block is entered are all delivered, in order; leaving it unsubscribes
+    (and ends an ``async for``)."""
 
     def __init__(self, client, topic):
         self._client = client
         self._topic = topic
-        self._mode = None
+        self._entered: str | None = None  # "async" or "blocking"
+        self._events: deque = deque()  # appended in the client's loop
+        self._arrived: trio.Event | None = None  # the client's loop
+        self._left = False
 
     def __repr__(self):
         return f"<EventStream topic={self._topic!r}>"
@@ -172,17 +176,9 @@ class EventStream:
     # subscription
 
     async def __aenter__(self):
-        from trioflow.server.background import current_library
         if not self._client.asynchronous:
             raise TypeError("use 'with client.events(topic)' with a blocking client")
-        if current_library() == "asyncio":
-            import asyncio
-            self._loop = asyncio.get_running_loop()
-            self._queue = asyncio.Queue()
-            self._mode = "asyncio"
-        else:
-            self._send, self._receive = trio.open_memory_channel(math.inf)
-            self._mode = "trio"
+        self._entered = "async"
         await self._client.port.run(_subscribe_stream, self._client, self)
         return self
 
@@ -192,8 +188,7 @@ class EventStream:
     def __enter__(self):
         if self._client.asynchronous:
             raise TypeError("use 'async with client.events(topic)' with an asynchronous client")
-        self._queue = queue.SimpleQueue()
-        self._mode = "blocking"
+        self._entered = "blocking"
         self._client.port.run(_subscribe_stream, self._client, self)
         return self
 
@@ -201,49 +196,75 @@ class EventStream:
         self._leave()
 
     def _leave(self):
-        if self._mode is not None:
+        if self._entered is not None:
             self._client.port.call_soon(_unsubscribe_stream, self._client, self)
 
     def _deliver(self, event):  # the client's loop
-        try:
-            if self._mode == "trio":
-                self._send.send_nowait(event)
-            elif self._mode == "asyncio":
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-            else:
-                self._queue.put(event)
-        except (trio.ClosedResourceError, RuntimeError):
-            pass
+        self._events.append(event)
+        self._wake()
 
-    # iteration
+    def _wake(self):  # the client's loop
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    # iteration: one coroutine waits in the client's loop, run in the caller's face
+
+    async def _next(self, timeout):
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while not self._events:
+                if self._left:
+                    return _LEFT
+                if self._arrived is None:
+                    self._arrived = trio.Event()
+                await self._arrived.wait()
+            return self._events.popleft()
+        raise TimeoutError(f"no event on topic {self._topic!r} within {timeout} s")
+
+    def _put_back(self, event):  # an asyncio caller gave up on it
+        if event is not _LEFT:
+            self._events.appendleft(event)
 
     def __aiter__(self):
-        if self._mode not in ("trio", "asyncio"):
+        if self._entered != "async":
             raise TypeError("enter the stream first: 'async with client.events(topic) as stream'")
         return self
 
     async def __anext__(self):
-        if self._mode == "asyncio":
-            return await self._queue.get()
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
+        event = await self._client.port.run(self._next, None, undo=self._put_back)
+        if event is _LEFT:
+            raise StopAsyncIteration
+        return event
 
     def __iter__(self):
-        if self._mode != "blocking":
+        if self._entered != "blocking":
             raise TypeError("enter the stream first: 'with client.events(topic) as stream'")
         return self
 
     def __next__(self):
-        return self.get()
+        event = self._get(None)
+        if event is _LEFT:
+            raise StopIteration
+        return event
 
     def get(self, timeout=None):
         """The next event, waiting up to ``timeout`` seconds (blocking clients)."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no event on topic {self._topic!r} within {timeout} s") from None
+        event = self._get(seconds(timeout))
+        if event is _LEFT:
+            raise RuntimeError(f"the event stream of topic {self._topic!r} was left: "
+                               "get events inside its 'with' block")
+        return event
+
+    def _get(self, timeout):
+        if self._events:  # here already: no trip to the loop (popleft is atomic)
+            try:
+                return self._events.popleft()
+            except IndexError:
+                pass
+        return self._client.port.run(self._next, timeout, undo=self._put_back)
+
+
+_LEFT = object()  # what _next gives once the stream was left and is empty
 
 
 async def _subscribe_stream(client, stream):
@@ -261,8 +282,8 @@ def _unsubscribe_stream(client, stream):
             streams.remove(stream)
         if not streams:
             topics.streams.pop(stream._topic, None)
-    if stream._mode == "trio":
-        stream._send.close()
+    stream._left = True
+    stream._wake()
     if not topics.wanted(stream._topic) and client.status == "running":
         client.port.send({"op": "unsubscribe-topic", "topic": stream._topic})
 
