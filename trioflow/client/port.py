@@ -12,11 +12,15 @@ Everything else (``ClientCore``, the loop host) stays private to
 """
 from __future__ import annotations
 
+import inspect
+import logging
 from functools import partial
 
 import trio
 
 from trioflow.errors import TrioflowError
+
+logger = logging.getLogger("trioflow.client")
 
 
 class ClientPort:
@@ -141,10 +145,48 @@ class ClientPort:
         from trioflow.client.future import Future
         return Future(key, self._client, inform=inform)
 
+    def callback(self, fn):
+        """A coroutine function for the client's loop that calls ``fn(*args)``
+        where this caller expects its callbacks: in the caller's asyncio loop
+        for an asyncio client made there; else a coroutine function is
+        awaited in the client's loop, and a plain function runs in a thread
+        for a blocking client (so it may block, or use the client) and in the
+        loop for an async one.  Call this in the subscribing caller."""
+        asyncio_loop = None
+        if self.mode == "asyncio":
+            import asyncio
+            try:
+                asyncio_loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+        blocking = self.mode == "blocking"
+
+        async def call(*args):
+            if asyncio_loop is not None:
+                asyncio_loop.call_soon_threadsafe(_call_in_asyncio, fn, args)
+                return
+            if inspect.iscoroutinefunction(fn):
+                await fn(*args)
+                return
+            result = await trio.to_thread.run_sync(fn, *args) if blocking else fn(*args)
+            if inspect.isawaitable(result):
+                await result
+        return call
+
     def on_message(self, op: str, handler) -> None:
         """Call ``handler(msg)`` (in the loop) for each message ``op`` the
         scheduler sends this client."""
         self._client._core.handlers[op] = handler
+
+
+def _call_in_asyncio(fn, args):
+    import asyncio
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            asyncio.ensure_future(result)
+    except Exception:
+        logger.exception("callback %r raised", fn)
 
 
 def _finished(result, finish):

@@ -20,7 +20,6 @@ dicts): they are stored on the scheduler as they are, as in dask.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
@@ -79,20 +78,14 @@ def _topics(client) -> _Topics:
 
 
 class _HandlerSubscription:
-    """Calls one handler for each event of a topic, in order."""
+    """Calls one handler for each event of a topic, in order, where the
+    subscriber expects it (``ClientPort.callback``)."""
 
     def __init__(self, client, topic, handler):
         self.client = client
         self.topic = topic
         self.handler = handler
-        self.mode = client.port.mode
-        self.asyncio_loop = None
-        if self.mode == "asyncio":
-            import asyncio
-            try:
-                self.asyncio_loop = asyncio.get_running_loop()
-            except RuntimeError:
-                pass
+        self._call = client.port.callback(handler)  # here: it notes the caller's loop
         self._send, self._receive = trio.open_memory_channel(math.inf)
 
     def start(self):  # loop thread
@@ -115,31 +108,6 @@ class _HandlerSubscription:
                 except Exception:
                     logger.exception("event handler %r for topic %r raised", self.handler,
                                      self.topic)
-
-    async def _call(self, event):
-        handler = self.handler
-        if self.asyncio_loop is not None:
-            self.asyncio_loop.call_soon_threadsafe(_call_in_asyncio, handler, event, self.topic)
-            return
-        if inspect.iscoroutinefunction(handler):
-            await handler(event)
-            return
-        if self.mode == "blocking":
-            result = await trio.to_thread.run_sync(handler, event)
-        else:
-            result = handler(event)
-        if inspect.isawaitable(result):
-            await result
-
-
-def _call_in_asyncio(handler, event, topic):
-    import asyncio
-    try:
-        result = handler(event)
-        if inspect.isawaitable(result):
-            asyncio.ensure_future(result)
-    except Exception:
-        logger.exception("event handler %r for topic %r raised", handler, topic)
 
 
 def _start_handler(client, topic, subscription, replaced):
