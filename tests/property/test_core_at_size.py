@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trioflow.core import events as ev
+from trioflow.core import events as ev, scheduler_messages as msgs
 from trioflow.core.scheduler_state import SchedulerState
 from trioflow.core.transitions import InvalidTransition
 from trioflow.core.worker_state import WorkerState
@@ -32,7 +32,7 @@ def _chain(n, prefix="t"):
 
 def _run_to_end(state, out, fail=()):
     """Play the worker: finish (or fail) every compute-task until none is left."""
-    pending = [m["key"] for kind, _, m in out if kind == "worker" and m["op"] == "compute-task"]
+    pending = _computed(out)
     steps = 0
     while pending:
         key = pending.pop()
@@ -40,13 +40,16 @@ def _run_to_end(state, out, fail=()):
         event = (ev.TaskErred(W, key, text="boom", stimulus_id=f"err-{key}") if key in fail
                  else ev.TaskFinished(W, key, 8, "int", 0.01, f"done-{key}"))
         out = state.handle(event, float(steps))
-        pending += [m["key"] for kind, _, m in out
-                    if kind == "worker" and m["op"] == "compute-task"]
+        pending += _computed(out)
     return steps
 
 
-def _client_ops(out, op):
-    return [m["key"] for kind, _, m in out if kind == "client" and m["op"] == op]
+def _computed(out):
+    return [m.key for m in out if isinstance(m, msgs.ComputeTaskOnWorker)]
+
+
+def _client_ops(out, kind):
+    return [m.key for m in out if isinstance(m, kind)]
 
 
 def test_cancelling_a_deep_chain_whose_first_task_runs_forgets_all_of_it():
@@ -55,8 +58,8 @@ def test_cancelling_a_deep_chain_whose_first_task_runs_forgets_all_of_it():
     assert state.tasks["t-0"].state == "processing"
     out = state.handle(ev.KeysCancelled("c", (TIP,), stimulus_id="cancel-1"))
     assert not state.tasks, "a cancelled chain left tasks behind"
-    assert ("worker", W, {"op": "free-keys", "keys": ["t-0"], "stimulus_id": "cancel-1"}) in out
-    assert _client_ops(out, "cancelled-key") == [TIP]
+    assert msgs.FreeKeysOnWorker(W, ("t-0",), "cancel-1") in out
+    assert _client_ops(out, msgs.KeyCancelled) == [TIP]
     assert not state.workers[W].processing
     state.validate()
 
@@ -115,7 +118,7 @@ def test_a_worker_lost_in_the_middle_of_a_deep_chain_recomputes_it():
     key = "t-0"
     for _ in range(2_000):
         out = state.handle(ev.TaskFinished(W, key, 8, stimulus_id=f"done-{key}"))
-        (key,) = [m["key"] for kind, _, m in out if m.get("op") == "compute-task"]
+        (key,) = _computed(out)
     state.handle(ev.WorkerJoined(other, 1, stimulus_id="join-2"))
     out = state.handle(ev.WorkerLeft(W, stimulus_id="left"))
     state.validate()
@@ -124,14 +127,13 @@ def test_a_worker_lost_in_the_middle_of_a_deep_chain_recomputes_it():
 
 
 def _run_to_end_on(state, worker, out):
-    pending = [m["key"] for kind, _, m in out if kind == "worker" and m["op"] == "compute-task"]
+    pending = _computed(out)
     steps = 0
     while pending:
         key = pending.pop()
         steps += 1
         out = state.handle(ev.TaskFinished(worker, key, 8, stimulus_id=f"done-{key}"))
-        pending += [m["key"] for kind, _, m in out
-                    if kind == "worker" and m["op"] == "compute-task"]
+        pending += _computed(out)
     return steps
 
 

@@ -36,8 +36,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from trioflow.core import events as ev
+from trioflow.core import events as ev, scheduler_messages
 from trioflow.core.scheduler_state import SchedulerState
+from trioflow.server import scheduler_wire
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -118,12 +119,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         executing = {address: {k for k in keys if self._processing_on(k) == address}
                      for address, keys in self.started.items()}
         msgs = self.state.handle(event, self.now)
-        for kind, address, msg in msgs:
-            if kind == "worker":
-                self._worker_msg(address, msg)
+        for m in msgs:
+            # checked as the wire message the shell sends (scheduler_wire.py)
+            msg = scheduler_wire.to_worker(m)
+            if msg is not None:
+                self._worker_msg(m.worker, msg)
             else:
-                assert kind == "client", (kind, address, msg)
-                self._client_msg(address, msg)
+                assert isinstance(m, scheduler_messages.TO_CLIENT), m
+                self._client_msg(m.client, scheduler_wire.to_client(m))
         # a KeysWanted for a key the scheduler does not know errs the future
         # at once; the client holds nothing the scheduler will track
         if isinstance(event, ev.KeysWanted):
@@ -702,7 +705,7 @@ def _one_task_cluster(allowed_failures=3):
 
 def _join_and_assign(state, address):
     out = state.handle(ev.WorkerJoined(address, 1, stimulus_id="worker-joined"))
-    assert [m["op"] for _, _, m in out] == ["compute-task"], out
+    assert [type(m) for m in out] == [scheduler_messages.ComputeTaskOnWorker], out
     return state.tasks["f-1"]
 
 
@@ -725,11 +728,11 @@ def test_killed_worker_only_after_more_than_allowed_failures_with_each_death_nam
             assert ts.state == "no-worker" and ts.suspicious == i + 1, ts
             assert not out, out
     assert ts.state == "erred" and ts.kind == "KilledWorker", ts
-    [(kind, client, msg)] = out
-    assert (kind, client, msg["op"], msg["kind"]) == ("client", "c", "task-erred", "KilledWorker")
+    [msg] = out
+    assert (type(msg), msg.client, msg.kind) == (scheduler_messages.KeyErred, "c", "KilledWorker")
     for fragment in ("allowed_failures=3", "ws://w0:1 (exit code 3)",
                      "ws://w1:1 (signal SIGSEGV)", "ws://w2:1,", "ws://w3:1 (signal SIGKILL)"):
-        assert fragment in msg["text"], (fragment, msg["text"])
+        assert fragment in msg.text, (fragment, msg.text)
 
 
 def test_allowed_failures_must_be_a_non_negative_int():

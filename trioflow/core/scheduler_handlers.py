@@ -8,6 +8,7 @@ dispatches to these methods.
 from __future__ import annotations
 
 from trioflow.core import events as ev
+from trioflow.core import scheduler_messages as out
 from trioflow.core.records import TaskState, WorkerState, plus, priority_int
 
 
@@ -89,9 +90,9 @@ class EventHandlers:
         for key in e.keys:
             ts = self.tasks.get(key)
             if ts is None:
-                self._to_client(e.client, {"op": "task-erred", "key": key, "exception": None,
-                                           "traceback": None, "kind": "FutureLostError",
-                                           "text": f"the scheduler does not know key {key!r}"})
+                self._to_client(out.KeyErred(e.client, key, None, None,
+                                             f"the scheduler does not know key {key!r}",
+                                             "FutureLostError"))
                 continue
             ts.who_wants = self._share(ts.who_wants | {e.client})
             if ts.state == "released":
@@ -101,12 +102,9 @@ class EventHandlers:
     def _report_state(self, ts: TaskState, clients):
         """Tell clients about a task that already reached a final state."""
         if ts.state == "memory":
-            for c in clients:
-                self._to_client(c, {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
-                                    "workers": [ws.address for ws in ts.who_has]})
+            self._tell_in_memory(ts, clients)
         elif ts.state == "erred":
-            for c in clients:
-                self._to_client(c, self._erred_msg(ts))
+            self._tell_erred(ts, clients)
 
     def _keys_released(self, e: ev.KeysReleased):
         touched = []
@@ -136,7 +134,7 @@ class EventHandlers:
             else:
                 clients = set(ts.who_wants)
             for c in clients:
-                self._to_client(c, {"op": "cancelled-key", "key": ts.key})
+                self._to_client(out.KeyCancelled(c, ts.key))
             ts.who_wants = self._share(ts.who_wants - clients)
             if ts.key in cancelled_keys and ts.who_wants:
                 continue  # another client still wants it: only this client lets go
@@ -288,7 +286,7 @@ class EventHandlers:
         else:
             # its futures are not done until it is back in memory (dask's "lost")
             for c in ts.who_wants:
-                self._to_client(c, {"op": "lost-data", "key": ts.key})
+                self._to_client(out.KeyLost(c, ts.key))
             self._run({ts: "released"})
 
     def _task_finished(self, e: ev.TaskFinished):
@@ -391,7 +389,7 @@ class EventHandlers:
     def _cluster_restarted(self, e: ev.ClusterRestarted):
         for ts in self.tasks.values():
             for c in ts.who_wants:
-                self._to_client(c, {"op": "cancelled-key", "key": ts.key, "reason": e.reason})
+                self._to_client(out.KeyCancelled(c, ts.key, e.reason))
             self.log.record(ts.key, ts.state, "forgotten", self.stimulus_id, self.now)
         for ws in self.workers.values():
             keys = [ts.key for ts in ws.has_what | ws.processing]

@@ -9,13 +9,14 @@ however deep or wide the graph.
 ``TaskMoves`` is a part of ``SchedulerState`` (scheduler_state.py), which
 holds the records it works on: ``tasks``, ``workers``, ``queued``,
 ``queued_set``, ``unrunnable``, the transition ``log`` and the outgoing
-messages (``_to_worker``, ``_to_client``).
+messages (``_to_worker``, ``_to_client``, typed in scheduler_messages.py).
 """
 from __future__ import annotations
 
 import heapq
 
 from trioflow.core import placement
+from trioflow.core import scheduler_messages as out
 from trioflow.core.records import EMPTY, TaskState, WorkerState, minus, plus, priority_tuple
 from trioflow.core.transitions import InvalidTransition
 
@@ -192,11 +193,7 @@ class TaskMoves:
         if ts.state == "erred":
             ts.error = ts.exception_blame = None
         ts.state = "memory"
-        if ts.who_wants:
-            msg = {"op": "key-in-memory", "key": ts.key, "type": ts.type_name,
-                   "workers": [ws.address for ws in ts.who_has]}
-            for c in ts.who_wants:
-                self._to_client(c, msg)
+        self._tell_in_memory(ts, ts.who_wants)
         # the worklist pops last-in first: the highest priority goes in last
         for dependent in sorted(ts.waiters, key=lambda t: t.priority, reverse=True):
             if dependent.state == "waiting":
@@ -234,10 +231,7 @@ class TaskMoves:
         ts.state = "erred"
         for dep in ts.dependencies:
             dep.waiters = minus(dep.waiters, ts)
-        if ts.who_wants:
-            msg = self._erred_msg(ts)
-            for c in ts.who_wants:
-                self._to_client(c, msg)
+        self._tell_erred(ts, ts.who_wants)
         blame = ts.exception_blame or ts
         for dependent in ts.dependents:
             if dependent.state in ACTIVE:
@@ -251,7 +245,7 @@ class TaskMoves:
         ts.state = "released"
         ts.error = ts.exception_blame = None
         for c in ts.who_wants:
-            self._to_client(c, {"op": "task-retried", "key": ts.key})
+            self._to_client(out.KeyRetried(c, ts.key))
 
     def _to_forgotten(self, ts: TaskState, recs: dict):
         if ts.who_wants or ts.waiters or ts.dependents:
@@ -276,18 +270,12 @@ class TaskMoves:
             # async tasks use no thread: like seceded ones they do not occupy the worker
             ts.long_running = True
             ws.long_running.add(ts)
-        self._to_worker(ws, {
-            "op": "compute-task",
-            "key": ts.key,
-            "run_spec": ts.run_spec,
-            "who_has": {d.key: [w.address for w in d.who_has] for d in ts.dependencies},
-            "nbytes": {d.key: d.nbytes for d in ts.dependencies},
-            "priority": priority_tuple(ts.priority),
-            "resources": ts.resources,
-            "actor": ts.actor,
-            "timeout": ts.timeout,
-            "is_async": ts.is_async,
-        })
+        self._to_worker(out.ComputeTaskOnWorker(
+            ws.address, ts.key, ts.run_spec,
+            {d.key: [w.address for w in d.who_has] for d in ts.dependencies},
+            {d.key: d.nbytes for d in ts.dependencies},
+            priority_tuple(ts.priority), ts.resources, ts.actor, ts.timeout, ts.is_async,
+            self.stimulus_id))
 
     def _drain_queue(self):
         """Send queued tasks to workers with room, highest priority first."""
@@ -309,10 +297,16 @@ class TaskMoves:
             ws.has_what.add(ts)
             ws.nbytes += ts.nbytes
 
-    def _erred_msg(self, ts: TaskState) -> dict:
+    def _tell_in_memory(self, ts: TaskState, clients):
+        workers = tuple(ws.address for ws in ts.who_has)
+        for c in clients:
+            self._to_client(out.KeyInMemory(c, ts.key, ts.type_name, workers))
+
+    def _tell_erred(self, ts: TaskState, clients):
         src = ts.exception_blame or ts
-        return {"op": "task-erred", "key": ts.key, "exception": src.exception,
-                "traceback": src.traceback, "text": src.text, "kind": src.kind}
+        for c in clients:
+            self._to_client(out.KeyErred(c, ts.key, src.exception, src.traceback, src.text,
+                                         src.kind))
 
     def _detach(self, ts: TaskState):
         """It no longer runs on its worker (which said so, or died)."""

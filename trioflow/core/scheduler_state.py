@@ -1,8 +1,9 @@
 """The scheduler's state machine: tasks, workers and clients, no I/O.
 
 ``SchedulerState.handle(event, now)`` applies one event and returns the
-messages it causes as ``(kind, address, msg)`` tuples where ``kind`` is
-``"worker"`` or ``"client"``.  The shell sends them; it makes no decisions.
+messages it causes: small frozen records of scheduler_messages.py, each
+addressed to one worker or one client.  The shell turns them into wire
+messages and sends them; it makes no decisions.
 
 Task states follow dask's vocabulary: released, waiting, queued, processing,
 memory, erred, no-worker.  A task that no client wants and no remaining task
@@ -20,7 +21,8 @@ from collections import defaultdict
 from itertools import count
 from typing import Any
 
-from trioflow.core import events as ev, placement, scheduler_queries as queries
+from trioflow.core import events as ev, placement, scheduler_messages as out
+from trioflow.core import scheduler_queries as queries
 from trioflow.core.records import TaskState, WorkerState, SetSharer
 from trioflow.core.scheduler_handlers import EventHandlers
 from trioflow.core.scheduler_moves import ACTIVE, MOVES, STATES, TaskMoves
@@ -69,7 +71,7 @@ class SchedulerState(EventHandlers, TaskMoves):
         self._generation = count()
         self._prefix_duration: dict[str, float] = {}
         self.n_forgotten = 0  # tasks ever forgotten (a Prometheus counter)
-        self._out: list[tuple[str, str, dict]] = []
+        self._out: list = []  # messages of the current event, to clients; workers' are batched
         self._share = SetSharer()
         self._worker_batches: dict[str, list] = defaultdict(list)
         self._moves = {pair: getattr(self, name) for pair, name in MOVES.items()}
@@ -101,8 +103,8 @@ class SchedulerState(EventHandlers, TaskMoves):
 
     # ------------------------------------------------------------ entry point
 
-    def handle(self, event, now: float = 0.0) -> list[tuple[str, str, dict]]:
-        """Apply one event; return ``(kind, address, msg)`` messages.
+    def handle(self, event, now: float = 0.0) -> list:
+        """Apply one event; return the messages it causes (scheduler_messages.py).
 
         An exception escaping from here is a bug in trioflow and leaves the
         state inconsistent: the caller must stop using this object."""
@@ -117,31 +119,29 @@ class SchedulerState(EventHandlers, TaskMoves):
         stimuli): ``(key, start, finish, stimulus_id, time)``, oldest first."""
         return self.log.story(*keys_or_stimuli)
 
-    def _flush(self):
-        for address, compute_msgs in self._worker_batches.items():
+    def _flush(self) -> list:
+        for address, to_worker in self._worker_batches.items():
             if address in self.workers:
-                self._out.extend(("worker", address, m) for m in compute_msgs)
+                self._out.extend(to_worker)
         self._worker_batches.clear()
-        out, self._out = self._out, []
+        messages, self._out = self._out, []
         moved, self._moved = self._moved, []
         if self.validate_each_step:
             if len(self.tasks) <= FULL_VALIDATE_TASKS:
                 self.validate()
             else:
                 self.validate_tasks(moved)
-        return out
+        return messages
 
-    def _to_worker(self, ws: WorkerState, msg: dict):
-        msg["stimulus_id"] = self.stimulus_id
-        self._worker_batches[ws.address].append(msg)
+    def _to_worker(self, msg):
+        self._worker_batches[msg.worker].append(msg)
 
-    def _free_on_worker(self, ws: WorkerState, keys: list):
-        self._to_worker(ws, {"op": "free-keys", "keys": keys})
+    def _free_on_worker(self, ws: WorkerState, keys):
+        self._to_worker(out.FreeKeysOnWorker(ws.address, tuple(keys), self.stimulus_id))
 
-    def _to_client(self, client: str, msg: dict):
-        if client in self.clients:
-            self._out.append(("client", client, msg))
-
+    def _to_client(self, msg):
+        if msg.client in self.clients:
+            self._out.append(msg)
 
     # ------------------------------------------------------------ queries and plans
 

@@ -23,13 +23,14 @@ from trioflow.comm.connection import Connection, reply_error, reply_ok
 from trioflow.core import adaptive, events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.records import Interner
+from trioflow.core.scheduler_messages import KEY_DONE
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
 from trioflow.core.transitions import InvalidTransition
 from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import deserialize, serialize
 from trioflow.profiling import Profiler
-from trioflow.server import unrunnable
+from trioflow.server import scheduler_wire, unrunnable
 from trioflow.server.worker_view import WorkersView
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
@@ -237,13 +238,18 @@ class Scheduler(EnteredFromAsyncio):
             self._core_failed(event, exc)
             return
         finished_unowned = []
-        for kind, address, msg in out:
-            if kind == "client" and address == FIRE_AND_FORGET:
+        for message in out:
+            msg = scheduler_wire.to_worker(message)
+            if msg is not None:
+                conn = self.worker_comms.get(message.worker)
+            elif message.client == FIRE_AND_FORGET:
                 # the pseudo-client lets go of a key as soon as it is done
-                if msg.get("op") in ("key-in-memory", "task-erred", "cancelled-key"):
-                    finished_unowned.append(msg["key"])
+                if isinstance(message, KEY_DONE):
+                    finished_unowned.append(message.key)
                 continue
-            conn = (self.worker_comms if kind == "worker" else self.clients).get(address)
+            else:
+                msg = scheduler_wire.to_client(message)
+                conn = self.clients.get(message.client)
             if conn is not None:
                 conn.send(msg)
         if finished_unowned:
