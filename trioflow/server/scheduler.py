@@ -19,7 +19,7 @@ import trio
 
 from trioflow.comm import serve, tokens
 from trioflow.comm.addressing import parse_address
-from trioflow.comm.connection import Connection, reply_error, reply_ok
+from trioflow.comm.connection import Connection, reply_error
 from trioflow.core import adaptive, events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.records import Interner
@@ -35,9 +35,11 @@ from trioflow.server.worker_view import WorkersView
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.deaths import DeathReports
+from trioflow.server.dispatch import RequestDispatch, takes
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
+from trioflow.server.stimuli import stimulus_of as _stimulus
 from trioflow.server.extensions import build, named, scheduler_extensions
 from trioflow.utils import parse_timedelta
 
@@ -103,7 +105,7 @@ class Scheduler(EnteredFromAsyncio):
             scheduler_extensions() if extensions is None else extensions)
         self.extensions: dict[str, object] = {}
         self._extension_handlers: dict = {}
-        self._request_scopes: dict = {}  # connection -> rid -> cancel scope of a request
+        self._requests = RequestDispatch(logger, "scheduler")
         self._functions = Interner(1024)  # see _shared_function
         self._workers_changed = trio.Event()
         self._nursery_manager = None
@@ -314,7 +316,7 @@ class Scheduler(EnteredFromAsyncio):
                 await conn.run()
             finally:
                 requests.cancel_scope.cancel()
-                self._request_scopes.pop(conn, None)
+                self._requests.connection_closed(conn)
                 if self.clients.get(client_id) is conn:
                     del self.clients[client_id]
                     self._peer_left(client_id)
@@ -346,7 +348,7 @@ class Scheduler(EnteredFromAsyncio):
                 await conn.run()
             finally:
                 requests.cancel_scope.cancel()
-                self._request_scopes.pop(conn, None)
+                self._requests.connection_closed(conn)
                 if self.worker_comms.get(address) is conn:
                     del self.worker_comms[address]
                     self.worker_info.pop(address, None)
@@ -391,7 +393,7 @@ class Scheduler(EnteredFromAsyncio):
     def _client_msg(self, client_id: str, conn: Connection, msg: dict, requests: trio.Nursery):
         op = msg.get("op")
         if op == "cancel-request":
-            self._cancel_request(conn, msg)
+            self._requests.cancel(conn, msg)
             return
         handler = _CLIENT_OPS.get(op)
         if handler is not None:
@@ -408,7 +410,7 @@ class Scheduler(EnteredFromAsyncio):
             if "rid" in msg:
                 conn.send(reply_error(msg, ValueError(f"unknown operation {op!r}")))
             return
-        self._start_request(conn, msg, request, client_id, requests)
+        self._requests.start(conn, msg, partial(request, client_id, msg), client_id, requests)
 
     def _request_handler(self, op):
         """A callable ``(peer, msg)`` for a request op, or None."""
@@ -431,55 +433,6 @@ class Scheduler(EnteredFromAsyncio):
                 extension.peer_left(peer)
             except Exception:
                 logger.exception("extension %s failed to clean up after %s", extension, peer)
-
-    def _start_request(self, conn: Connection, msg: dict, request, peer: str,
-                       requests: trio.Nursery):
-        """Call the handler now, in the order messages arrived (so sync
-        handlers see one peer's messages in the order it sent them); an
-        awaitable it returns is awaited in a task of its own.  A message
-        without a ``rid`` is one-way: no reply."""
-        try:
-            result = request(peer, msg)
-        except Exception as exc:
-            if "rid" in msg:
-                conn.send(reply_error(msg, exc))
-            else:
-                logger.warning("one-way %r from %s failed: %r", msg.get("op"), peer, exc)
-            return
-        if inspect.isawaitable(result):
-            # registered now, not when the task starts: a cancel-request in the
-            # same batch as its request must find the scope
-            scope = trio.CancelScope()
-            if "rid" in msg:
-                self._request_scopes.setdefault(conn, {})[msg["rid"]] = scope
-            requests.start_soon(self._answer, conn, msg, result, peer, scope)
-        elif "rid" in msg:
-            conn.send(reply_ok(msg, result))
-
-    async def _answer(self, conn: Connection, msg: dict, awaitable, peer: str,
-                      scope: trio.CancelScope):
-        scopes = self._request_scopes.get(conn, {})
-        rid = msg.get("rid")
-        with scope:
-            try:
-                result = await awaitable
-            except Exception as exc:
-                if "rid" in msg:
-                    conn.send(reply_error(msg, exc))
-                else:
-                    logger.warning("one-way %r from %s failed: %r", msg.get("op"), peer, exc)
-            else:
-                if "rid" in msg:
-                    conn.send(reply_ok(msg, result))
-            finally:
-                scopes.pop(rid, None)
-        if scope.cancelled_caught and "rid" in msg:
-            conn.send({"op": "reply", "rid": rid, "cancelled": True})
-
-    def _cancel_request(self, conn: Connection, msg: dict):
-        scope = self._request_scopes.get(conn, {}).get(msg.get("rid"))
-        if scope is not None:
-            scope.cancel()
 
     def _update_graph(self, client_id, msg):
         share = self._shared_function
@@ -596,7 +549,7 @@ class Scheduler(EnteredFromAsyncio):
         function = deserialize(msg["function"])
         args = deserialize(msg.get("args")) or ()
         kwargs = deserialize(msg.get("kwargs")) or {}
-        if _takes(function, "dask_scheduler"):
+        if takes(function, "dask_scheduler"):
             kwargs["dask_scheduler"] = self
         result = function(*args, **kwargs)
         if inspect.isawaitable(result):
@@ -805,22 +758,13 @@ class Scheduler(EnteredFromAsyncio):
             self.stimulus(ev.WorkerStatusChanged(address, msg["status"],
                                                  _stimulus(msg, "worker-status-change")))
         elif op == "cancel-request":
-            self._cancel_request(conn, msg)
+            self._requests.cancel(conn, msg)
         else:
             request = self._request_handler(op)
             if request is not None:
-                self._start_request(conn, msg, request, address, requests)
+                self._requests.start(conn, msg, partial(request, address, msg), address, requests)
             else:
                 logger.warning("worker %s sent unknown op %r", address, op)
-
-
-def _stimulus(msg: dict, cause: str) -> str:
-    """The stimulus id a peer gave its message (a worker names the event of
-    its own that caused it), else a new one naming ``cause``."""
-    given = msg.get("stimulus_id")
-    if isinstance(given, str) and 0 < len(given) <= 200:
-        return given
-    return new_stimulus_id(cause)
 
 
 def _event_keys(event) -> tuple:
@@ -832,13 +776,6 @@ def _event_keys(event) -> tuple:
     if tasks:
         keys = tuple(spec.key for spec in tasks[:20])
     return tuple(keys)[:20]
-
-
-def _takes(function, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 async def _serve_task(address, handler, token, security, task_status=trio.TASK_STATUS_IGNORED):

@@ -17,6 +17,15 @@ def new_stimulus_id(name: str) -> str:
     return f"{name}-{time.time():.6f}-{next(_counter)}"
 
 
+def stimulus_of(msg: dict, cause: str) -> str:
+    """The stimulus id a peer gave its message (the scheduler's for a worker,
+    a worker's event of its own for the scheduler), else a new one naming ``cause``."""
+    given = msg.get("stimulus_id")
+    if isinstance(given, str) and 0 < len(given) <= 200:
+        return given
+    return new_stimulus_id(cause)
+
+
 def validate_requested(flag: bool | None) -> bool:
     """``flag`` if given, else whether ``TRIOFLOW_VALIDATE`` is set to a true value."""
     if flag is not None:

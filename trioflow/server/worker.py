@@ -24,7 +24,7 @@ from trioflow.config import worker_resources
 from trioflow.comm import connect, serve, tokens
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.comm.addressing import normalize_address
-from trioflow.comm.connection import Connection, ConnectionPool, reply_error, reply_ok
+from trioflow.comm.connection import Connection, ConnectionPool
 from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
 from trioflow.core.transitions import InvalidTransition
@@ -41,7 +41,8 @@ from trioflow.server.execution import Execution, TaskCancelled  # noqa: F401
 from trioflow.server.memory import WorkerMemory, memory_fractions, monitor_interval
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
-from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
+from trioflow.server.dispatch import RequestDispatch, takes
+from trioflow.server.stimuli import new_stimulus_id, stimulus_of, story_in_wall_time, validate_requested
 from trioflow.server.task_stream import TaskStream
 from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
@@ -128,6 +129,7 @@ class Worker(EnteredFromAsyncio):
         self.executor = Executor(self, self._threads)
         self.executing = self.executor.executing  # key -> Execution of the tasks running now
         self._rejoin_waiters: dict = {}
+        self._requests = RequestDispatch(logger, lambda: f"worker {self.address}")
         self.task_stream = TaskStream()  # recent runs and fetches: get_task_stream, dashboard
         self.profiler = Profiler()  # sampled stacks, for Client.profile
         self._profile_interval = sampling_interval()
@@ -356,13 +358,13 @@ class Worker(EnteredFromAsyncio):
                 msg["key"], msg["run_spec"], dict(msg.get("who_has") or {}),
                 dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
                 msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
-                _stimulus(msg, "compute-task")))
+                stimulus_of(msg, "compute-task")))
             if msg.get("timeout"):
                 self.executor.deadlines[msg["key"]] = float(msg["timeout"])
         elif op == "free-keys":
             for key in msg["keys"]:
                 self.executor.forget_deadline(key)
-            self._handle(ev.FreeKeys(tuple(msg["keys"]), _stimulus(msg, "free-keys")))
+            self._handle(ev.FreeKeys(tuple(msg["keys"]), stimulus_of(msg, "free-keys")))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
             self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
@@ -372,8 +374,9 @@ class Worker(EnteredFromAsyncio):
             handler = (partial(builtin, self) if builtin is not None
                        else self._extension_handlers.get(op))
             if handler is not None:
-                self._dispatch(self.scheduler, msg, handler,
-                               self.scheduler_address.startswith("inproc://"), self.nursery)
+                inproc = self.scheduler_address.startswith("inproc://")
+                self._requests.start(self.scheduler, msg, partial(handler, msg, inproc),
+                                     "the scheduler", self.nursery)
             else:
                 logger.warning("worker %s: unknown op %r from the scheduler", self.address, op)
 
@@ -510,48 +513,22 @@ class Worker(EnteredFromAsyncio):
         async with trio.open_nursery() as requests:
             conn = Connection(comm, lambda msg: self._serve_request(conn, msg, inproc, requests),
                               messages.FROM_PEER)
-            await conn.run()
-            requests.cancel_scope.cancel()
+            try:
+                await conn.run()
+            finally:
+                requests.cancel_scope.cancel()
+                self._requests.connection_closed(conn)
 
     def _serve_request(self, conn: Connection, msg: dict, inproc: bool, requests: trio.Nursery):
         op = msg.get("op")
+        peer = conn.peer_address
         builtin = _REQUESTS.get(op)
         handler = (partial(builtin, self) if builtin is not None
                    else self._extension_handlers.get(op))
         if handler is None:
-            self._reply(conn, msg, error=ValueError(f"worker: unknown operation {op!r}"))
+            self._requests.refuse(conn, msg, peer, ValueError(f"worker: unknown operation {op!r}"))
             return
-        self._dispatch(conn, msg, handler, inproc, requests)
-
-    def _dispatch(self, conn: Connection, msg: dict, handler, inproc: bool,
-                  requests: trio.Nursery):
-        """Call the handler now, in the order messages arrived (so sync
-        handlers see one peer's messages in the order it sent them, e.g.
-        Pub/Sub messages); an awaitable it returns is awaited in a task of its
-        own.  A message without a ``rid`` is one-way: no reply."""
-        try:
-            result = handler(msg, inproc)
-        except Exception as exc:
-            self._reply(conn, msg, error=exc)
-            return
-        if inspect.isawaitable(result):
-            requests.start_soon(self._finish_request, conn, msg, result)
-        else:
-            self._reply(conn, msg, result)
-
-    async def _finish_request(self, conn: Connection, msg: dict, awaitable):
-        try:
-            result = await awaitable
-        except Exception as exc:
-            self._reply(conn, msg, error=exc)
-        else:
-            self._reply(conn, msg, result)
-
-    def _reply(self, conn: Connection, msg: dict, result=None, error=None):
-        if "rid" in msg:
-            conn.send(reply_ok(msg, result) if error is None else reply_error(msg, error))
-        elif error is not None:
-            logger.warning("worker %s: one-way %r failed: %r", self.address, msg.get("op"), error)
+        self._requests.start(conn, msg, partial(handler, msg, inproc), peer, requests)
 
     def _get_data(self, msg, inproc):
         data, errors = {}, {}
@@ -584,7 +561,7 @@ class Worker(EnteredFromAsyncio):
         function = deserialize(msg["function"])
         args = deserialize(msg.get("args")) or ()
         kwargs = deserialize(msg.get("kwargs")) or {}
-        if _takes(function, "dask_worker"):
+        if takes(function, "dask_worker"):
             kwargs["dask_worker"] = self
         result = function(*args, **kwargs)
         if inspect.iscoroutine(result):
@@ -638,21 +615,6 @@ class Worker(EnteredFromAsyncio):
         return {"type": "Worker", "address": self.address, "name": self.name,
                 "nthreads": self.nthreads, "memory_limit": self.memory_limit,
                 "keys": list(self.data)}
-
-
-def _stimulus(msg: dict, cause: str) -> str:
-    """The scheduler's stimulus id for a message, else a new one for ``cause``."""
-    given = msg.get("stimulus_id")
-    if isinstance(given, str) and 0 < len(given) <= 200:
-        return given
-    return new_stimulus_id(cause)
-
-
-def _takes(function, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 #: a token no peer knows: required until the scheduler connection tells the real one
