@@ -80,6 +80,11 @@ class Executor:
         args, kwargs = loads_args(args_payload, data)
         return self._function(func_payload), args, kwargs
 
+    def forget_functions(self) -> None:
+        """Unpickle task functions afresh from now on (a module they come
+        from was uploaded again)."""
+        self._functions.clear()
+
     def _function(self, payload: bytes):
         func = self._functions.get(payload)
         if func is None:

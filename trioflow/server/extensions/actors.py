@@ -116,7 +116,7 @@ class ActorWorkerExtension(WorkerExtension):
                         break
                     calls.items.popleft()
                     batch.append((method, msg, inproc, pending))
-                await self.worker._threads.run(partial(_run_calls, self.worker, calls.key, batch))
+                await self.worker.executor.threads.run(partial(_run_calls, self.worker, calls.key, batch))
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else TrioflowError(
                 f"worker {self.worker.address} is closing")

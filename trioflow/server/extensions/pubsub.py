@@ -356,7 +356,7 @@ class PubSubWorkerExtension(WorkerExtension):
         execution = None if task is None else task.execution
         with trio.CancelScope() as scope:
             if execution is not None and execution.cancel_scope is None:
-                # what cancelling the task's future cancels (worker._cancel_execution)
+                # what cancelling the task's future cancels (Executor.cancel)
                 execution.cancel_scope = scope
             if self._closing or (execution is not None and execution.cancelled):
                 scope.cancel()

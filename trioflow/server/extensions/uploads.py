@@ -66,7 +66,7 @@ class UploadWorkerExtension(WorkerExtension):
             self._add_path(path)
         importlib.invalidate_caches()
         # tasks unpickled before the upload may hold the old module's functions
-        self.worker._functions.clear()
+        self.worker.executor.forget_functions()
         return path
 
     async def close(self) -> None:
