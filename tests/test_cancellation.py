@@ -5,7 +5,7 @@ runs, dependents cancelled with it, and a cancelled key submitted again."""
 import pytest
 
 import trioflow
-from trioflow import CancelledError, Client
+from trioflow import CancelledError
 from _tasks import (
     identity,
     inc,
@@ -13,10 +13,9 @@ from _tasks import (
     wait_for_path_after,
     write_marker,
 )
-from _util import barrier, scheduler_address, wait_until
 
 
-# --- every face ----------------------------------------------------------------------------
+# --- every face: one scenario per behaviour (all of them run on all three) -----------------
 
 
 def test_cancel_and_cancelled_error(face, tmp_path):
@@ -64,126 +63,151 @@ def test_cancelled_waiting_task_never_runs_and_dependents_are_cancelled(face, tm
     face.run(scenario)
 
 
-# --- the blocking client -------------------------------------------------------------------
-
-
-def test_cancel_marks_future_cancelled(inproc_client, tmp_path):
+def test_cancel_marks_future_cancelled(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        future = inproc_client.submit(wait_for_path, str(release))
-        future.cancel()
-        wait_until(future.cancelled, message="future cancelled")
-        assert future.status == "cancelled"
-        with pytest.raises(trioflow.CancelledError):
-            future.result(timeout=10)
-    finally:
-        release.touch()
+
+    async def scenario(c):
+        try:
+            future = c.submit(wait_for_path, str(release))
+            await face(future.cancel())
+            await face.until(future.cancelled, message="future cancelled")
+            assert future.status == "cancelled"
+            with pytest.raises(trioflow.CancelledError):
+                await face(future.result(timeout=10))
+        finally:
+            release.touch()
+    face.run(scenario)
 
 
-def test_future_cancel_makes_result_raise_cancelled_error(inproc_client, tmp_path):
+def test_future_cancel_makes_result_raise_cancelled_error(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        future = inproc_client.submit(wait_for_path, str(release))
-        future.cancel()
-        assert future.cancelled()
-        assert future.done()
-        assert future.status == "cancelled"
-        with pytest.raises(CancelledError, match=future.key):
-            future.result(timeout=10)
-        with pytest.raises(CancelledError):
-            inproc_client.gather([future])
-    finally:
-        release.touch()
+
+    async def scenario(c):
+        try:
+            future = c.submit(wait_for_path, str(release))
+            await face(future.cancel())
+            assert future.cancelled()
+            assert future.done()
+            assert future.status == "cancelled"
+            with pytest.raises(CancelledError, match=future.key):
+                await face(future.result(timeout=10))
+            with pytest.raises(CancelledError):
+                await face(c.gather([future]))
+        finally:
+            release.touch()
+    face.run(scenario)
 
 
-def test_client_cancel_takes_collections_of_futures(inproc_client, tmp_path):
+def test_client_cancel_takes_collections_of_futures(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        futures = [inproc_client.submit(wait_for_path, str(release), i) for i in range(3)]
-        inproc_client.cancel({"a": futures[0], "rest": futures[1:]})
-        assert all(f.cancelled() for f in futures)
-    finally:
-        release.touch()
+
+    async def scenario(c):
+        try:
+            futures = [c.submit(wait_for_path_after, str(release), i) for i in range(3)]
+            await face(c.cancel({"a": futures[0], "rest": futures[1:]}))
+            assert all(f.cancelled() for f in futures)
+        finally:
+            release.touch()
+    face.run(scenario)
 
 
-def test_cancelled_task_waiting_on_a_dependency_never_runs(inproc_client, tmp_path):
+def test_cancelled_task_waiting_on_a_dependency_never_runs(face, tmp_path):
     release, marker = tmp_path / "release", tmp_path / "marker"
-    try:
-        dependency = inproc_client.submit(wait_for_path, str(release))
-        waiting = inproc_client.submit(write_marker, str(marker), dependency)
-        waiting.cancel()
-    finally:
-        release.touch()
-    assert dependency.result(timeout=10) is True
-    # a task submitted after the cancelled one on the same input has run
-    # once this finishes; the scheduler has then handled the cancellation
-    later = inproc_client.submit(identity, dependency)
-    assert later.result(timeout=10) is True
-    barrier(inproc_client)
-    assert not marker.exists()
-    with pytest.raises(CancelledError):
-        waiting.result(timeout=10)
 
-
-def test_dependents_of_a_cancelled_future_are_cancelled(inproc_client, tmp_path):
-    release = tmp_path / "release"
-    try:
-        root = inproc_client.submit(wait_for_path, str(release))
-        child = inproc_client.submit(identity, root)
-        grandchild = inproc_client.submit(inc, child, pure=False)
-        unrelated = inproc_client.submit(inc, 1)
-        root.cancel()
-        wait_until(lambda: child.cancelled() and grandchild.cancelled(),
-                   message="dependents cancelled")
-        for future in (child, grandchild):
-            with pytest.raises(CancelledError):
-                future.result(timeout=10)
-        assert unrelated.result(timeout=10) == 2
-    finally:
-        release.touch()
-
-
-def test_cancel_without_force_leaves_other_clients_futures(inproc_client, tmp_path):
-    release = tmp_path / "release"
-    with Client(scheduler_address(inproc_client), set_as_default=False) as other:
+    async def scenario(c):
         try:
-            mine = inproc_client.submit(wait_for_path, str(release))
-            theirs = other.submit(wait_for_path, str(release))
-            assert mine.key == theirs.key
-            barrier(other)  # the scheduler knows both clients want the key
-            inproc_client.cancel([mine])
-            assert mine.cancelled()
-            barrier(inproc_client)
-            assert not theirs.cancelled()
+            dependency = c.submit(wait_for_path, str(release))
+            waiting = c.submit(write_marker, str(marker), dependency)
+            await face(waiting.cancel())
         finally:
             release.touch()
-        assert theirs.result(timeout=10) is True
+        assert await face(dependency.result(timeout=10)) is True
+        # a task submitted after the cancelled one on the same input has run
+        # once this finishes; the scheduler has then handled the cancellation
+        later = c.submit(identity, dependency)
+        assert await face(later.result(timeout=10)) is True
+        await face.barrier(c)
+        assert not marker.exists()
+        with pytest.raises(CancelledError):
+            await face(waiting.result(timeout=10))
+    face.run(scenario)
 
 
-def test_cancel_with_force_cancels_for_every_client(inproc_client, tmp_path):
+def test_dependents_of_a_cancelled_future_are_cancelled(face, tmp_path):
     release = tmp_path / "release"
-    with Client(scheduler_address(inproc_client), set_as_default=False) as other:
+
+    async def scenario(c):
         try:
-            mine = inproc_client.submit(wait_for_path, str(release))
-            theirs = other.submit(wait_for_path, str(release))
-            barrier(other)  # the scheduler knows both clients want the key
-            inproc_client.cancel([mine], force=True)
-            wait_until(theirs.cancelled, message="other client's future cancelled")
-            with pytest.raises(CancelledError):
-                theirs.result(timeout=10)
+            root = c.submit(wait_for_path, str(release))
+            child = c.submit(identity, root)
+            grandchild = c.submit(inc, child, pure=False)
+            unrelated = c.submit(inc, 1)
+            await face(root.cancel())
+            await face.until(lambda: child.cancelled() and grandchild.cancelled(),
+                             message="dependents cancelled")
+            for future in (child, grandchild):
+                with pytest.raises(CancelledError):
+                    await face(future.result(timeout=10))
+            assert await face(unrelated.result(timeout=10)) == 2
         finally:
             release.touch()
+    face.run(scenario)
 
 
-def test_resubmitting_a_cancelled_key_runs_it_again(inproc_client, tmp_path):
+async def _both_clients_want_one_key(face, client, other, release):
+    """Both clients submit the same task; returns once the scheduler knows both want it."""
+    mine = client.submit(wait_for_path, str(release))
+    theirs = other.submit(wait_for_path, str(release))
+    await face.barrier(other)
+    return mine, theirs
+
+
+def test_cancel_without_force_leaves_other_clients_futures(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        first = inproc_client.submit(wait_for_path, str(release))
-        first.cancel()
-        again = inproc_client.submit(wait_for_path, str(release))
-        assert again.key == first.key
-        assert not again.cancelled()
-    finally:
-        release.touch()
-    assert again.result(timeout=10) is True
-    assert first.cancelled()
+
+    async def scenario(c):
+        async with face.other_client(c) as other:
+            try:
+                mine, theirs = await _both_clients_want_one_key(face, c, other, release)
+                assert mine.key == theirs.key
+                await face(c.cancel([mine]))
+                assert mine.cancelled()
+                await face.barrier(c)
+                assert not theirs.cancelled()
+            finally:
+                release.touch()
+            assert await face(theirs.result(timeout=10)) is True
+    face.run(scenario)
+
+
+def test_cancel_with_force_cancels_for_every_client(face, tmp_path):
+    release = tmp_path / "release"
+
+    async def scenario(c):
+        async with face.other_client(c) as other:
+            try:
+                mine, theirs = await _both_clients_want_one_key(face, c, other, release)
+                await face(c.cancel([mine], force=True))
+                await face.until(theirs.cancelled, message="other client's future cancelled")
+                with pytest.raises(CancelledError):
+                    await face(theirs.result(timeout=10))
+            finally:
+                release.touch()
+    face.run(scenario)
+
+
+def test_resubmitting_a_cancelled_key_runs_it_again(face, tmp_path):
+    release = tmp_path / "release"
+
+    async def scenario(c):
+        try:
+            first = c.submit(wait_for_path, str(release))
+            await face(first.cancel())
+            again = c.submit(wait_for_path, str(release))
+            assert again.key == first.key
+            assert not again.cancelled()
+        finally:
+            release.touch()
+        assert await face(again.result(timeout=10)) is True
+        assert first.cancelled()
+    face.run(scenario)

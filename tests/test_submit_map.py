@@ -85,54 +85,70 @@ async def test_blocking_client_methods_awaitable_with_asynchronous_keyword(block
 # --- submit --------------------------------------------------------------------------------
 
 
-def test_submit_passes_args_and_kwargs(inproc_client):
-    assert inproc_client.submit(add, 1, y=2).result(timeout=10) == 3
-    assert inproc_client.submit(add, x=5, y=6).result(timeout=10) == 11
+def test_submit_passes_args_and_kwargs(face):
+    async def scenario(c):
+        assert await face(c.submit(add, 1, y=2).result(timeout=10)) == 3
+        assert await face(c.submit(add, x=5, y=6).result(timeout=10)) == 11
+    face.run(scenario)
 
 
-def test_submit_key_names_the_future(inproc_client):
-    future = inproc_client.submit(inc, 1, key="my-key")
-    assert future.key == "my-key"
-    assert future.result(timeout=10) == 2
-    assert "my-key" in inproc_client.who_has()
+def test_submit_key_names_the_future(face):
+    async def scenario(c):
+        future = c.submit(inc, 1, key="my-key")
+        assert future.key == "my-key"
+        assert await face(future.result(timeout=10)) == 2
+        assert "my-key" in await face(c.who_has())
+    face.run(scenario)
 
 
-def test_pure_submit_reuses_key(inproc_client):
-    a = inproc_client.submit(inc, 1)
-    b = inproc_client.submit(inc, 1, pure=True)
-    assert a.key == b.key
-    assert a.key.startswith("inc-")
-    assert inproc_client.submit(inc, 2).key != a.key
-    assert a.result(timeout=10) == b.result(timeout=10) == 2
+def test_pure_submit_reuses_key(face):
+    async def scenario(c):
+        a = c.submit(inc, 1)
+        b = c.submit(inc, 1, pure=True)
+        assert a.key == b.key
+        assert a.key.startswith("inc-")
+        assert c.submit(inc, 2).key != a.key
+        assert await face(a.result(timeout=10)) == await face(b.result(timeout=10)) == 2
+    face.run(scenario)
 
 
-def test_impure_submit_gets_fresh_keys(inproc_client):
-    a = inproc_client.submit(inc, 1, pure=False)
-    b = inproc_client.submit(inc, 1, pure=False)
-    assert a.key != b.key
-    assert a.result(timeout=10) == b.result(timeout=10) == 2
+def test_impure_submit_gets_fresh_keys(face):
+    async def scenario(c):
+        a = c.submit(inc, 1, pure=False)
+        b = c.submit(inc, 1, pure=False)
+        assert a.key != b.key
+        assert await face(a.result(timeout=10)) == await face(b.result(timeout=10)) == 2
+    face.run(scenario)
 
 
-def test_submit_workers_places_task_on_that_worker(inproc_client):
-    for worker in two_workers(inproc_client):
-        future = inproc_client.submit(inc, 10, workers=[worker], pure=False)
-        assert future.result(timeout=10) == 11
-        assert list(inproc_client.who_has([future])[future.key]) == [worker]
+def test_submit_workers_places_task_on_that_worker(face):
+    async def scenario(c):
+        workers = sorted(await face(c.nthreads()))
+        assert len(workers) == 2, workers
+        for worker in workers:
+            future = c.submit(inc, 10, workers=[worker], pure=False)
+            assert await face(future.result(timeout=10)) == 11
+            assert list((await face(c.who_has([future])))[future.key]) == [worker]
+    face.run(scenario)
 
 
-def test_allow_other_workers_runs_when_requested_worker_missing(inproc_client):
-    future = inproc_client.submit(
-        inc, 1, workers=["no-such-worker"], allow_other_workers=True
-    )
-    assert future.result(timeout=10) == 2
+def test_allow_other_workers_runs_when_requested_worker_missing(face):
+    async def scenario(c):
+        future = c.submit(
+            inc, 1, workers=["no-such-worker"], allow_other_workers=True
+        )
+        assert await face(future.result(timeout=10)) == 2
+    face.run(scenario)
 
 
-def test_restricted_task_waits_for_missing_worker(inproc_client):
-    future = inproc_client.submit(inc, 1, workers=["no-such-worker"])
-    with pytest.raises(TimeoutError):
-        future.result(timeout=0.5)
-    assert future.status == "pending"
-    future.cancel()
+def test_restricted_task_waits_for_missing_worker(face):
+    async def scenario(c):
+        future = c.submit(inc, 1, workers=["no-such-worker"])
+        with pytest.raises(TimeoutError):
+            await face(future.result(timeout=0.5))
+        assert future.status == "pending"
+        await face(future.cancel())
+    face.run(scenario)
 
 
 def test_priority_runs_higher_priority_first(tmp_path):
@@ -173,96 +189,118 @@ def test_resources_restrict_placement():
         unplaceable.cancel()
 
 
-def test_fifo_timeout_is_accepted(inproc_client):
-    assert inproc_client.submit(inc, 1, fifo_timeout="100ms").result(timeout=10) == 2
-    futures = inproc_client.map(inc, [1, 2], fifo_timeout=0.1)
-    assert inproc_client.gather(futures) == [2, 3]
+def test_fifo_timeout_is_accepted(face):
+    async def scenario(c):
+        assert await face(c.submit(inc, 1, fifo_timeout="100ms").result(timeout=10)) == 2
+        futures = c.map(inc, [1, 2], fifo_timeout=0.1)
+        assert await face(c.gather(futures)) == [2, 3]
+    face.run(scenario)
 
 
 # --- map -----------------------------------------------------------------------------------
 
 
-def test_map_over_several_iterables(inproc_client):
-    futures = inproc_client.map(add, [1, 2, 3], [10, 20, 30])
-    assert inproc_client.gather(futures) == [11, 22, 33]
+def test_map_over_several_iterables(face):
+    async def scenario(c):
+        futures = c.map(add, [1, 2, 3], [10, 20, 30])
+        assert await face(c.gather(futures)) == [11, 22, 33]
+    face.run(scenario)
 
 
-def test_map_key_prefix_string(inproc_client):
-    futures = inproc_client.map(inc, range(3), key="batch")
-    assert all(f.key.startswith("batch-") for f in futures)
-    assert len({f.key for f in futures}) == 3
-    assert inproc_client.gather(futures) == [1, 2, 3]
+def test_map_key_prefix_string(face):
+    async def scenario(c):
+        futures = c.map(inc, range(3), key="batch")
+        assert all(f.key.startswith("batch-") for f in futures)
+        assert len({f.key for f in futures}) == 3
+        assert await face(c.gather(futures)) == [1, 2, 3]
+    face.run(scenario)
 
 
-def test_map_key_list(inproc_client):
-    futures = inproc_client.map(inc, range(3), key=["k0", "k1", "k2"])
-    assert [f.key for f in futures] == ["k0", "k1", "k2"]
-    assert inproc_client.gather(futures) == [1, 2, 3]
+def test_map_key_list(face):
+    async def scenario(c):
+        futures = c.map(inc, range(3), key=["k0", "k1", "k2"])
+        assert [f.key for f in futures] == ["k0", "k1", "k2"]
+        assert await face(c.gather(futures)) == [1, 2, 3]
+    face.run(scenario)
 
 
-def test_map_pure_false_gives_fresh_keys(inproc_client):
-    first = inproc_client.map(inc, range(3), pure=False)
-    second = inproc_client.map(inc, range(3), pure=False)
-    assert not {f.key for f in first} & {f.key for f in second}
-    pure_first = inproc_client.map(inc, range(3))
-    pure_second = inproc_client.map(inc, range(3))
-    assert [f.key for f in pure_first] == [f.key for f in pure_second]
-    assert inproc_client.gather(first) == inproc_client.gather(second) == [1, 2, 3]
+def test_map_pure_false_gives_fresh_keys(face):
+    async def scenario(c):
+        first = c.map(inc, range(3), pure=False)
+        second = c.map(inc, range(3), pure=False)
+        assert not {f.key for f in first} & {f.key for f in second}
+        pure_first = c.map(inc, range(3))
+        pure_second = c.map(inc, range(3))
+        assert [f.key for f in pure_first] == [f.key for f in pure_second]
+        assert await face(c.gather(first)) == await face(c.gather(second)) == [1, 2, 3]
+    face.run(scenario)
 
 
-def test_map_batch_size(inproc_client):
-    futures = inproc_client.map(inc, range(7), batch_size=2)
-    assert inproc_client.gather(futures) == list(range(1, 8))
+def test_map_batch_size(face):
+    async def scenario(c):
+        futures = c.map(inc, range(7), batch_size=2)
+        assert await face(c.gather(futures)) == list(range(1, 8))
+    face.run(scenario)
 
 
 # --- futures, graphs and the executor ------------------------------------------------------
 
 
-def test_futures_as_arguments_nested_in_list_and_dict(inproc_client):
-    a = inproc_client.submit(inc, 1)
-    b = inproc_client.submit(inc, 2)
-    assert inproc_client.submit(add, a, b).result(timeout=10) == 5
-    assert inproc_client.submit(add, a, y=b).result(timeout=10) == 5
-    assert inproc_client.submit(total, [a, b, 10]).result(timeout=10) == 15
-    assert inproc_client.submit(total_values, {"p": a, "q": b}).result(timeout=10) == 5
+def test_futures_as_arguments_nested_in_list_and_dict(face):
+    async def scenario(c):
+        a = c.submit(inc, 1)
+        b = c.submit(inc, 2)
+        assert await face(c.submit(add, a, b).result(timeout=10)) == 5
+        assert await face(c.submit(add, a, y=b).result(timeout=10)) == 5
+        assert await face(c.submit(total, [a, b, 10]).result(timeout=10)) == 15
+        assert await face(c.submit(total_values, {"p": a, "q": b}).result(timeout=10)) == 5
+    face.run(scenario)
 
 
-def test_future_status_while_pending_and_finished(inproc_client, tmp_path):
+def test_future_status_while_pending_and_finished(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        future = inproc_client.submit(wait_for_path, str(release))
-        assert isinstance(future.key, str) and future.key
-        assert future.status == "pending"
-        assert not future.done()
+
+    async def scenario(c):
+        try:
+            future = c.submit(wait_for_path, str(release))
+            assert isinstance(future.key, str) and future.key
+            assert future.status == "pending"
+            assert not future.done()
+            assert not future.cancelled()
+        finally:
+            release.touch()
+        assert await face(future.result(timeout=10)) is True
+        assert future.status == "finished"
+        assert future.done()
         assert not future.cancelled()
-    finally:
-        release.touch()
-    assert future.result(timeout=10) is True
-    assert future.status == "finished"
-    assert future.done()
-    assert not future.cancelled()
+    face.run(scenario)
 
 
-def test_future_repr_shows_status_and_result_type(inproc_client, tmp_path):
+def test_future_repr_shows_status_and_result_type(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        future = inproc_client.submit(wait_for_path, str(release))
+
+    async def scenario(c):
+        try:
+            future = c.submit(wait_for_path, str(release))
+            text = repr(future)
+            assert "pending" in text and future.key in text
+        finally:
+            release.touch()
+        await face(future.result(timeout=10))
         text = repr(future)
-        assert "pending" in text and future.key in text
-    finally:
-        release.touch()
-    future.result(timeout=10)
-    text = repr(future)
-    assert "finished" in text and "bool" in text and future.key in text
-    number = inproc_client.submit(inc, 1)
-    number.result(timeout=10)
-    assert "int" in repr(number)
+        assert "finished" in text and "bool" in text and future.key in text
+        number = c.submit(inc, 1)
+        await face(number.result(timeout=10))
+        assert "int" in repr(number)
+    face.run(scenario)
 
 
-def test_client_get_runs_task_graph(inproc_client):
-    graph = {"x": 1, "y": (inc, "x"), "z": (add, "x", "y")}
-    assert inproc_client.get(graph, "z") == 3
-    assert list(inproc_client.get(graph, ["y", "z"])) == [2, 3]
+def test_client_get_runs_task_graph(face):
+    async def scenario(c):
+        graph = {"x": 1, "y": (inc, "x"), "z": (add, "x", "y")}
+        assert await face(c.get(graph, "z")) == 3
+        assert list(await face(c.get(graph, ["y", "z"]))) == [2, 3]
+    face.run(scenario)
 
 
 def test_get_executor_is_a_concurrent_futures_executor(inproc_client):
