@@ -2,6 +2,7 @@
 as_completed (order, results, errors, adding, batches, ``async for``), done
 callbacks, and progress (plain lines, a live bar, awaitable)."""
 
+import datetime
 import inspect
 import io
 import threading
@@ -11,6 +12,7 @@ import sniffio
 
 import trioflow
 from trioflow import as_completed, wait
+from trioflow.utils import parse_timedelta
 from _tasks import (
     divide,
     double,
@@ -65,6 +67,29 @@ def test_result_timeout_raises_trioflow_timeout_error(inproc_client, tmp_path):
     finally:
         release.touch()
     assert future.result(timeout=10) is True
+
+
+#: what dask's parse_timedelta gives (distributed 2026.8.0): timeouts are read the same
+DASK_DURATIONS = {"5": 5, 5: 5, 2.5: 2.5, "3s": 3, " 3 S ": 3, "100ms": 0.1, "10us": 1e-5,
+                  "1ns": 1e-9, "1.5h": 5400, "1 hour": 3600, "2 minutes": 120, "hour": 3600,
+                  "2 Seconds": 2, "1e3ms": 1, "1d": 86400, "1w": 604800,
+                  datetime.timedelta(seconds=5): 5, datetime.timedelta(minutes=1.5): 90}
+
+
+def test_timeouts_are_read_as_dask_reads_them(inproc_client):
+    for value, seconds in DASK_DURATIONS.items():
+        assert parse_timedelta(value) == pytest.approx(seconds), value
+    for refused in ("0:00:05", "zz", "", "5 parsecs"):  # dask refuses these too
+        with pytest.raises(ValueError, match="as a duration"):
+            parse_timedelta(refused)
+    future = inproc_client.submit(inc, 1)
+    assert future.result(timeout=datetime.timedelta(seconds=10)) == 2
+    assert future.result(timeout="2 minutes") == 2
+    assert wait([future], timeout=datetime.timedelta(seconds=10)).done == {future}
+    timed = inproc_client.submit(inc, 2, timeout=datetime.timedelta(minutes=1))
+    assert timed.result(timeout="1 hour") == 3
+    with pytest.raises(ValueError, match="timeout must not be negative"):
+        inproc_client.submit(inc, 3, timeout=datetime.timedelta(seconds=-1))
 
 
 def test_wait_return_when_and_timeout(face, tmp_path):

@@ -1,6 +1,7 @@
 """Small parsing helpers for user-facing arguments."""
 from __future__ import annotations
 
+import numbers
 import os
 import re
 
@@ -50,19 +51,49 @@ def memory_limit_bytes(value, nworkers: int = 1) -> int:
     return parse_bytes(value)
 
 
-_TIME_UNITS = {"": 1, "s": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60, "h": 3600}
+#: seconds per unit: dask's names (and their plurals), any case
+_TIME_UNITS = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "m": 60, "min": 60, "h": 3600,
+               "d": 86_400, "w": 604_800}
+for _name, _size in {"second": 1, "minute": 60, "hour": 3600, "day": 86_400,
+                     "week": 604_800, "millisecond": 1e-3, "microsecond": 1e-6,
+                     "nanosecond": 1e-9}.items():
+    _TIME_UNITS[_name] = _TIME_UNITS[_name + "s"] = _size
+_DURATION = re.compile(r"\s*((?:[0-9]*\.?[0-9]+|[0-9]+\.)(?:e[+-]?[0-9]+)?)?\s*([a-z]*)\s*",
+                       re.IGNORECASE)
 
 
-def parse_timedelta(value) -> float | None:
-    """``'100ms'`` -> 0.1; numbers are seconds; None stays None."""
+def parse_timedelta(value, default: str = "seconds") -> float | None:
+    """A duration in seconds, read as dask's ``parse_timedelta`` reads one: a
+    number (in ``default`` units), a string with a unit (``"100ms"``,
+    ``"2 minutes"``, ``"1.5h"``, ``"1d"``), a ``datetime.timedelta``; None
+    stays None.  A unit alone is one of it (``"hour"``).  Like dask,
+    ``"0:00:05"`` is not a duration: pass ``timedelta(seconds=5)``."""
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", str(value))
-    if not match or match.group(2) not in _TIME_UNITS:
-        raise ValueError(f"cannot read {value!r} as a duration (try '100ms' or '2s')")
-    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    unit = _TIME_UNITS.get(default.lower())
+    if unit is None:
+        raise ValueError(f"unknown time unit {default!r} (try 's', 'ms' or 'minutes')")
+    if isinstance(value, numbers.Number):
+        return float(value) * unit
+    match = _DURATION.fullmatch(str(value))
+    number, name = match.groups() if match else (None, None)
+    if match is None or not (number or name) or (name and name.lower() not in _TIME_UNITS):
+        raise ValueError(f"cannot read {value!r} as a duration (try '100ms', '2s', "
+                         "'5 minutes' or a datetime.timedelta)")
+    if name:
+        unit = _TIME_UNITS[name.lower()]
+    return float(number or 1) * unit
+
+
+def timeout_seconds(timeout) -> float | None:
+    """A user's ``timeout=`` in seconds (None: no timeout): what
+    ``parse_timedelta`` reads, but not a negative duration."""
+    value = parse_timedelta(timeout)
+    if value is not None and value < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    return value
 
 
 #: dask's default dashboard address; TRIOFLOW_DASHBOARD_ADDRESS overrides it

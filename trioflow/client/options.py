@@ -21,7 +21,7 @@ from numbers import Number
 
 from trioflow.comm.addressing import normalize_address
 from trioflow.protocol.messages import KEY
-from trioflow.utils import parse_timedelta
+from trioflow.utils import timeout_seconds
 
 
 def check_key(key, what="key"):
@@ -92,13 +92,9 @@ def task_options(workers=None, resources=None, retries=None, priority=0,
     options = {}
     if timeout is not None:
         try:
-            seconds = (timeout.total_seconds() if hasattr(timeout, "total_seconds")
-                       else parse_timedelta(timeout))
+            options["timeout"] = timeout_seconds(timeout)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{call}: timeout= {exc}") from None
-        if seconds is None or seconds < 0:
-            raise ValueError(f"{call}: timeout= must be a positive duration, not {timeout!r}")
-        options["timeout"] = float(seconds)
     if allow_other_workers not in (True, False, None, 0, 1):
         raise TypeError(f"{call}: allow_other_workers= must be True, False or None, "
                         f"not {allow_other_workers!r:.60}")

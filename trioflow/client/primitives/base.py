@@ -6,20 +6,7 @@ from __future__ import annotations
 import uuid
 
 from trioflow.client.task_context import get_client
-from trioflow.utils import parse_timedelta
-
-
-def seconds(timeout) -> float | None:
-    """A user's ``timeout=`` (number, "200ms", timedelta, None) in seconds."""
-    if timeout is None:
-        return None
-    if hasattr(timeout, "total_seconds"):
-        value = timeout.total_seconds()
-    else:
-        value = parse_timedelta(timeout)
-    if value < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
-    return value
+from trioflow.utils import timeout_seconds as seconds  # noqa: F401 - the primitives' name for it
 
 
 def find_client(client=None):
