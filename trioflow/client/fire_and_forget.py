@@ -12,4 +12,4 @@ def fire_and_forget(obj) -> None:
     for future in futures:
         by_client.setdefault(id(future.client), (future.client, []))[1].append(future.key)
     for client, keys in by_client.values():
-        client._core.send({"op": "fire-and-forget", "keys": keys})
+        client.port.send({"op": "fire-and-forget", "keys": keys})

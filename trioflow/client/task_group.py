@@ -37,10 +37,10 @@ class TaskGroup:
         """Cancel every task of the group that is not done."""
         pending = [f for f in self.futures if not f.done()]
         if pending:
-            self.client._core._in_loop(lambda: [f._state.cancel("its task group was cancelled")
+            self.client.port.call_soon(lambda: [f._state.cancel("its task group was cancelled")
                                                 for f in pending])
-            self.client._core.send({"op": "cancel-keys", "keys": [f.key for f in pending],
-                                    "force": False})
+            self.client.port.send({"op": "cancel-keys", "keys": [f.key for f in pending],
+                                   "force": False})
 
     async def _join(self):
         errors: list = []
@@ -77,7 +77,7 @@ class TaskGroup:
             self.cancel()
             return False
         try:
-            await self.client._sync(self._join)
+            await self.client.port.run(self._join)
         except BaseException:
             # under asyncio the join runs in another thread; cancel from here too
             self.cancel()
@@ -91,5 +91,5 @@ class TaskGroup:
         if exc_type is not None:
             self.cancel()
             return False
-        self.client._sync(self._join)
+        self.client.port.run(self._join)
         return False

@@ -30,7 +30,7 @@ def wait(fs, timeout=None, return_when="ALL_COMPLETED"):
         return DoneAndNotDoneFutures(set(), set())
     client = fs[0].client
     from trioflow.utils import parse_timedelta
-    return client._sync(_wait, fs, parse_timedelta(timeout), return_when)
+    return client.port.run(_wait, fs, parse_timedelta(timeout), return_when)
 
 
 async def _wait(fs, timeout, return_when):
