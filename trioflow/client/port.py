@@ -88,7 +88,7 @@ class ClientPort:
         mode = host.mode
         if mode == "blocking":
             if asynchronous:
-                return _finish_after(host.run_from_other_loop(async_fn, *args), finish)
+                return _then(host.run_from_other_loop(async_fn, *args), finish)
             if host.in_host_loop():
                 raise RuntimeError("a blocking Client method was called from inside the "
                                    "event loop; use the async client (asynchronous=True) there")
@@ -97,8 +97,8 @@ class ClientPort:
             return _finished(trio.from_thread.run(async_fn, *args, trio_token=host.trio_token),
                              finish)
         if mode == "asyncio" and undo is not None:
-            return _finish_after(_asyncio_cancel_safe(host, async_fn, args, undo), finish)
-        return _finish_after(host.run(async_fn, *args), finish)
+            return _then(_asyncio_cancel_safe(host, async_fn, args, undo), finish)
+        return _then(host.run(async_fn, *args), finish)
 
     def request(self, msg: dict, finish=None, undo=None):
         """Send request ``msg`` to the scheduler and return ``finish(result)``
@@ -191,6 +191,10 @@ def _call_in_asyncio(fn, args):
 
 def _finished(result, finish):
     return result if finish is None else finish(result)
+
+
+def _then(awaitable, finish):
+    return awaitable if finish is None else _finish_after(awaitable, finish)
 
 
 async def _finish_after(awaitable, finish):
