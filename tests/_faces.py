@@ -22,6 +22,7 @@ restrict it: ``@pytest.mark.parametrize("face", ASYNC_FACES, indirect=True)``.
 import asyncio
 import contextlib
 import inspect
+import pathlib
 import time
 
 import anyio
@@ -150,6 +151,17 @@ class Face:
         del marker
         await self.until(lambda: self.forgotten(client, key), timeout,
                          message="barrier key forgotten")
+
+    @contextlib.asynccontextmanager
+    async def held_task(self, client, path):
+        """The future of a task that runs until the block ends (it waits for
+        ``path``, which leaving the block creates)."""
+        from _tasks import wait_for_path
+
+        try:
+            yield client.submit(wait_for_path, str(path))
+        finally:
+            pathlib.Path(path).touch()
 
     @contextlib.asynccontextmanager
     async def other_client(self, client):

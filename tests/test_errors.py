@@ -23,9 +23,8 @@ from _tasks import (
     inc,
     load_setting,
     make_lock,
-    wait_for_path,
 )
-from _util import async_client, scheduler_address, wait_until
+from _util import async_client, scheduler_address
 
 
 @pytest.fixture
@@ -56,49 +55,55 @@ def test_exception_traceback_and_result_of_a_failed_task(face):
     face.run(scenario)
 
 
-def test_exception_returns_the_task_exception_and_none_when_it_finished(inproc_client):
-    failing = inproc_client.submit(load_setting, "not a number")
-    finishing = inproc_client.submit(load_setting, "12")
-    error = failing.exception(timeout=10)
-    assert isinstance(error, ValueError)
-    assert "not a number" in str(error)
-    assert failing.status == "error"
-    assert finishing.exception(timeout=10) is None
-    assert finishing.traceback(timeout=10) is None
-    assert finishing.result() == 12
+def test_exception_returns_the_task_exception_and_none_when_it_finished(face):
+    async def scenario(c):
+        failing = c.submit(load_setting, "not a number")
+        finishing = c.submit(load_setting, "12")
+        error = await face(failing.exception(timeout=10))
+        assert isinstance(error, ValueError)
+        assert "not a number" in str(error)
+        assert failing.status == "error"
+        assert await face(finishing.exception(timeout=10)) is None
+        assert await face(finishing.traceback(timeout=10)) is None
+        assert await face(finishing.result()) == 12
+    face.run(scenario)
 
 
-def test_traceback_is_a_traceback_object_with_the_task_frames(inproc_client):
-    failing = inproc_client.submit(load_setting, "x")
-    tb = failing.traceback(timeout=10)
-    assert isinstance(tb, types.TracebackType)
-    frames = traceback.format_tb(tb)
-    text = "".join(frames)
-    assert "load_setting" in text and "_parse_setting" in text
-    # the innermost frame is where the error was raised
-    assert "_parse_setting" in frames[-1]
-    names = [frame.name for frame in traceback.extract_tb(tb)]
-    assert names.index("load_setting") < names.index("_parse_setting")
+def test_traceback_is_a_traceback_object_with_the_task_frames(face):
+    async def scenario(c):
+        failing = c.submit(load_setting, "x")
+        tb = await face(failing.traceback(timeout=10))
+        assert isinstance(tb, types.TracebackType)
+        frames = traceback.format_tb(tb)
+        text = "".join(frames)
+        assert "load_setting" in text and "_parse_setting" in text
+        # the innermost frame is where the error was raised
+        assert "_parse_setting" in frames[-1]
+        names = [frame.name for frame in traceback.extract_tb(tb)]
+        assert names.index("load_setting") < names.index("_parse_setting")
+    face.run(scenario)
 
 
-def test_result_reraises_the_exception_with_its_remote_traceback(inproc_client):
-    failing = inproc_client.submit(load_setting, "x")
-    with pytest.raises(ValueError, match="invalid literal") as info:
-        failing.result(timeout=10)
-    assert "_parse_setting" in "".join(traceback.format_tb(info.value.__traceback__))
+def test_result_reraises_the_exception_with_its_remote_traceback(face):
+    async def scenario(c):
+        failing = c.submit(load_setting, "x")
+        with pytest.raises(ValueError, match="invalid literal") as info:
+            await face(failing.result(timeout=10))
+        assert "_parse_setting" in "".join(traceback.format_tb(info.value.__traceback__))
+    face.run(scenario)
 
 
-def test_exception_and_traceback_time_out(inproc_client, tmp_path):
+def test_exception_and_traceback_time_out(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        blocked = inproc_client.submit(wait_for_path, str(release))
-        with pytest.raises(trioflow.TimeoutError):
-            blocked.exception(timeout=0.1)
-        with pytest.raises(trioflow.TimeoutError):
-            blocked.traceback(timeout=0.1)
-    finally:
-        release.touch()
-    assert blocked.exception(timeout=10) is None
+
+    async def scenario(c):
+        async with face.held_task(c, release) as blocked:
+            with pytest.raises(trioflow.TimeoutError):
+                await face(blocked.exception(timeout=0.1))
+            with pytest.raises(trioflow.TimeoutError):
+                await face(blocked.traceback(timeout=0.1))
+        assert await face(blocked.exception(timeout=10)) is None
+    face.run(scenario)
 
 
 def _local_message(func, *args):
@@ -148,18 +153,22 @@ def test_dependent_task_errs_with_same_exception(inproc_client):
     _assert_cluster_still_works(inproc_client)
 
 
-def test_task_error_type_and_message_are_preserved(inproc_client):
-    future = inproc_client.submit(inc, "text")
-    with pytest.raises(TypeError) as info:
-        future.result(timeout=10)
-    assert str(info.value) == _local_message(inc, "text")
+def test_task_error_type_and_message_are_preserved(face):
+    async def scenario(c):
+        future = c.submit(inc, "text")
+        with pytest.raises(TypeError) as info:
+            await face(future.result(timeout=10))
+        assert str(info.value) == _local_message(inc, "text")
+    face.run(scenario)
 
 
-def test_future_status_error(inproc_client):
-    future = inproc_client.submit(inc, "x")
-    wait_until(future.done, message="erred future done")
-    assert future.status == "error"
-    assert isinstance(future.exception(timeout=10), TypeError)
+def test_future_status_error(face):
+    async def scenario(c):
+        future = c.submit(inc, "x")
+        await face.until(future.done, message="erred future done")
+        assert future.status == "error"
+        assert isinstance(await face(future.exception(timeout=10)), TypeError)
+    face.run(scenario)
 
 
 @pytest.mark.timeout(120)
@@ -250,69 +259,83 @@ def test_retries_and_retry(face, tmp_path):
     face.run(scenario)
 
 
-def test_retries_rerun_failed_task(inproc_client, tmp_path):
+def test_retries_exhausted_raises_last_error(face, tmp_path):
     counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 2, 10, retries=2)
-    assert future.result(timeout=10) == 11
-    assert counter.read_text() == "3"
+
+    async def scenario(c):
+        future = c.submit(flaky_inc, str(counter), 2, 10, retries=1)
+        with pytest.raises(RuntimeError, match="attempt 2"):
+            await face(future.result(timeout=10))
+        assert counter.read_text() == "2"
+    face.run(scenario)
 
 
-def test_retries_exhausted_raises_last_error(inproc_client, tmp_path):
+def test_retries_rerun_a_failing_task_until_it_succeeds(face, tmp_path):
     counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 2, 10, retries=1)
-    with pytest.raises(RuntimeError, match="attempt 2"):
-        future.result(timeout=10)
-    assert counter.read_text() == "2"
+
+    async def scenario(c):
+        future = c.submit(flaky_inc, str(counter), 2, 10, retries=2)
+        assert await face(future.result(timeout=10)) == 11
+        assert counter.read_text() == "3"
+    face.run(scenario)
 
 
-def test_retries_rerun_a_failing_task_until_it_succeeds(inproc_client, tmp_path):
-    counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 2, 10, retries=2)
-    assert future.result(timeout=10) == 11
-    assert counter.read_text() == "3"
-
-
-def test_retries_apply_to_each_task_of_map(inproc_client, tmp_path):
+def test_retries_apply_to_each_task_of_map(face, tmp_path):
     counters = [str(tmp_path / f"attempts-{i}") for i in range(3)]
-    futures = inproc_client.map(flaky_inc, counters, [1] * 3, range(3), retries=1)
-    assert inproc_client.gather(futures) == [1, 2, 3]
-    assert all(pathlib.Path(c).read_text() == "2" for c in counters)
+
+    async def scenario(c):
+        futures = c.map(flaky_inc, counters, [1] * 3, range(3), retries=1)
+        assert await face(c.gather(futures)) == [1, 2, 3]
+        assert all(pathlib.Path(c).read_text() == "2" for c in counters)
+    face.run(scenario)
 
 
-def test_too_few_retries_raise_the_last_error(inproc_client, tmp_path):
+def test_too_few_retries_raise_the_last_error(face, tmp_path):
     counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 3, 0, retries=1)
-    with pytest.raises(RuntimeError, match="attempt 2"):
-        future.result(timeout=10)
+
+    async def scenario(c):
+        future = c.submit(flaky_inc, str(counter), 3, 0, retries=1)
+        with pytest.raises(RuntimeError, match="attempt 2"):
+            await face(future.result(timeout=10))
+    face.run(scenario)
 
 
-def test_client_retry_reruns_an_erred_future(inproc_client, tmp_path):
+def test_client_retry_reruns_an_erred_future(face, tmp_path):
     counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 1, 1)
-    assert isinstance(future.exception(timeout=10), RuntimeError)
-    inproc_client.retry([future])
-    assert future.result(timeout=10) == 2
-    assert future.status == "finished"
+
+    async def scenario(c):
+        future = c.submit(flaky_inc, str(counter), 1, 1)
+        assert isinstance(await face(future.exception(timeout=10)), RuntimeError)
+        await face(c.retry([future]))
+        assert await face(future.result(timeout=10)) == 2
+        assert future.status == "finished"
+    face.run(scenario)
 
 
-def test_future_retry_reruns_it(inproc_client, tmp_path):
+def test_future_retry_reruns_it(face, tmp_path):
     counter = tmp_path / "attempts"
-    future = inproc_client.submit(flaky_inc, str(counter), 1, 5)
-    with pytest.raises(RuntimeError):
-        future.result(timeout=10)
-    future.retry()
-    assert future.result(timeout=10) == 6
+
+    async def scenario(c):
+        future = c.submit(flaky_inc, str(counter), 1, 5)
+        with pytest.raises(RuntimeError):
+            await face(future.result(timeout=10))
+        await face(future.retry())
+        assert await face(future.result(timeout=10)) == 6
+    face.run(scenario)
 
 
-def test_retry_of_a_dependent_reruns_the_failed_dependency(inproc_client, tmp_path):
+def test_retry_of_a_dependent_reruns_the_failed_dependency(face, tmp_path):
     counter = tmp_path / "attempts"
-    root = inproc_client.submit(flaky_inc, str(counter), 1, 1)
-    dependent = inproc_client.submit(inc, root)
-    with pytest.raises(RuntimeError):
-        dependent.result(timeout=10)
-    inproc_client.retry([dependent])
-    assert dependent.result(timeout=10) == 3
-    assert root.result(timeout=10) == 2
+
+    async def scenario(c):
+        root = c.submit(flaky_inc, str(counter), 1, 1)
+        dependent = c.submit(inc, root)
+        with pytest.raises(RuntimeError):
+            await face(dependent.result(timeout=10))
+        await face(c.retry([dependent]))
+        assert await face(dependent.result(timeout=10)) == 3
+        assert await face(root.result(timeout=10)) == 2
+    face.run(scenario)
 
 
 # --- gather(errors="skip") -----------------------------------------------------------------
@@ -328,23 +351,28 @@ def test_gather_errors_skip(face):
     face.run(scenario)
 
 
-def test_gather_errors_skip_drops_failed(inproc_client):
-    good = inproc_client.submit(inc, 1)
-    bad = inproc_client.submit(inc, "not a number")
-    assert inproc_client.gather([good, bad], errors="skip") == [2]
-    with pytest.raises(TypeError):
-        inproc_client.gather([good, bad])
+def test_gather_errors_skip_drops_failed(face):
+    async def scenario(c):
+        good = c.submit(inc, 1)
+        bad = c.submit(inc, "not a number")
+        assert await face(c.gather([good, bad], errors="skip")) == [2]
+        with pytest.raises(TypeError):
+            await face(c.gather([good, bad]))
+    face.run(scenario)
 
 
-def test_gather_errors_skip_leaves_out_erred_futures(inproc_client):
-    good = inproc_client.map(inc, range(3))
-    bad = inproc_client.submit(divide, 1, 0)
-    assert inproc_client.gather([good[0], bad, good[1], good[2]], errors="skip") == [1, 2, 3]
-    assert inproc_client.gather({"a": good[0], "b": bad}, errors="skip") == {"a": 1}
-    with pytest.raises(ZeroDivisionError):
-        inproc_client.gather([good[0], bad], errors="raise")
-    with pytest.raises(ValueError):
-        inproc_client.gather(good, errors="ignore")
+def test_gather_errors_skip_leaves_out_erred_futures(face):
+    async def scenario(c):
+        good = c.map(inc, range(3))
+        bad = c.submit(divide, 1, 0)
+        assert await face(c.gather([good[0], bad, good[1], good[2]], errors="skip")) == [
+            1, 2, 3]
+        assert await face(c.gather({"a": good[0], "b": bad}, errors="skip")) == {"a": 1}
+        with pytest.raises(ZeroDivisionError):
+            await face(c.gather([good[0], bad], errors="raise"))
+        with pytest.raises(ValueError):
+            await face(c.gather(good, errors="ignore"))
+    face.run(scenario)
 
 
 # --- a bad call fails alone (issue 12, point 7) --------------------------------------------

@@ -57,16 +57,15 @@ class FakeTerminal(io.StringIO):
 # --- result(timeout=) and wait -------------------------------------------------------------
 
 
-def test_result_timeout_raises_trioflow_timeout_error(inproc_client, tmp_path):
-    assert issubclass(trioflow.TimeoutError, TimeoutError)
+def test_result_timeout_raises_trioflow_timeout_error(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        future = inproc_client.submit(wait_for_path, str(release))
-        with pytest.raises(trioflow.TimeoutError):
-            future.result(timeout=0.2)
-    finally:
-        release.touch()
-    assert future.result(timeout=10) is True
+
+    async def scenario(c):
+        async with face.held_task(c, release) as future:
+            with pytest.raises(trioflow.TimeoutError):
+                await face(future.result(timeout=0.2))
+        assert await face(future.result(timeout=10)) is True
+    face.run(scenario)
 
 
 #: what dask's parse_timedelta gives (distributed 2026.8.0): timeouts are read the same
@@ -116,77 +115,93 @@ def test_wait_return_when_and_timeout(face, tmp_path):
     face.run(scenario)
 
 
-def test_wait_returns_done_and_not_done(inproc_client, tmp_path):
-    futures = inproc_client.map(inc, range(5))
-    done, not_done = trioflow.wait(futures, timeout=10)
-    assert done == set(futures) and not not_done
-
+def test_wait_returns_done_and_not_done(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        blocked = inproc_client.submit(wait_for_path, str(release))
-        quick = inproc_client.submit(inc, 100)
-        done, not_done = trioflow.wait(
-            [blocked, quick], timeout=10, return_when="FIRST_COMPLETED"
-        )
-        assert quick in done and blocked in not_done
-        with pytest.raises(TimeoutError):
-            trioflow.wait([blocked], timeout=0.2)
-    finally:
-        release.touch()
-    done, not_done = trioflow.wait([blocked, quick], timeout=10)
-    assert done == {blocked, quick} and not not_done
+
+    async def scenario(c):
+        futures = c.map(inc, range(5))
+        done, not_done = await face(trioflow.wait(futures, timeout=10))
+        assert done == set(futures) and not not_done
+
+        try:
+            blocked = c.submit(wait_for_path, str(release))
+            quick = c.submit(inc, 100)
+            done, not_done = await face(trioflow.wait(
+                [blocked, quick], timeout=10, return_when="FIRST_COMPLETED"
+            ))
+            assert quick in done and blocked in not_done
+            with pytest.raises(TimeoutError):
+                await face(trioflow.wait([blocked], timeout=0.2))
+        finally:
+            release.touch()
+        done, not_done = await face(trioflow.wait([blocked, quick], timeout=10))
+        assert done == {blocked, quick} and not not_done
+    face.run(scenario)
 
 
-def test_wait_all_completed_returns_done_and_not_done(inproc_client):
-    futures = inproc_client.map(inc, range(5))
-    result = wait(futures, timeout=10, return_when="ALL_COMPLETED")
-    done, not_done = result
-    assert done == set(futures) and not_done == set()
-    assert result.done == done and result.not_done == not_done
-    assert wait(futures[0]) == ({futures[0]}, set())
-    assert wait([]) == (set(), set())
+def test_wait_all_completed_returns_done_and_not_done(face):
+    async def scenario(c):
+        futures = c.map(inc, range(5))
+        result = await face(wait(futures, timeout=10, return_when="ALL_COMPLETED"))
+        done, not_done = result
+        assert done == set(futures) and not_done == set()
+        assert result.done == done and result.not_done == not_done
+        assert await face(wait(futures[0])) == ({futures[0]}, set())
+        assert await face(wait([])) == (set(), set())
+    face.run(scenario)
 
 
-def test_wait_first_completed(inproc_client, tmp_path):
+def test_wait_first_completed(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        blocked = inproc_client.submit(wait_for_path, str(release))
-        quick = inproc_client.submit(inc, 1)
-        done, not_done = wait([blocked, quick], timeout=10, return_when="FIRST_COMPLETED")
-        assert quick in done and not_done == {blocked}
-    finally:
-        release.touch()
+
+    async def scenario(c):
+        try:
+            blocked = c.submit(wait_for_path, str(release))
+            quick = c.submit(inc, 1)
+            done, not_done = await face(wait([blocked, quick], timeout=10,
+                                             return_when="FIRST_COMPLETED"))
+            assert quick in done and not_done == {blocked}
+        finally:
+            release.touch()
+    face.run(scenario)
 
 
-def test_wait_first_exception(inproc_client, tmp_path):
+def test_wait_first_exception(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        blocked = inproc_client.submit(wait_for_path, str(release))
-        quick = inproc_client.submit(inc, 1)
-        quick.result(timeout=10)
-        failing = inproc_client.submit(divide, 1, 0)
-        done, not_done = wait([blocked, quick, failing], timeout=10,
-                              return_when="FIRST_EXCEPTION")
-        assert done == {quick, failing} and not_done == {blocked}
-    finally:
-        release.touch()
-    # without a failure FIRST_EXCEPTION waits for everything
-    futures = inproc_client.map(inc, range(3))
-    assert wait(futures, timeout=10, return_when="FIRST_EXCEPTION") == (set(futures), set())
+
+    async def scenario(c):
+        try:
+            blocked = c.submit(wait_for_path, str(release))
+            quick = c.submit(inc, 1)
+            await face(quick.result(timeout=10))
+            failing = c.submit(divide, 1, 0)
+            done, not_done = await face(wait([blocked, quick, failing], timeout=10,
+                                             return_when="FIRST_EXCEPTION"))
+            assert done == {quick, failing} and not_done == {blocked}
+        finally:
+            release.touch()
+        # without a failure FIRST_EXCEPTION waits for everything
+        futures = c.map(inc, range(3))
+        assert await face(wait(futures, timeout=10, return_when="FIRST_EXCEPTION")) == (
+            set(futures), set())
+    face.run(scenario)
 
 
-def test_wait_timeout_raises_timeout_error(inproc_client, tmp_path):
+def test_wait_timeout_raises_timeout_error(face, tmp_path):
     release = tmp_path / "release"
-    try:
-        blocked = inproc_client.submit(wait_for_path, str(release))
-        with pytest.raises(trioflow.TimeoutError):
-            wait([blocked], timeout=0.1)
-        with pytest.raises(TimeoutError):
-            wait([blocked], timeout="100ms", return_when="FIRST_COMPLETED")
-    finally:
-        release.touch()
-    with pytest.raises(ValueError):
-        wait([blocked], return_when="SOMETIMES")
+
+    async def scenario(c):
+        try:
+            blocked = c.submit(wait_for_path, str(release))
+            with pytest.raises(trioflow.TimeoutError):
+                await face(wait([blocked], timeout=0.1))
+            with pytest.raises(TimeoutError):
+                await face(wait([blocked], timeout="100ms", return_when="FIRST_COMPLETED"))
+        finally:
+            release.touch()
+        with pytest.raises(ValueError):
+            await face(wait([blocked], return_when="SOMETIMES"))
+    face.run(scenario)
 
 
 # --- as_completed --------------------------------------------------------------------------
@@ -426,20 +441,24 @@ def test_a_failing_callback_does_not_stop_the_others(inproc_client):
 # --- progress ------------------------------------------------------------------------------
 
 
-def test_progress_prints_plain_lines_when_stdout_is_not_a_terminal(inproc_client, capsys):
-    futures = inproc_client.map(inc, range(10))
-    assert trioflow.progress(futures) is None
-    assert all(f.done() for f in futures)
-    out = capsys.readouterr().out
-    assert "\r" not in out
-    assert out.splitlines()[-1].startswith("progress: 100% | 10/10")
+def test_progress_prints_plain_lines_when_stdout_is_not_a_terminal(face, capsys):
+    async def scenario(c):
+        futures = c.map(inc, range(10))
+        assert await face(trioflow.progress(futures)) is None
+        assert all(f.done() for f in futures)
+        out = capsys.readouterr().out
+        assert "\r" not in out
+        assert out.splitlines()[-1].startswith("progress: 100% | 10/10")
+    face.run(scenario)
 
 
-def test_progress_counts_erred_futures(inproc_client, capsys):
-    futures = inproc_client.map(inc, range(3)) + [inproc_client.submit(divide, 1, 0)]
-    trioflow.progress(futures)
-    last = capsys.readouterr().out.splitlines()[-1]
-    assert "4/4" in last and "1 erred" in last
+def test_progress_counts_erred_futures(face, capsys):
+    async def scenario(c):
+        futures = c.map(inc, range(3)) + [c.submit(divide, 1, 0)]
+        await face(trioflow.progress(futures))
+        last = capsys.readouterr().out.splitlines()[-1]
+        assert "4/4" in last and "1 erred" in last
+    face.run(scenario)
 
 
 def test_progress_draws_a_live_bar_on_a_terminal(inproc_client, tmp_path):
@@ -466,12 +485,14 @@ def test_progress_draws_a_live_bar_on_a_terminal(inproc_client, tmp_path):
     assert text.endswith("\n")
 
 
-def test_progress_of_nothing_returns_at_once(inproc_client, capsys):
-    assert trioflow.progress([]) is None
-    done = inproc_client.submit(inc, 1)
-    done.result(timeout=10)
-    trioflow.progress(done, complete=False)
-    assert "progress" not in capsys.readouterr().out
+def test_progress_of_nothing_returns_at_once(face, capsys):
+    async def scenario(c):
+        assert await face(trioflow.progress([])) is None
+        done = c.submit(inc, 1)
+        await face(done.result(timeout=10))
+        await face(trioflow.progress(done, complete=False))
+        assert "progress" not in capsys.readouterr().out
+    face.run(scenario)
 
 
 async def test_progress_is_awaitable(capsys):
