@@ -127,6 +127,12 @@ class Face:
 
     # ------------------------------------------------------------ the scheduler's side
 
+    async def two_workers(self, client):
+        """The addresses of the client's two workers, sorted."""
+        workers = sorted(await self(client.nthreads()))
+        assert len(workers) == 2, workers
+        return workers
+
     async def task_count(self, client):
         """How many tasks the scheduler holds."""
         return await self(client.run_on_scheduler(

@@ -57,57 +57,71 @@ def test_scatter_gather_and_broadcast(face):
     face.run(scenario)
 
 
-def test_scatter_single_object_returns_future(inproc_client):
-    future = inproc_client.scatter(42)
-    assert isinstance(future, Future)
-    assert future.status == "finished"
-    assert future.result(timeout=10) == 42
-    assert inproc_client.submit(inc, future).result(timeout=10) == 43
+def test_scatter_single_object_returns_future(face):
+    async def scenario(c):
+        future = await face(c.scatter(42))
+        assert isinstance(future, Future)
+        assert future.status == "finished"
+        assert await face(future.result(timeout=10)) == 42
+        assert await face(c.submit(inc, future).result(timeout=10)) == 43
+    face.run(scenario)
 
 
-def test_scatter_list_returns_list_of_futures(inproc_client):
-    futures = inproc_client.scatter([1, 2, 3])
-    assert isinstance(futures, list) and len(futures) == 3
-    assert all(isinstance(f, Future) for f in futures)
-    assert inproc_client.gather(futures) == [1, 2, 3]
-    assert inproc_client.submit(total, futures).result(timeout=10) == 6
+def test_scatter_list_returns_list_of_futures(face):
+    async def scenario(c):
+        futures = await face(c.scatter([1, 2, 3]))
+        assert isinstance(futures, list) and len(futures) == 3
+        assert all(isinstance(f, Future) for f in futures)
+        assert await face(c.gather(futures)) == [1, 2, 3]
+        assert await face(c.submit(total, futures).result(timeout=10)) == 6
+    face.run(scenario)
 
 
-def test_scatter_dict_returns_dict_of_futures(inproc_client):
-    futures = inproc_client.scatter({"x": 1, "y": 2})
-    assert isinstance(futures, dict) and set(futures) == {"x", "y"}
-    assert futures["x"].key == "x" and futures["y"].key == "y"
-    assert inproc_client.gather(futures) == {"x": 1, "y": 2}
-    assert inproc_client.submit(add, futures["x"], futures["y"]).result(timeout=10) == 3
+def test_scatter_dict_returns_dict_of_futures(face):
+    async def scenario(c):
+        futures = await face(c.scatter({"x": 1, "y": 2}))
+        assert isinstance(futures, dict) and set(futures) == {"x", "y"}
+        assert futures["x"].key == "x" and futures["y"].key == "y"
+        assert await face(c.gather(futures)) == {"x": 1, "y": 2}
+        assert await face(c.submit(add, futures["x"], futures["y"]).result(timeout=10)) == 3
+    face.run(scenario)
 
 
-def test_scatter_broadcast_places_data_on_every_worker(inproc_client):
-    future = inproc_client.scatter(123, broadcast=True)
-    holders = set(inproc_client.who_has([future])[future.key])
-    assert holders == set(inproc_client.nthreads())
+def test_scatter_broadcast_places_data_on_every_worker(face):
+    async def scenario(c):
+        future = await face(c.scatter(123, broadcast=True))
+        holders = set((await face(c.who_has([future])))[future.key])
+        assert holders == set(await face(c.nthreads()))
+    face.run(scenario)
 
 
-def test_scatter_workers_places_data_on_that_worker(inproc_client):
-    for worker in two_workers(inproc_client):
-        future = inproc_client.scatter([worker], workers=[worker], hash=False)[0]
-        assert list(inproc_client.who_has([future])[future.key]) == [worker]
+def test_scatter_workers_places_data_on_that_worker(face):
+    async def scenario(c):
+        for worker in await face.two_workers(c):
+            future = (await face(c.scatter([worker], workers=[worker], hash=False)))[0]
+            assert list((await face(c.who_has([future])))[future.key]) == [worker]
+    face.run(scenario)
 
 
-def test_scatter_hash_controls_key_reuse(inproc_client):
-    a = inproc_client.scatter("payload")
-    b = inproc_client.scatter("payload")
-    assert a.key == b.key
-    c = inproc_client.scatter("payload", hash=False)
-    d = inproc_client.scatter("payload", hash=False)
-    assert len({a.key, c.key, d.key}) == 3
-    assert inproc_client.gather([a, c, d]) == ["payload"] * 3
+def test_scatter_hash_controls_key_reuse(face):
+    async def scenario(client):
+        a = await face(client.scatter("payload"))
+        b = await face(client.scatter("payload"))
+        assert a.key == b.key
+        c = await face(client.scatter("payload", hash=False))
+        d = await face(client.scatter("payload", hash=False))
+        assert len({a.key, c.key, d.key}) == 3
+        assert await face(client.gather([a, c, d])) == ["payload"] * 3
+    face.run(scenario)
 
 
-def test_task_on_other_worker_reads_scattered_data(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    data = inproc_client.scatter(b"x" * 10_000, workers=[worker_a], hash=False)
-    result = inproc_client.submit(len, data, workers=[worker_b])
-    assert result.result(timeout=10) == 10_000
+def test_task_on_other_worker_reads_scattered_data(face):
+    async def scenario(c):
+        worker_a, worker_b = await face.two_workers(c)
+        data = await face(c.scatter(b"x" * 10_000, workers=[worker_a], hash=False))
+        result = c.submit(len, data, workers=[worker_b])
+        assert await face(result.result(timeout=10)) == 10_000
+    face.run(scenario)
 
 
 @pytest.mark.timeout(120)
@@ -125,31 +139,51 @@ def test_processes_scatter_and_broadcast(proc_client):
 # --- gather, and where data lives ----------------------------------------------------------
 
 
-def test_gather_nested_containers(inproc_client):
-    a, b, c = (inproc_client.submit(inc, i) for i in range(3))
-    result = inproc_client.gather([a, (b, c), {"x": a, "y": [b, 99]}])
-    assert result == [1, (2, 3), {"x": 1, "y": [2, 99]}]
-    assert isinstance(result[1], tuple)
+def test_gather_nested_containers(face):
+    async def scenario(client):
+        a, b, c = (client.submit(inc, i) for i in range(3))
+        result = await face(client.gather([a, (b, c), {"x": a, "y": [b, 99]}]))
+        assert result == [1, (2, 3), {"x": 1, "y": [2, 99]}]
+        assert isinstance(result[1], tuple)
+    face.run(scenario)
 
 
-def test_who_has_and_has_what(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    future = inproc_client.submit(inc, 1, workers=[worker_a])
-    future.result(timeout=10)
-    assert list(inproc_client.who_has([future])[future.key]) == [worker_a]
-    assert list(inproc_client.who_has()[future.key]) == [worker_a]
-    has_what = inproc_client.has_what()
-    assert set(has_what) == {worker_a, worker_b}
-    assert future.key in has_what[worker_a]
-    assert future.key not in has_what[worker_b]
+async def _a_result_on_the_first_worker(face, client):
+    """(worker_a, worker_b, a finished future of ``inc(1)`` computed on worker_a)."""
+    worker_a, worker_b = await face.two_workers(client)
+    future = client.submit(inc, 1, workers=[worker_a])
+    await face(future.result(timeout=10))
+    return worker_a, worker_b, future
 
 
-def test_dependency_moves_between_workers(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    a = inproc_client.submit(inc, 1, workers=[worker_a])
-    b = inproc_client.submit(inc, a, workers=[worker_b])
-    assert b.result(timeout=10) == 3
-    assert list(inproc_client.who_has([b])[b.key]) == [worker_b]
+async def _results_on_the_first_worker(face, client, values):
+    """(worker_a, worker_b, finished futures of ``inc`` over ``values``, all on worker_a)."""
+    worker_a, worker_b = await face.two_workers(client)
+    futures = client.map(inc, values, workers=[worker_a])
+    await face(wait(futures, timeout=10))
+    return worker_a, worker_b, futures
+
+
+def test_who_has_and_has_what(face):
+    async def scenario(c):
+        worker_a, worker_b, future = await _a_result_on_the_first_worker(face, c)
+        assert list((await face(c.who_has([future])))[future.key]) == [worker_a]
+        assert list((await face(c.who_has()))[future.key]) == [worker_a]
+        has_what = await face(c.has_what())
+        assert set(has_what) == {worker_a, worker_b}
+        assert future.key in has_what[worker_a]
+        assert future.key not in has_what[worker_b]
+    face.run(scenario)
+
+
+def test_dependency_moves_between_workers(face):
+    async def scenario(c):
+        worker_a, worker_b = await face.two_workers(c)
+        a = c.submit(inc, 1, workers=[worker_a])
+        b = c.submit(inc, a, workers=[worker_b])
+        assert await face(b.result(timeout=10)) == 3
+        assert list((await face(c.who_has([b])))[b.key]) == [worker_b]
+    face.run(scenario)
 
 
 @pytest.mark.timeout(120)
@@ -212,37 +246,37 @@ def test_replicate_and_rebalance(face):
     face.run(scenario)
 
 
-def test_replicate_copies_data_to_n_workers_then_to_all(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    future = inproc_client.submit(inc, 1, workers=[worker_a])
-    future.result(timeout=10)
-    assert inproc_client.who_has([future])[future.key] == [worker_a]
-    inproc_client.replicate([future], n=1)
-    assert inproc_client.who_has([future])[future.key] == [worker_a]
-    inproc_client.replicate([future])
-    assert sorted(inproc_client.who_has([future])[future.key]) == [worker_a, worker_b]
-    assert all(future.key in keys for keys in inproc_client.has_what().values())
-    assert future.result(timeout=10) == 2
+def test_replicate_copies_data_to_n_workers_then_to_all(face):
+    async def scenario(c):
+        worker_a, worker_b, future = await _a_result_on_the_first_worker(face, c)
+        assert (await face(c.who_has([future])))[future.key] == [worker_a]
+        await face(c.replicate([future], n=1))
+        assert (await face(c.who_has([future])))[future.key] == [worker_a]
+        await face(c.replicate([future]))
+        assert sorted((await face(c.who_has([future])))[future.key]) == [worker_a, worker_b]
+        assert all(future.key in keys for keys in (await face(c.has_what())).values())
+        assert await face(future.result(timeout=10)) == 2
+    face.run(scenario)
 
 
-def test_replicate_onto_chosen_workers(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    futures = inproc_client.map(inc, range(3), workers=[worker_a])
-    wait(futures, timeout=10)
-    inproc_client.replicate(futures, n=1, workers=[worker_b])
-    who_has = inproc_client.who_has(futures)
-    assert all(sorted(who_has[f.key]) == [worker_a, worker_b] for f in futures)
+def test_replicate_onto_chosen_workers(face):
+    async def scenario(c):
+        worker_a, worker_b, futures = await _results_on_the_first_worker(face, c, range(3))
+        await face(c.replicate(futures, n=1, workers=[worker_b]))
+        who_has = await face(c.who_has(futures))
+        assert all(sorted(who_has[f.key]) == [worker_a, worker_b] for f in futures)
+    face.run(scenario)
 
 
-def test_rebalance_spreads_data_over_the_workers(inproc_client):
-    worker_a, worker_b = two_workers(inproc_client)
-    futures = inproc_client.map(inc, range(10), workers=[worker_a])
-    wait(futures, timeout=10)
-    assert len(inproc_client.has_what()[worker_b]) == 0
-    inproc_client.rebalance(futures)
-    has_what = inproc_client.has_what()
-    assert len(has_what[worker_a]) > 0 and len(has_what[worker_b]) > 0
-    assert inproc_client.gather(futures) == list(range(1, 11))
+def test_rebalance_spreads_data_over_the_workers(face):
+    async def scenario(c):
+        worker_a, worker_b, futures = await _results_on_the_first_worker(face, c, range(10))
+        assert len((await face(c.has_what()))[worker_b]) == 0
+        await face(c.rebalance(futures))
+        has_what = await face(c.has_what())
+        assert len(has_what[worker_a]) > 0 and len(has_what[worker_b]) > 0
+        assert await face(c.gather(futures)) == list(range(1, 11))
+    face.run(scenario)
 
 
 # --- release and forgetting ----------------------------------------------------------------
