@@ -20,7 +20,6 @@ from _util import (
     free_port,
     scheduler_address,
     scheduler_task_count,
-    two_workers,
     wait_until,
 )
 
@@ -218,87 +217,101 @@ def test_cluster_information_methods(face):
     face.run(scenario)
 
 
-def test_nthreads_and_ncores_map_addresses_to_threads(inproc_client):
-    nthreads = inproc_client.nthreads()
-    assert len(nthreads) == 2
-    assert all(isinstance(a, str) for a in nthreads)
-    assert all(n == 2 for n in nthreads.values())
-    assert inproc_client.ncores() == nthreads
+def test_nthreads_and_ncores_map_addresses_to_threads(face):
+    async def scenario(c):
+        nthreads = await face(c.nthreads())
+        assert len(nthreads) == 2
+        assert all(isinstance(a, str) for a in nthreads)
+        assert all(n == 2 for n in nthreads.values())
+        assert await face(c.ncores()) == nthreads
+    face.run(scenario)
 
 
-def test_scheduler_info_lists_workers(inproc_client):
-    info = inproc_client.scheduler_info()
-    workers = info["workers"]
-    assert set(workers) == set(inproc_client.nthreads())
-    for address, worker in workers.items():
-        assert worker["nthreads"] == 2
-        assert isinstance(worker["memory_limit"], int)
-        assert "name" in worker
-    assert isinstance(info["address"], str)
+def test_scheduler_info_lists_workers(face):
+    async def scenario(c):
+        info = await face(c.scheduler_info())
+        workers = info["workers"]
+        assert set(workers) == set(await face(c.nthreads()))
+        for address, worker in workers.items():
+            assert worker["nthreads"] == 2
+            assert isinstance(worker["memory_limit"], int)
+            assert "name" in worker
+        assert isinstance(info["address"], str)
+    face.run(scenario)
 
 
-def test_scheduler_info_and_dashboard_link(inproc_client):
-    info = inproc_client.scheduler_info()
-    assert info["type"] == "Scheduler"
-    assert info["address"] == inproc_client.scheduler_address
-    assert set(info["workers"]) == set(inproc_client.nthreads())
-    for worker in info["workers"].values():
-        assert worker["nthreads"] == 2
-    assert inproc_client.dashboard_link is None
+def test_scheduler_info_and_dashboard_link(face):
+    async def scenario(c):
+        info = await face(c.scheduler_info())
+        assert info["type"] == "Scheduler"
+        assert info["address"] == c.scheduler_address
+        assert set(info["workers"]) == set(await face(c.nthreads()))
+        for worker in info["workers"].values():
+            assert worker["nthreads"] == 2
+        assert c.dashboard_link is None
+    face.run(scenario)
 
 
-def test_wait_for_workers(inproc_client):
-    inproc_client.wait_for_workers(2, timeout=5)
-    inproc_client.wait_for_workers(n_workers=1, timeout=5)
-    with pytest.raises(TimeoutError):
-        inproc_client.wait_for_workers(3, timeout=0.5)
+def test_wait_for_workers(face):
+    async def scenario(c):
+        await face(c.wait_for_workers(2, timeout=5))
+        await face(c.wait_for_workers(n_workers=1, timeout=5))
+        with pytest.raises(TimeoutError):
+            await face(c.wait_for_workers(3, timeout=0.5))
+    face.run(scenario)
 
 
-def test_run_on_scheduler(inproc_client):
-    assert inproc_client.run_on_scheduler(os.getpid) == os.getpid()
-    assert inproc_client.run_on_scheduler(add, 1, 2) == 3
+def test_run_on_scheduler(face):
+    async def scenario(c):
+        assert await face(c.run_on_scheduler(os.getpid)) == os.getpid()
+        assert await face(c.run_on_scheduler(add, 1, 2)) == 3
+    face.run(scenario)
 
 
-def test_run_on_every_worker(inproc_client):
-    pids = inproc_client.run(os.getpid)
-    assert set(pids) == set(inproc_client.nthreads())
-    assert set(pids.values()) == {os.getpid()}
-    worker_a, _ = two_workers(inproc_client)
-    assert inproc_client.run(add, 1, 2, workers=[worker_a]) == {worker_a: 3}
+def test_run_on_every_worker(face):
+    async def scenario(c):
+        pids = await face(c.run(os.getpid))
+        assert set(pids) == set(await face(c.nthreads()))
+        assert set(pids.values()) == {os.getpid()}
+        worker_a, _ = await face.two_workers(c)
+        assert await face(c.run(add, 1, 2, workers=[worker_a])) == {worker_a: 3}
+    face.run(scenario)
 
 
-def test_run_on_workers(inproc_client):
-    c = inproc_client
-    workers = sorted(c.scheduler_info()["workers"])
-    assert c.run(lambda dask_worker: dask_worker.address) == {w: w for w in workers}
-    assert c.run(lambda x, y=0: x + y, 1, y=2, workers=[workers[0]]) == {workers[0]: 3}
-    assert c.run(lambda dask_worker: dask_worker.nthreads, workers=workers[1]) == {workers[1]: 2}
-
+def test_run_on_workers(face):
     async def in_loop(dask_worker):
         await trio.sleep(0)
         return trio.lowlevel.current_trio_token() is dask_worker.trio_token
 
-    assert c.run(in_loop) == {w: True for w in workers}
-    with pytest.raises(ZeroDivisionError):
-        c.run(lambda: 1 / 0)
-    errors = c.run(lambda: 1 / 0, on_error="return")
-    assert all(isinstance(e, ZeroDivisionError) for e in errors.values())
+    async def scenario(c):
+        workers = sorted((await face(c.scheduler_info()))["workers"])
+        assert await face(c.run(lambda dask_worker: dask_worker.address)) == {
+            w: w for w in workers}
+        assert await face(c.run(lambda x, y=0: x + y, 1, y=2, workers=[workers[0]])) == {
+            workers[0]: 3}
+        assert await face(c.run(lambda dask_worker: dask_worker.nthreads,
+                                workers=workers[1])) == {workers[1]: 2}
+        assert await face(c.run(in_loop)) == {w: True for w in workers}
+        with pytest.raises(ZeroDivisionError):
+            await face(c.run(lambda: 1 / 0))
+        errors = await face(c.run(lambda: 1 / 0, on_error="return"))
+        assert all(isinstance(e, ZeroDivisionError) for e in errors.values())
+    face.run(scenario)
 
 
-def test_run_on_scheduler_passes_the_scheduler_and_runs_async_functions(inproc_client):
-    c = inproc_client
-
+def test_run_on_scheduler_passes_the_scheduler_and_runs_async_functions(face):
     def count_workers(dask_scheduler):
         return len(dask_scheduler.state.workers)
 
-    assert c.run_on_scheduler(count_workers) == 2
-    assert c.run_on_scheduler(lambda a, b: a * b, 6, b=7) == 42
-
-    async def scheduler_address(dask_scheduler=None):
+    async def its_address(dask_scheduler=None):
         await trio.sleep(0)
         return dask_scheduler.address
 
-    assert c.run_on_scheduler(scheduler_address) == c.scheduler_address
+    async def scenario(c):
+        assert await face(c.run_on_scheduler(count_workers)) == 2
+        assert await face(c.run_on_scheduler(lambda a, b: a * b, 6, b=7)) == 42
+        assert await face(c.run_on_scheduler(its_address)) == c.scheduler_address
+    face.run(scenario)
 
 
 # --- restart and shutdown ------------------------------------------------------------------
