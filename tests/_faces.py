@@ -144,6 +144,12 @@ class Face:
             return False
         return all(key not in keys for keys in (await self(client.has_what())).values())
 
+    async def held(self, client, key):
+        """True while some worker holds ``key`` in memory (by who_has or has_what)."""
+        if (await self(client.who_has())).get(key):
+            return True
+        return any(key in keys for keys in (await self(client.has_what())).values())
+
     async def barrier(self, client, timeout=10.0):
         """Return once the scheduler has handled everything ``client`` sent before
         (a key submitted and released after the rest is forgotten), so a test can

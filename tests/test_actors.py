@@ -113,70 +113,87 @@ def test_actor_keeps_state_between_calls(inproc_client):
     assert holders(inproc_client, future.key) == [future.client.who_has([future])[future.key][0]]
 
 
-def test_two_actors_are_independent(inproc_client):
-    a_future = inproc_client.submit(Counter, actor=True)
-    b_future = inproc_client.submit(Counter, actors=True)
-    assert a_future.key != b_future.key  # never pure: each submission is an instance
-    a, b = inproc_client.gather([a_future, b_future])
-    assert [a.increment().result(timeout=5) for _ in range(3)] == [1, 2, 3]
-    assert b.increment().result(timeout=5) == 1
-    assert (a.n, b.n) == (3, 1)
+def test_two_actors_are_independent(face):
+    async def scenario(c):
+        a_future = c.submit(Counter, actor=True)
+        b_future = c.submit(Counter, actors=True)
+        assert a_future.key != b_future.key  # never pure: each submission is an instance
+        a, b = await face(c.gather([a_future, b_future]))
+        assert [await face(a.increment().result(timeout=5)) for _ in range(3)] == [1, 2, 3]
+        assert await face(b.increment().result(timeout=5)) == 1
+        assert (await face(a.n), await face(b.n)) == (3, 1)
+    face.run(scenario)
 
 
-def test_map_makes_one_actor_per_item(inproc_client):
-    futures = inproc_client.map(Log, [["a"], ["b"]], actor=True)
-    logs = [f.result() for f in futures]
-    assert [log.get().result(timeout=5) for log in logs] == [["a"], ["b"]]
+def test_map_makes_one_actor_per_item(face):
+    async def scenario(c):
+        futures = c.map(Log, [["a"], ["b"]], actor=True)
+        logs = [await face(f.result()) for f in futures]
+        assert [await face(log.get().result(timeout=5)) for log in logs] == [["a"], ["b"]]
+    face.run(scenario)
 
 
-def test_pipelined_calls_run_in_order_one_at_a_time(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    calls = [log.append(i) for i in range(300)]
-    last = log.get()
-    assert [c.result(timeout=10) for c in calls] == list(range(1, 301))
-    assert last.result(timeout=10) == list(range(300))
-    assert log.most_active == 1
+def test_pipelined_calls_run_in_order_one_at_a_time(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        calls = [log.append(i) for i in range(300)]
+        last = log.get()
+        assert [await face(call.result(timeout=10)) for call in calls] == list(range(1, 301))
+        assert await face(last.result(timeout=10)) == list(range(300))
+        assert await face(log.most_active) == 1
+    face.run(scenario)
 
 
-def test_sync_methods_run_in_the_workers_task_threads(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    in_loop, thread_name, address = log.where().result(timeout=5)
-    assert not in_loop
-    assert thread_name.startswith("trioflow-task")
+def test_sync_methods_run_in_the_workers_task_threads(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        in_loop, thread_name, address = await face(log.where().result(timeout=5))
+        assert not in_loop
+        assert thread_name.startswith("trioflow-task")
+    face.run(scenario)
 
 
-def test_async_method_runs_in_the_workers_loop(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    assert log.where_async(7).result(timeout=5) == (True, 7)
+def test_async_method_runs_in_the_workers_loop(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        assert await face(log.where_async(7).result(timeout=5)) == (True, 7)
+    face.run(scenario)
 
 
-def test_method_errors_reach_the_caller_and_the_actor_survives(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    with pytest.raises(ValueError, match="broken on purpose"):
-        log.fail("broken on purpose").result(timeout=5)
-    with pytest.raises(AttributeError):
-        log.no_such_attribute
-    assert log.append("after").result(timeout=5) == 1
+def test_method_errors_reach_the_caller_and_the_actor_survives(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        with pytest.raises(ValueError, match="broken on purpose"):
+            await face(log.fail("broken on purpose").result(timeout=5))
+        with pytest.raises(AttributeError):
+            await face(log.no_such_attribute)  # an asynchronous client's read raises on await
+        assert await face(log.append("after").result(timeout=5)) == 1
+    face.run(scenario)
 
 
-def test_result_timeout_then_the_value(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    call = log.slow(1.0)
-    with pytest.raises(trioflow.TimeoutError):
-        call.result(timeout=0.05)
-    assert not call.done()
-    assert call.result(timeout=10) == "slow done"
+def test_result_timeout_then_the_value(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        call = log.slow(1.0)
+        with pytest.raises(trioflow.TimeoutError):
+            await face(call.result(timeout=0.05))
+        assert not call.done()
+        assert await face(call.result(timeout=10)) == "slow done"
+    face.run(scenario)
 
 
-def test_tasks_call_actors_through_futures_and_proxies(inproc_client):
-    future = inproc_client.submit(Counter, actor=True)
-    counter = future.result()
-    # a future argument: the task's worker gets a proxy as the dependency's value
-    assert inproc_client.submit(use_counter, future, 2).result(timeout=10) == [1, 2]
-    # a proxy argument travels as (key, address)
-    assert inproc_client.submit(use_counter, counter, 2).result(timeout=10) == [3, 4]
-    assert inproc_client.submit(use_counter_async, counter, 2).result(timeout=10) == ([5, 6], 6)
-    assert counter.n == 6
+def test_tasks_call_actors_through_futures_and_proxies(face):
+    async def scenario(c):
+        future = c.submit(Counter, actor=True)
+        counter = await face(future.result())
+        # a future argument: the task's worker gets a proxy as the dependency's value
+        assert await face(c.submit(use_counter, future, 2).result(timeout=10)) == [1, 2]
+        # a proxy argument travels as (key, address)
+        assert await face(c.submit(use_counter, counter, 2).result(timeout=10)) == [3, 4]
+        assert await face(c.submit(use_counter_async, counter, 2).result(timeout=10)) == (
+            [5, 6], 6)
+        assert await face(counter.n) == 6
+    face.run(scenario)
 
 
 def test_task_on_another_worker_calls_the_actor_directly(inproc_client):
@@ -189,11 +206,20 @@ def test_task_on_another_worker_calls_the_actor_directly(inproc_client):
     assert holders(inproc_client, future.key) == [home]  # never copied or recomputed
 
 
-def test_actor_calls_another_actor(inproc_client):
-    log = inproc_client.submit(Log, actor=True).result()
-    counter = inproc_client.submit(Counter, actor=True).result()
-    assert log.call_other(counter).result(timeout=10) == 1
-    assert counter.n == 1
+@pytest.mark.parametrize("face", [
+    "blocking", "trio",
+    pytest.param("asyncio", marks=pytest.mark.xfail(strict=True, reason=(
+        "found when this test first ran on every face: with an asyncio client and "
+        "in-process workers, an actor method's other.increment().result() returns a "
+        "coroutine (BackgroundContext.run) instead of the value"))),
+], indirect=True)
+def test_actor_calls_another_actor(face):
+    async def scenario(c):
+        log = await face(c.submit(Log, actor=True).result())
+        counter = await face(c.submit(Counter, actor=True).result())
+        assert await face(log.call_other(counter).result(timeout=10)) == 1
+        assert await face(counter.n) == 1
+    face.run(scenario)
 
 
 def test_released_actor_is_dropped_and_its_proxies_say_so(inproc_client):

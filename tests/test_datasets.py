@@ -4,42 +4,44 @@ a Future rebuilt by key in another client) and metadata, on every face."""
 
 import pytest
 
-from trioflow import Client, Future
+from trioflow import Future
 from _tasks import inc
-from _util import barrier, key_is_forgotten, key_is_held, unique, wait_until
+from _util import unique
 
 
 # --- datasets ------------------------------------------------------------------------------
 
 
-def test_publish_forms_list_get_and_unpublish(inproc_client):
-    c = inproc_client
-    x, y = c.submit(inc, 1), c.submit(inc, 2)
-    names = [unique("kw"), unique("named"), unique("mapping")]
-    c.publish_dataset(**{names[0]: [x, y]})
-    c.publish_dataset(x, name=names[1])
-    c.publish_dataset({names[2]: {"a": y}})
-    assert set(names) <= set(c.list_datasets())
-    assert c.gather(c.get_dataset(names[0])) == [2, 3]
-    assert c.get_dataset(names[1]).result(timeout=5) == 2
-    assert c.get_dataset(names[2])["a"].result(timeout=5) == 3
-    assert [f.result() for f in c.get_dataset([names[1], names[0]])[1]] == [2, 3]
+def test_publish_forms_list_get_and_unpublish(face):
+    async def scenario(c):
+        x, y = c.submit(inc, 1), c.submit(inc, 2)
+        names = [unique("kw"), unique("named"), unique("mapping")]
+        await face(c.publish_dataset(**{names[0]: [x, y]}))
+        await face(c.publish_dataset(x, name=names[1]))
+        await face(c.publish_dataset({names[2]: {"a": y}}))
+        assert set(names) <= set(await face(c.list_datasets()))
+        assert await face(c.gather(await face(c.get_dataset(names[0])))) == [2, 3]
+        assert await face((await face(c.get_dataset(names[1]))).result(timeout=5)) == 2
+        assert await face((await face(c.get_dataset(names[2])))["a"].result(timeout=5)) == 3
+        both = (await face(c.get_dataset([names[1], names[0]])))[1]
+        assert [await face(f.result()) for f in both] == [2, 3]
 
-    with pytest.raises(KeyError, match="already exists"):
-        c.publish_dataset(x, name=names[1])
-    c.publish_dataset(y, name=names[1], override=True)
-    assert c.get_dataset(names[1]).result(timeout=5) == 3
-    with pytest.raises(ValueError):
-        c.publish_dataset(x)  # positional needs name= or a mapping
-    with pytest.raises(ValueError):
-        c.publish_dataset(name="nothing")
+        with pytest.raises(KeyError, match="already exists"):
+            await face(c.publish_dataset(x, name=names[1]))
+        await face(c.publish_dataset(y, name=names[1], override=True))
+        assert await face((await face(c.get_dataset(names[1]))).result(timeout=5)) == 3
+        with pytest.raises(ValueError):
+            await face(c.publish_dataset(x))  # positional needs name= or a mapping
+        with pytest.raises(ValueError):
+            await face(c.publish_dataset(name="nothing"))
 
-    with pytest.raises(KeyError, match="not found"):
-        c.get_dataset(unique("missing"))
-    assert c.get_dataset(unique("missing"), default=None) is None
-    c.unpublish_dataset(names[0])
-    c.unpublish_dataset([names[1], names[2]])
-    assert not set(names) & set(c.list_datasets())
+        with pytest.raises(KeyError, match="not found"):
+            await face(c.get_dataset(unique("missing")))
+        assert await face(c.get_dataset(unique("missing"), default=None)) is None
+        await face(c.unpublish_dataset(names[0]))
+        await face(c.unpublish_dataset([names[1], names[2]]))
+        assert not set(names) & set(await face(c.list_datasets()))
+    face.run(scenario)
 
 
 def test_datasets_mapping(inproc_client):
@@ -54,52 +56,53 @@ def test_datasets_mapping(inproc_client):
         del c.datasets[name]
 
 
-def test_published_data_outlives_the_publishers_futures(inproc_client):
-    c = inproc_client
-    name = unique("kept")
-    x = c.submit(inc, 41, pure=False)
-    key = x.key
-    assert x.result(timeout=5) == 42
-    c.publish_dataset(x, name=name)
-    del x
-    barrier(c)
-    assert key_is_held(c, key)
-    with Client(c.scheduler_address, set_as_default=False) as other:
-        got = other.get_dataset(name)
-        assert got.result(timeout=5) == 42
-        other.unpublish_dataset(name)
-        barrier(other)
-        assert key_is_held(c, key)  # the other client's future still holds it
-        del got
-    wait_until(lambda: key_is_forgotten(c, key), message="dataset key forgotten")
+def test_published_data_outlives_the_publishers_futures(face):
+    async def scenario(c):
+        name = unique("kept")
+        x = c.submit(inc, 41, pure=False)
+        key = x.key
+        assert await face(x.result(timeout=5)) == 42
+        await face(c.publish_dataset(x, name=name))
+        del x
+        await face.barrier(c)
+        assert await face.held(c, key)
+        async with face.other_client(c) as other:
+            got = await face(other.get_dataset(name))
+            assert await face(got.result(timeout=5)) == 42
+            await face(other.unpublish_dataset(name))
+            await face.barrier(other)
+            assert await face.held(c, key)  # the other client's future still holds it
+            del got
+        await face.until(lambda: face.forgotten(c, key), message="dataset key forgotten")
+    face.run(scenario)
 
 
-def test_dataset_outlives_the_publishing_client(inproc_client):
-    c = inproc_client
-    name = unique("orphaned")
-    with Client(c.scheduler_address, set_as_default=False) as publisher:
-        x = publisher.submit(inc, 1, pure=False)
-        assert x.result(timeout=5) == 2
-        publisher.publish_dataset(x, name=name)
-    got = c.get_dataset(name)
-    assert got.result(timeout=5) == 2
-    c.unpublish_dataset(name)
+def test_dataset_outlives_the_publishing_client(face):
+    async def scenario(c):
+        name = unique("orphaned")
+        async with face.other_client(c) as publisher:
+            x = publisher.submit(inc, 1, pure=False)
+            assert await face(x.result(timeout=5)) == 2
+            await face(publisher.publish_dataset(x, name=name))
+        got = await face(c.get_dataset(name))
+        assert await face(got.result(timeout=5)) == 2
+        await face(c.unpublish_dataset(name))
+    face.run(scenario)
 
 
-def test_future_rebuilt_in_another_client(inproc_client):
-    c = inproc_client
-    x = c.submit(inc, 1, pure=False)
-    key = x.key
-    with Client(c.scheduler_address, set_as_default=False) as other:
-        again = Future(key, other)
-        assert again.client is other
-        assert again.result(timeout=5) == 2
-        x.release()
-        barrier(c)
-        assert key_is_held(c, key)  # the rebuilt future wants it too
-        assert again.result(timeout=5) == 2
-        del again
-    wait_until(lambda: key_is_forgotten(c, key), message="key forgotten")
+def test_future_rebuilt_in_another_client(face):
+    async def scenario(c):
+        x = c.submit(inc, 1, pure=False)
+        key = x.key
+        async with face.other_client(c) as other:
+            again = Future(key, other)
+            assert again.client is other
+            assert await face(again.result(timeout=5)) == 2
+            x.release()
+            await face.barrier(c)
+            assert await face.held(c, key)  # the rebuilt future wants it too
+            assert await face(again.result(timeout=5)) == 2
+    face.run(scenario)
 
 
 # --- metadata ------------------------------------------------------------------------------
