@@ -14,8 +14,8 @@ import pytest
 import trio
 
 import trioflow
-from _util import async_client, wait_until
-from trioflow import Client, Pub, Sub
+from _util import async_client
+from trioflow import Pub, Sub
 
 N = 300
 
@@ -109,53 +109,66 @@ def _two_workers(client):
     return sorted(client.scheduler_info()["workers"])[:2]
 
 
-# ---------------------------------------------------------------------------- blocking
+async def _two_workers_of(face, client):
+    return sorted((await face(client.scheduler_info()))["workers"])[:2]
 
 
-def test_client_to_client_every_subscriber_gets_every_message(inproc_client):
-    client = inproc_client
-    with Client(client.scheduler_address, set_as_default=False) as other:
-        subs = [Sub("c2c"), Sub("c2c"), Sub("c2c", client=other)]
-        pub = Pub("c2c", client=other)
-        for i in range(N):
-            pub.put({"i": i})
-        for sub in subs:
-            assert [sub.get(timeout=10)["i"] for _ in range(N)] == list(range(N))
-        counts = _scheduler_pubsub(client)["counts"]
-        assert counts["c2c"] == N  # clients go through the scheduler
+# ---------------------------------------------------------------------------- every face
 
 
-def test_get_times_out_with_trioflow_timeout_error(inproc_client):
-    sub = Sub("quiet")
-    with pytest.raises(trioflow.TimeoutError):
-        sub.get(timeout=0.05)
-    with pytest.raises(TimeoutError):  # also the builtin
-        sub.get(timeout="50ms")
-    with pytest.raises(trioflow.TimeoutError):
-        sub.get(timeout=datetime.timedelta(milliseconds=50))
-    Pub("quiet").put("late")
-    assert sub.get(timeout=10) == "late"
+def test_client_to_client_every_subscriber_gets_every_message(face):
+    async def scenario(client):
+        async with face.other_client(client) as other:
+            subs = [await face(Sub("c2c")), await face(Sub("c2c")),
+                    await face(Sub("c2c", client=other))]
+            pub = Pub("c2c", client=other)
+            for i in range(N):
+                pub.put({"i": i})
+            for sub in subs:
+                assert [(await face(sub.get(timeout=10)))["i"] for _ in range(N)] == list(
+                    range(N))
+            counts = (await face(_scheduler_pubsub(client)))["counts"]
+            assert counts["c2c"] == N  # clients go through the scheduler
+    face.run(scenario)
 
 
-def test_messages_without_subscribers_are_dropped(inproc_client):
-    pub = Pub("drop")
-    pub.put("nobody hears this")
-    sub = Sub("drop")
-    pub.put("heard")
-    assert sub.get(timeout=10) == "heard"
-    with pytest.raises(trioflow.TimeoutError):
-        sub.get(timeout=0.05)
+def test_get_times_out_with_trioflow_timeout_error(face):
+    async def scenario(client):
+        sub = await face(Sub("quiet"))
+        with pytest.raises(trioflow.TimeoutError):
+            await face(sub.get(timeout=0.05))
+        with pytest.raises(TimeoutError):  # also the builtin
+            await face(sub.get(timeout="50ms"))
+        with pytest.raises(trioflow.TimeoutError):
+            await face(sub.get(timeout=datetime.timedelta(milliseconds=50)))
+        Pub("quiet").put("late")
+        assert await face(sub.get(timeout=10)) == "late"
+    face.run(scenario)
 
 
-def test_worker_to_worker_goes_direct(inproc_client):
-    client = inproc_client
-    a, b = _two_workers(client)
-    receiver = client.submit(receive, "w2w", N, 2, workers=[b], pure=False)
-    sender = client.submit(publish_when_subscribed, "w2w", N, workers=[a], pure=False)
-    assert sender.result(timeout=30) == [b]
-    assert receiver.result(timeout=30) == [list(range(N))] * 2
-    info = _scheduler_pubsub(client)
-    assert info["counts"].get("w2w", 0) == 0, "worker-to-worker messages went through the scheduler"
+def test_messages_without_subscribers_are_dropped(face):
+    async def scenario(client):
+        pub = Pub("drop")
+        pub.put("nobody hears this")
+        sub = await face(Sub("drop"))
+        pub.put("heard")
+        assert await face(sub.get(timeout=10)) == "heard"
+        with pytest.raises(trioflow.TimeoutError):
+            await face(sub.get(timeout=0.05))
+    face.run(scenario)
+
+
+def test_worker_to_worker_goes_direct(face):
+    async def scenario(client):
+        a, b = await _two_workers_of(face, client)
+        receiver = client.submit(receive, "w2w", N, 2, workers=[b], pure=False)
+        sender = client.submit(publish_when_subscribed, "w2w", N, workers=[a], pure=False)
+        assert await face(sender.result(timeout=30)) == [b]
+        assert await face(receiver.result(timeout=30)) == [list(range(N))] * 2
+        info = await face(_scheduler_pubsub(client))
+        assert info["counts"].get("w2w", 0) == 0, (
+            "worker-to-worker messages went through the scheduler")
+    face.run(scenario)
 
 
 def test_worker_to_worker_between_processes(proc_client):
@@ -168,53 +181,66 @@ def test_worker_to_worker_between_processes(proc_client):
     assert _scheduler_pubsub(client)["counts"].get("w2w-proc", 0) == 0
 
 
-def test_publisher_and_subscriber_on_one_worker(inproc_client):
-    client = inproc_client
-    a, _ = _two_workers(client)
-    receiver = client.submit(receive_by_iteration, "local", N, workers=[a], pure=False)
-    sender = client.submit(publish_when_subscribed, "local", N, workers=[a], pure=False)
-    assert sender.result(timeout=30) == [a]
-    assert receiver.result(timeout=30) == list(range(N))
+def test_publisher_and_subscriber_on_one_worker(face):
+    async def scenario(client):
+        a, _ = await _two_workers_of(face, client)
+        receiver = client.submit(receive_by_iteration, "local", N, workers=[a], pure=False)
+        sender = client.submit(publish_when_subscribed, "local", N, workers=[a], pure=False)
+        assert await face(sender.result(timeout=30)) == [a]
+        assert await face(receiver.result(timeout=30)) == list(range(N))
+    face.run(scenario)
 
 
-def test_worker_to_client(inproc_client):
-    client = inproc_client
-    sub = Sub("w2c")  # returns once the scheduler knows: the task below finds it
-    sender = client.submit(publish_now, "w2c", N, pure=False)
-    assert [sub.get(timeout=10) for _ in range(N)] == list(range(N))
-    assert sender.result(timeout=10) == N
-    assert _scheduler_pubsub(client)["counts"]["w2c"] == N
+def test_worker_to_client(face):
+    async def scenario(client):
+        # returns once the scheduler knows: the task below finds it
+        sub = await face(Sub("w2c"))
+        sender = client.submit(publish_now, "w2c", N, pure=False)
+        assert [await face(sub.get(timeout=10)) for _ in range(N)] == list(range(N))
+        assert await face(sender.result(timeout=10)) == N
+        assert (await face(_scheduler_pubsub(client)))["counts"]["w2c"] == N
+    face.run(scenario)
 
 
-def test_client_to_workers_and_worker_to_workers_and_client(inproc_client):
-    client = inproc_client
-    a, b = _two_workers(client)
-    receivers = [client.submit(receive, "mixed", 2 * N, workers=[w], pure=False) for w in (a, b)]
-    wait_until(lambda: _scheduler_pubsub(client)["topics"].get("mixed", {}).get("workers")
-               == [a, b], message="both workers subscribed")
-    sub = Sub("mixed")
-    pub = Pub("mixed")
-    for i in range(N):
-        pub.put(("client", i))
-    # a worker's publisher sees the other worker and the client subscription
-    assert client.submit(publish_now, "mixed", N, "worker", workers=[a],
-                         pure=False).result(10) == N
-    expected = {"client": list(range(N)), "worker": list(range(N))}
-    assert _by_source(sub.get(timeout=10) for _ in range(2 * N)) == expected
-    for receiver in receivers:
-        (got,) = receiver.result(timeout=20)
-        assert _by_source(got) == expected
+def test_client_to_workers_and_worker_to_workers_and_client(face):
+    async def scenario(client):
+        a, b = await _two_workers_of(face, client)
+        receivers = [client.submit(receive, "mixed", 2 * N, workers=[w], pure=False)
+                     for w in (a, b)]
+
+        async def both_subscribed():
+            topics = (await face(_scheduler_pubsub(client)))["topics"]
+            return topics.get("mixed", {}).get("workers") == [a, b]
+        await face.until(both_subscribed, message="both workers subscribed")
+        sub = await face(Sub("mixed"))
+        pub = Pub("mixed")
+        for i in range(N):
+            pub.put(("client", i))
+        # a worker's publisher sees the other worker and the client subscription
+        assert await face(client.submit(publish_now, "mixed", N, "worker", workers=[a],
+                                        pure=False).result(10)) == N
+        expected = {"client": list(range(N)), "worker": list(range(N))}
+        assert _by_source([await face(sub.get(timeout=10)) for _ in range(2 * N)]) == expected
+        for receiver in receivers:
+            (got,) = await face(receiver.result(timeout=20))
+            assert _by_source(got) == expected
+    face.run(scenario)
 
 
-def test_unused_subscriptions_are_forgotten(inproc_client):
-    client = inproc_client
-    a, _ = _two_workers(client)
-    sub = Sub("forget")
-    assert client.submit(receive, "forget", 0, workers=[a], pure=False).result(10) == [[]]
-    del sub
-    gc.collect()
-    wait_until(lambda: "forget" not in _scheduler_pubsub(client)["topics"],
-               message="the scheduler forgot the topic once nobody subscribed")
+def test_unused_subscriptions_are_forgotten(face):
+    async def scenario(client):
+        a, _ = await _two_workers_of(face, client)
+        sub = await face(Sub("forget"))
+        assert await face(client.submit(receive, "forget", 0, workers=[a],
+                                        pure=False).result(10)) == [[]]
+        del sub
+        gc.collect()
+
+        async def forgotten():
+            return "forget" not in (await face(_scheduler_pubsub(client)))["topics"]
+        await face.until(forgotten,
+                         message="the scheduler forgot the topic once nobody subscribed")
+    face.run(scenario)
 
 
 async def subscribe_and_drop(topic):
@@ -222,24 +248,35 @@ async def subscribe_and_drop(topic):
     return True
 
 
-def test_a_sub_dropped_in_the_workers_loop_is_forgotten(inproc_client):
-    client = inproc_client
-    assert client.submit(subscribe_and_drop, "dropped", pure=False).result(10)
-    wait_until(lambda: "dropped" not in _scheduler_pubsub(client)["topics"],
-               message="the scheduler forgot the topic of a Sub dropped in the loop")
+def test_a_sub_dropped_in_the_workers_loop_is_forgotten(face):
+    async def scenario(client):
+        assert await face(client.submit(subscribe_and_drop, "dropped", pure=False).result(10))
+
+        async def forgotten():
+            return "dropped" not in (await face(_scheduler_pubsub(client)))["topics"]
+        await face.until(forgotten,
+                         message="the scheduler forgot the topic of a Sub dropped in the loop")
+    face.run(scenario)
 
 
 def wait_forever(topic):
     Sub(topic).get()
 
 
-def test_cancelling_a_task_waiting_in_get_stops_it(inproc_client):
-    client = inproc_client
-    waiter = client.submit(wait_forever, "never", pure=False)
-    wait_until(lambda: "never" in _scheduler_pubsub(client)["topics"], message="subscribed")
-    waiter.cancel()
-    wait_until(lambda: not any(client.run(lambda dask_worker: len(dask_worker.executing))
-                               .values()), message="the waiting task stopped")
+def test_cancelling_a_task_waiting_in_get_stops_it(face):
+    async def scenario(client):
+        waiter = client.submit(wait_forever, "never", pure=False)
+
+        async def subscribed():
+            return "never" in (await face(_scheduler_pubsub(client)))["topics"]
+        await face.until(subscribed, message="subscribed")
+        await face(waiter.cancel())
+
+        async def stopped():
+            running = await face(client.run(lambda dask_worker: len(dask_worker.executing)))
+            return not any(running.values())
+        await face.until(stopped, message="the waiting task stopped")
+    face.run(scenario)
 
 
 def get_with_timeout(topic):
@@ -260,9 +297,11 @@ async def async_get_with_timeout(topic):
 
 
 @pytest.mark.parametrize("task", [get_with_timeout, async_get_with_timeout])
-def test_get_in_a_task_times_out(inproc_client, task):
-    assert "no message on topic 'quiet-task'" in inproc_client.submit(
-        task, "quiet-task", pure=False).result(10)
+def test_get_in_a_task_times_out(face, task):
+    async def scenario(client):
+        assert "no message on topic 'quiet-task'" in await face(client.submit(
+            task, "quiet-task", pure=False).result(10))
+    face.run(scenario)
 
 
 def test_pub_and_sub_take_worker_or_client_not_both(inproc_client):
