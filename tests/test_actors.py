@@ -206,13 +206,7 @@ def test_task_on_another_worker_calls_the_actor_directly(inproc_client):
     assert holders(inproc_client, future.key) == [home]  # never copied or recomputed
 
 
-@pytest.mark.parametrize("face", [
-    "blocking", "trio",
-    pytest.param("asyncio", marks=pytest.mark.xfail(strict=True, reason=(
-        "found when this test first ran on every face: with an asyncio client and "
-        "in-process workers, an actor method's other.increment().result() returns a "
-        "coroutine (BackgroundContext.run) instead of the value"))),
-], indirect=True)
+@pytest.mark.parametrize("face", ["blocking", "trio", "asyncio"], indirect=True)
 def test_actor_calls_another_actor(face):
     async def scenario(c):
         log = await face(c.submit(Log, actor=True).result())

@@ -27,6 +27,7 @@ from trioflow.client.primitives.base import find_client, seconds
 from trioflow.errors import ActorLostError, SerializationError, TimeoutError, TrioflowError
 from trioflow.protocol.exceptions import exception_from_reply
 from trioflow.protocol.serialize import deserialize, serialize
+from trioflow.server.context import current_task
 
 # ----------------------------------------------------------------------- the proxy
 
@@ -129,11 +130,14 @@ class Actor:
 
     def _resolve(self):
         client = self._client
-        if client is None:
-            return find_client()  # in a task, actor method or not: the worker's client
         future = self._future
         if future is not None and future._state.status in ("error", "cancelled"):
             raise future._state.error_to_raise()
+        if client is None or current_task() is not None:
+            # in a task, actor method or not: the worker's client, also for a
+            # proxy that reached it unpickled (inproc) still bound to a user's
+            # client, whose face (asyncio, say) is not the task's
+            return find_client()
         return client
 
     def _call(self, name, /, *args, **kwargs) -> "ActorFuture":
