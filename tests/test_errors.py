@@ -236,6 +236,39 @@ def test_processes_unpicklable_input_and_result_give_clear_errors(proc_client):
     _assert_cluster_still_works(proc_client)
 
 
+def _refuse_to_load():
+    raise RuntimeError("this value cannot be loaded here")
+
+
+class _LoadsNowhere:
+    """Pickles, but unpickling it raises: a value only the process that made it can hold."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def _loads_nowhere():
+    return _LoadsNowhere()
+
+
+def test_a_value_that_cannot_be_unpickled_where_it_goes_errs_and_the_workers_live():
+    with Client(processes=False, protocol="ws", n_workers=2, threads_per_worker=1,
+                dashboard_address=None) as client:
+        maker, user = sorted(client.nthreads())
+        made = client.submit(_loads_nowhere, workers=[maker])
+        trioflow.wait([made], timeout=10)
+        # the dependency travels to the other worker, which cannot load it
+        dependent = client.submit(identity, made, workers=[user], allow_other_workers=False)
+        with pytest.raises(trioflow.SerializationError,
+                           match=f"cannot unpickle .*_loads_nowhere.* on worker {user}"):
+            dependent.result(timeout=10)
+        with pytest.raises(trioflow.SerializationError, match="this value cannot be loaded"):
+            client.scatter(_LoadsNowhere(), workers=[user])
+        assert sorted(client.nthreads()) == [maker, user]
+        assert client.run(lambda dask_worker: len(dask_worker.data), workers=[user]) == {user: 0}
+        _assert_cluster_still_works(client)
+
+
 # --- retries and retry ---------------------------------------------------------------------
 
 

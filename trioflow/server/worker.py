@@ -29,7 +29,7 @@ from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
 from trioflow.core.transitions import InvalidTransition
 from trioflow.core.worker_state import WorkerState
-from trioflow.errors import CommClosedError, ProtocolError
+from trioflow.errors import CommClosedError, ProtocolError, SerializationError
 from trioflow.protocol import messages
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.serialize import deserialize, serialize, sizeof
@@ -495,11 +495,12 @@ class Worker(EnteredFromAsyncio):
             self._handle(ev.GatherDone(peer, {}, tuple(keys), True,
                                        new_stimulus_id("gather-failed")))
             return
-        nbytes = {}
-        for key, value in (result.get("data") or {}).items():
-            value = deserialize(value)
-            self.data[key] = value
-            nbytes[key] = sizeof(value)
+        values, unloadable = self._load(result.get("data") or {}, peer)
+        for key, text in unloadable.items():
+            # before GatherDone's missing-data: the key errs instead of being recomputed
+            # only to fail here again, and its dependents err with it
+            self.scheduler.send({"op": "unserializable", "key": key, "text": text})
+        nbytes = self._keep(values)
         missing = tuple(k for k in keys if k not in nbytes)
         self.task_stream.add_transfer({"peer": peer, "worker": self.address,
                                        "keys": list(nbytes), "start": started,
@@ -548,12 +549,31 @@ class Worker(EnteredFromAsyncio):
                 self.scheduler.send({"op": "unserializable", "key": key, "text": text})
         return {"data": data, "errors": errors}
 
-    def _update_data(self, msg, inproc):
+    def _load(self, payloads: dict, source: str) -> tuple[dict, dict]:
+        """Values another process sent (a peer's results, a client's data):
+        ``({key: value}, {key: why it could not be unpickled here})``."""
+        values, unloadable = {}, {}
+        for key, payload in payloads.items():
+            try:
+                values[key] = deserialize(payload)
+            except Exception as exc:
+                unloadable[key] = (f"cannot unpickle {key!r} from {source} on worker "
+                                   f"{self.address}: {type(exc).__name__}: {exc}")
+        return values, unloadable
+
+    def _keep(self, values: dict) -> dict:
+        """Hold ``values`` in ``data``; returns their sizes by key."""
         nbytes = {}
-        for key, value in msg["data"].items():
-            value = deserialize(value)
+        for key, value in values.items():
             self.data[key] = value
             nbytes[key] = sizeof(value)
+        return nbytes
+
+    def _update_data(self, msg, inproc):
+        values, unloadable = self._load(msg["data"], "the client")
+        if unloadable:  # none kept: the caller is told the whole call failed
+            raise SerializationError("; ".join(unloadable.values()))
+        nbytes = self._keep(values)
         self._handle(ev.DataReceived(nbytes, new_stimulus_id("update-data")))
         return {"nbytes": nbytes, "types": {k: type(self.data[k]).__name__ for k in nbytes}}
 
@@ -580,9 +600,10 @@ class Worker(EnteredFromAsyncio):
         for holder, keys in by_holder.items():
             conn = await self._peers.get(holder)
             result = await conn.request({"op": "get-data", "keys": keys})
-            for key, value in (result.get("data") or {}).items():
-                self.data[key] = deserialize(value)
-                nbytes[key] = sizeof(self.data[key])
+            values, unloadable = self._load(result.get("data") or {}, holder)
+            for text in unloadable.values():
+                logger.warning("worker %s keeps no replica: %s", self.address, text)
+            nbytes.update(self._keep(values))
         if nbytes:
             self._handle(ev.DataReceived(nbytes, new_stimulus_id("replicate")))
             self.scheduler.send({"op": "add-keys", "nbytes": nbytes})
