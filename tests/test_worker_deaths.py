@@ -116,3 +116,33 @@ def test_cli_worker_killed_mid_computation(cli_cluster):
             message="CLI nanny restarts its killed worker",
         )
         assert client.gather(client.map(inc, range(10), pure=False)) == list(range(1, 11))
+
+
+def test_a_silent_worker_is_removed_and_its_connection_closed(caplog):
+    """A worker that stays connected but sends no heartbeat: after worker_ttl the
+    scheduler's core removes it and the shell closes its connection."""
+    import trio
+
+    from trioflow.comm import connect
+    from trioflow.errors import CommClosedError
+    from trioflow.server.scheduler import Scheduler
+
+    silent = "inproc://silent-worker"
+
+    async def main():
+        with trio.fail_after(30):
+            async with Scheduler(address="inproc://", worker_ttl=1.0) as s:
+                async with trio.open_nursery() as nursery:
+                    comm = await connect(s.address, nursery, info={
+                        "role": "worker", "address": silent, "nthreads": 1})
+                    while silent not in s.state.workers:
+                        await trio.sleep(0.01)
+                    with pytest.raises(CommClosedError):
+                        while True:  # whatever the scheduler sends, until it hangs up
+                            await comm.recv()
+                    assert silent not in s.state.workers
+                    nursery.cancel_scope.cancel()
+
+    with caplog.at_level("WARNING", logger="trioflow.scheduler"):
+        trio.run(main)
+    assert f"worker {silent} missed its heartbeats; removed" in caplog.text

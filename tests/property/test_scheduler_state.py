@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 )
 
 from trioflow.core import events as ev, scheduler_messages
+from trioflow.core.scheduler_messages import FIRE_AND_FORGET
 from trioflow.core.scheduler_state import SchedulerState
 from trioflow.server import scheduler_wire
 
@@ -82,6 +83,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         # current task (a key forgotten and submitted again starts afresh)
         self.deaths: dict = {}
         self.ever_sent: set[tuple[str, object]] = set()  # (worker, key) compute-tasks
+        self.closed: list = []  # workers whose connection the last event closed
         self.specs: dict = {}  # key -> TaskSpec, for every computed key ever submitted
         self.known_keys: list = []  # every key ever submitted or scattered, in order
         self._counter = 0
@@ -119,7 +121,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         executing = {address: {k for k in keys if self._processing_on(k) == address}
                      for address, keys in self.started.items()}
         msgs = self.state.handle(event, self.now)
+        self.closed = []
         for m in msgs:
+            if isinstance(m, scheduler_messages.CloseWorker):
+                assert m.worker in self.held and m.worker not in self.state.workers, m
+                self.closed.append(m.worker)
+                continue
             # checked as the wire message the shell sends (scheduler_wire.py)
             msg = scheduler_wire.to_worker(m)
             if msg is not None:
@@ -393,9 +400,20 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.now += dt
         for address in data.draw(st.lists(st.sampled_from(self._live()), unique=True)):
             self.handle(ev.WorkerHeartbeat(address, {"executing": 0}, "heartbeat"))
+        before = set(self.state.workers)
         self.handle(ev.CheckHeartbeats("heartbeat-check"))
         for ws in self.state.workers.values():
             assert self.now - ws.last_seen <= WORKER_TTL, ws
+        # the shell closes exactly the connections of the workers removed
+        assert sorted(self.closed) == sorted(before - set(self.state.workers)), self.closed
+
+    @precondition(lambda self: self.known_keys)
+    @rule(data=st.data())
+    def fire_and_forget(self, data):
+        """Keys nobody holds a future for, computed anyway and forgotten once done."""
+        keys = data.draw(st.lists(st.sampled_from(self.known_keys), min_size=1, max_size=3,
+                                  unique=True))
+        self.handle(ev.KeysFireAndForget(tuple(keys), "fire-and-forget"))
 
     # ------------------------------------------------------------ worker reports
 
@@ -651,6 +669,12 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.wants[client] = set()
                 self.handle(ev.KeysReleased(client, keys, "client-releases-keys"))
                 self.check()
+        # fire-and-forget keys that no live worker may run: nobody else lets go
+        unowned = tuple(k for k, ts in self.state.tasks.items() if FIRE_AND_FORGET in ts.who_wants)
+        for key in unowned:
+            assert self.state.tasks[key].state in ("no-worker", "waiting"), self.state.tasks[key]
+        if unowned:
+            self.handle(ev.KeysReleased(FIRE_AND_FORGET, unowned, "teardown"))
         assert not self.state.tasks, f"released keys left a trace: {self.state.tasks}"
         for ws in self.state.workers.values():
             assert not ws.has_what and not ws.processing and ws.nbytes == 0, ws
@@ -666,7 +690,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         state.validate()
         for key, ts in state.tasks.items():
             holders = {c for c in self.connected if key in self.wants[c]}
-            assert ts.who_wants == holders, (ts, ts.who_wants, holders)
+            assert ts.who_wants - {FIRE_AND_FORGET} == holders, (ts, ts.who_wants, holders)
+            # the pseudo-client lets go of a key in the event that finishes it
+            assert FIRE_AND_FORGET not in ts.who_wants or ts.state not in ("memory", "erred"), ts
             if ts.state in ("waiting", "queued", "processing", "no-worker"):
                 assert ts.who_wants or ts.waiters, f"{ts} is on its way to run for nobody"
         for client in self.connected:

@@ -65,6 +65,15 @@ class KeysWanted:
 
 
 @dataclass(frozen=True, slots=True)
+class KeysFireAndForget:
+    """Compute these keys even though no client will hold them, and forget
+    each once it is done (``fire_and_forget``)."""
+
+    keys: tuple
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class KeysReleased:
     """A client dropped its last future for these keys."""
 

@@ -99,6 +99,9 @@ class EventHandlers:
                 self._run({ts: "waiting"})
             self._report_state(ts, {e.client})
 
+    def _keys_fire_and_forget(self, e: ev.KeysFireAndForget):
+        self._keys_wanted(ev.KeysWanted(out.FIRE_AND_FORGET, e.keys, e.stimulus_id))
+
     def _report_state(self, ts: TaskState, clients):
         """Tell clients about a task that already reached a final state."""
         if ts.state == "memory":
@@ -231,6 +234,7 @@ class EventHandlers:
         for ws in list(self.workers.values()):
             if self.now - ws.last_seen > self.worker_ttl:
                 self._remove_worker(ws, "missed its heartbeats")
+                self._out.append(out.CloseWorker(ws.address, "missed its heartbeats"))
 
     def _worker_left(self, e: ev.WorkerLeft):
         ws = self.workers.get(e.address)

@@ -3,6 +3,7 @@
 ``SchedulerState.handle`` returns a list of these small frozen records, each
 addressed to one worker (``worker``) or one client (``client``); the shell
 turns them into wire messages (server/scheduler_wire.py) and sends them.
+``CloseWorker`` is for the shell itself: it closes that worker's connection.
 Payloads the core never looks into (pickled functions, exceptions) travel
 as they came.
 """
@@ -12,6 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 Key = Any
+
+#: the pseudo-client that holds fire_and_forget keys until they are done; the
+#: state never returns a message for it
+FIRE_AND_FORGET = "fire-and-forget"
 
 
 # ---------------------------------------------------------------- to a worker
@@ -92,6 +97,17 @@ class KeyRetried:
 
     client: str
     key: Key
+
+
+# ---------------------------------------------------------------- to the shell
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWorker:
+    """The state removed this worker (``reason``): close its connection."""
+
+    worker: str
+    reason: str
 
 
 TO_WORKER = (ComputeTaskOnWorker, FreeKeysOnWorker)

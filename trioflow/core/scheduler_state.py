@@ -25,11 +25,12 @@ from trioflow.core import events as ev, placement, scheduler_messages as out
 from trioflow.core import scheduler_queries as queries
 from trioflow.core.records import TaskState, WorkerState, SetSharer
 from trioflow.core.scheduler_handlers import EventHandlers
+from trioflow.core.scheduler_messages import FIRE_AND_FORGET
 from trioflow.core.scheduler_moves import ACTIVE, MOVES, STATES, TaskMoves
 from trioflow.core.scheduler_validation import validate_state, validate_tasks
 from trioflow.core.transitions import TRANSITION_LOG_LENGTH, TransitionLog
 
-__all__ = ["ALLOWED_FAILURES", "ACTIVE", "MOVES", "STATES", "SchedulerState"]
+__all__ = ["ALLOWED_FAILURES", "ACTIVE", "FIRE_AND_FORGET", "MOVES", "STATES", "SchedulerState"]
 
 #: dask's ``distributed.scheduler.allowed-failures``: a task may be executing on
 #: this many workers that die; one more death makes it KilledWorker
@@ -58,11 +59,14 @@ class SchedulerState(EventHandlers, TaskMoves):
         self.allowed_failures = allowed_failures
         self.tasks: dict[Any, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
-        self.clients: set[str] = set()
+        self.clients: set[str] = {FIRE_AND_FORGET}
+        self._done_unowned: list = []  # fire-and-forget keys that finished in this event
         self.queued: list[tuple[tuple, TaskState]] = []  # heap; entries not in queued_set are stale
         self.queued_set: set[TaskState] = set()
         self.unrunnable: set[TaskState] = set()
         self.worker_ttl = worker_ttl
+        #: how often the shell should send CheckHeartbeats (seconds)
+        self.heartbeat_check_interval = max(0.5, min(5.0, worker_ttl / 4))
         self.validate_each_step = validate
         self.now = 0.0
         self.log = TransitionLog(transition_log_length)
@@ -80,6 +84,7 @@ class SchedulerState(EventHandlers, TaskMoves):
             ev.ClientDisconnected: self._client_disconnected,
             ev.GraphSubmitted: self._graph_submitted,
             ev.KeysWanted: self._keys_wanted,
+            ev.KeysFireAndForget: self._keys_fire_and_forget,
             ev.KeysReleased: self._keys_released,
             ev.KeysCancelled: self._keys_cancelled,
             ev.TasksRetried: self._tasks_retried,
@@ -112,6 +117,10 @@ class SchedulerState(EventHandlers, TaskMoves):
         self.stimulus_id = event.stimulus_id or type(event).__name__
         self._handlers[type(event)](event)
         self._drain_queue()
+        while self._done_unowned:  # each round may finish more (a loop, not recursion)
+            done, self._done_unowned = self._done_unowned, []
+            self._keys_released(ev.KeysReleased(FIRE_AND_FORGET, tuple(done), self.stimulus_id))
+            self._drain_queue()
         return self._flush()
 
     def story(self, *keys_or_stimuli) -> list[tuple]:
@@ -140,7 +149,11 @@ class SchedulerState(EventHandlers, TaskMoves):
         self._to_worker(out.FreeKeysOnWorker(ws.address, tuple(keys), self.stimulus_id))
 
     def _to_client(self, msg):
-        if msg.client in self.clients:
+        if msg.client == FIRE_AND_FORGET:
+            # nobody to tell: the pseudo-client lets go of a key once it is done
+            if isinstance(msg, out.KEY_DONE):
+                self._done_unowned.append(msg.key)
+        elif msg.client in self.clients:
             self._out.append(msg)
 
     # ------------------------------------------------------------ queries and plans

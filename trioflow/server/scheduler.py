@@ -23,7 +23,7 @@ from trioflow.comm.connection import Connection, reply_error
 from trioflow.core import adaptive, events as ev
 from trioflow.config import config_value, env_name
 from trioflow.core.records import Interner
-from trioflow.core.scheduler_messages import KEY_DONE
+from trioflow.core.scheduler_messages import CloseWorker
 from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
 from trioflow.core.transitions import InvalidTransition
 from trioflow.errors import CommClosedError
@@ -46,9 +46,6 @@ from trioflow.utils import parse_timedelta
 logger = logging.getLogger("trioflow.scheduler")
 
 _ALLOWED_FAILURES_NAME = "distributed.scheduler.allowed-failures"
-
-#: the pseudo-client that holds fire_and_forget keys until they are done
-FIRE_AND_FORGET = "fire-and-forget"
 
 
 class Scheduler(EnteredFromAsyncio):
@@ -151,7 +148,6 @@ class Scheduler(EnteredFromAsyncio):
             if profile_servers():
                 self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
             self.extensions, self._extension_handlers = build(self._extension_classes, self)
-            self.stimulus(ev.ClientConnected(FIRE_AND_FORGET, new_stimulus_id("scheduler-start")))
             if dashboard_wanted(self._dashboard_address):
                 await self._start_dashboard()
             if self.scheduler_file:
@@ -239,24 +235,18 @@ class Scheduler(EnteredFromAsyncio):
         except Exception as exc:
             self._core_failed(event, exc)
             return
-        finished_unowned = []
         for message in out:
             msg = scheduler_wire.to_worker(message)
             if msg is not None:
                 conn = self.worker_comms.get(message.worker)
-            elif message.client == FIRE_AND_FORGET:
-                # the pseudo-client lets go of a key as soon as it is done
-                if isinstance(message, KEY_DONE):
-                    finished_unowned.append(message.key)
+            elif isinstance(message, CloseWorker):
+                self._close_worker(message.worker, message.reason)
                 continue
             else:
                 msg = scheduler_wire.to_client(message)
                 conn = self.clients.get(message.client)
             if conn is not None:
                 conn.send(msg)
-        if finished_unowned:
-            self.stimulus(ev.KeysReleased(FIRE_AND_FORGET, tuple(finished_unowned),
-                                          new_stimulus_id("fire-and-forget-done")))
 
     def _core_failed(self, event, exc: Exception):
         self.failure = exc
@@ -274,17 +264,17 @@ class Scheduler(EnteredFromAsyncio):
             conn.close("the scheduler's state machine failed")
 
     async def _check_heartbeats(self):
-        interval = max(0.5, min(5.0, self.state.worker_ttl / 4))
         while True:
-            await trio.sleep(interval)
-            before = set(self.state.workers)
+            await trio.sleep(self.state.heartbeat_check_interval)
             self.stimulus(ev.CheckHeartbeats(new_stimulus_id("heartbeat-check")))
-            for address in before - set(self.state.workers):
-                logger.warning("worker %s missed its heartbeats; removed", address)
-                conn = self.worker_comms.get(address)
-                if conn is not None:
-                    conn.close("heartbeat timeout")
-                self._worker_set_changed()
+
+    def _close_worker(self, address: str, reason: str):
+        """The state removed this worker: drop its connection too."""
+        logger.warning("worker %s %s; removed", address, reason)
+        conn = self.worker_comms.get(address)
+        if conn is not None:
+            conn.close(reason)
+        self._worker_set_changed()
 
     def _worker_set_changed(self):
         self._workers_changed.set()
@@ -477,7 +467,7 @@ class Scheduler(EnteredFromAsyncio):
         self.stimulus(ev.KeysWanted(client_id, tuple(msg["keys"]), _stimulus(msg, "client-wants-keys")))
 
     def _fire_and_forget(self, client_id, msg):
-        self.stimulus(ev.KeysWanted(FIRE_AND_FORGET, tuple(msg["keys"]), _stimulus(msg, "fire-and-forget")))
+        self.stimulus(ev.KeysFireAndForget(tuple(msg["keys"]), _stimulus(msg, "fire-and-forget")))
 
     def _cancel_keys(self, client_id, msg):
         self.stimulus(ev.KeysCancelled(client_id, tuple(msg["keys"]), bool(msg.get("force")),
