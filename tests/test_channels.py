@@ -15,7 +15,7 @@ from collections import deque
 import anyio
 import pytest
 
-from _util import TESTS_DIR, async_client, key_is_forgotten, subprocess_env, wait_until
+from _util import TESTS_DIR, async_client, subprocess_env, wait_until
 from trioflow import Client, worker_client
 from trioflow.client.primitives.channels import Channel
 
@@ -64,36 +64,46 @@ async def append_in_async_task(name, values):
         return [f.key for f in chan.futures]
 
 
+async def _fresh(face, chan):
+    """``chan.futures`` as the scheduler has them now: a blocking client's
+    property asks the scheduler; an asynchronous one's is what the object saw
+    last, so it is refreshed by ``await flush()`` first (as documented)."""
+    if not face.blocking:
+        await chan.flush()
+    return chan.futures
+
+
 def _keys(futures):
     return [f.key for f in futures]
 
 
-# ---------------------------------------------------------------------------- blocking
+# ---------------------------------------------------------------------------- every face, and blocking
 
 
-def test_append_flush_and_snapshot_shared_by_clients(inproc_client):
-    client = inproc_client
-    chan = client.channel("snapshot")
-    assert client.channel("snapshot") is chan
-    futures = [client.submit(inc, i) for i in range(3)]
-    for future in futures:
-        chan.append(future)
-    chan.flush()
+def test_append_flush_and_snapshot_shared_by_clients(face):
+    async def scenario(client):
+        chan = client.channel("snapshot")
+        assert client.channel("snapshot") is chan
+        futures = [client.submit(inc, i) for i in range(3)]
+        for future in futures:
+            chan.append(future)
+        await face(chan.flush())
 
-    snapshot = chan.futures
-    assert isinstance(snapshot, deque)
-    assert _keys(snapshot) == _keys(futures)
-    assert len(chan) == 3
-    assert list(chan.futures) == list(snapshot)  # a copy; the channel is unchanged
+        snapshot = chan.futures
+        assert isinstance(snapshot, deque)
+        assert _keys(snapshot) == _keys(futures)
+        assert len(chan) == 3
+        assert list(chan.futures) == list(snapshot)  # a copy; the channel is unchanged
 
-    with Client(client.scheduler_address) as other:
-        theirs = other.channel("snapshot")
-        assert _keys(theirs.futures) == _keys(futures)
-        assert [f.result(timeout=10) for f in theirs.futures] == [1, 2, 3]
-        late = other.submit(inc, 10)
-        theirs.append(late)
-        theirs.flush()
-        assert _keys(chan.futures) == _keys(futures) + [late.key]
+        async with face.other_client(client) as other:
+            theirs = other.channel("snapshot")
+            assert _keys(await _fresh(face, theirs)) == _keys(futures)
+            assert [await face(f.result(timeout=10)) for f in theirs.futures] == [1, 2, 3]
+            late = other.submit(inc, 10)
+            theirs.append(late)
+            await face(theirs.flush())
+            assert _keys(await _fresh(face, chan)) == _keys(futures) + [late.key]
+    face.run(scenario)
 
 
 def test_iteration_follows_appends_from_two_clients_until_stop(inproc_client):
@@ -131,38 +141,39 @@ def test_iteration_follows_appends_from_two_clients_until_stop(inproc_client):
         assert [f.result() for f in client.channel("follow")] == [1, 2, 3, 4]
 
 
-def test_short_lived_appender_hands_its_futures_over(inproc_client):
-    client = inproc_client
-    with Client(client.scheduler_address) as short_lived:
-        chan = short_lived.channel("handover")
-        future = short_lived.submit(slow_inc, 41, pure=False)
-        key = future.key
-        chan.append(future)
-        chan.flush()
-    # the appending client is gone; the channel keeps its work alive
-    (kept,) = client.channel("handover").futures
-    assert kept.key == key
-    assert kept.result(timeout=10) == 42
-    assert client.who_has([kept])[key]
-    del kept
-    # still held by the channel itself, not only by our snapshot
-    fresh = Client(client.scheduler_address)
-    try:
-        assert wait_until(lambda: fresh.who_has().get(key), message="key still in memory")
-    finally:
-        fresh.close()
+def test_short_lived_appender_hands_its_futures_over(face):
+    async def scenario(client):
+        async with face.other_client(client) as short_lived:
+            chan = short_lived.channel("handover")
+            future = short_lived.submit(slow_inc, 41, pure=False)
+            key = future.key
+            chan.append(future)
+            await face(chan.flush())
+        # the appending client is gone; the channel keeps its work alive
+        (kept,) = await _fresh(face, client.channel("handover"))
+        assert kept.key == key
+        assert await face(kept.result(timeout=10)) == 42
+        assert (await face(client.who_has([kept])))[key]
+        del kept
+        # still held by the channel itself, not only by our snapshot
+        async with face.other_client(client) as fresh:
+            async def in_memory():
+                return (await face(fresh.who_has())).get(key)
+            assert await face.until(in_memory, message="key still in memory")
+    face.run(scenario)
 
 
-def test_appends_never_overtake_the_submissions_they_name(inproc_client):
-    """submit-then-append from a thread, with no pause: the append of each
-    future must reach the scheduler after its submission, or the channel
-    would hold a key the scheduler does not know yet."""
-    client = inproc_client
-    chan = client.channel("overtake")
-    for i in range(200):
-        chan.append(client.submit(inc, i, pure=False))
-    chan.flush()
-    assert [f.result(timeout=10) for f in chan.futures] == list(range(1, 201))
+def test_appends_never_overtake_the_submissions_they_name(face):
+    """submit-then-append with no pause: the append of each future must
+    reach the scheduler after its submission, or the channel would hold a
+    key the scheduler does not know yet."""
+    async def scenario(client):
+        chan = client.channel("overtake")
+        for i in range(200):
+            chan.append(client.submit(inc, i, pure=False))
+        await face(chan.flush())
+        assert [await face(f.result(timeout=10)) for f in chan.futures] == list(range(1, 201))
+    face.run(scenario)
 
 
 def wait_for_gate(name):
@@ -212,28 +223,29 @@ def test_futures_made_in_the_loop_while_other_threads_drop_theirs(inproc_client)
     assert gate.result(timeout=10) == 0
 
 
-def test_maxlen_keeps_newest_and_releases_the_rest(inproc_client):
-    client = inproc_client
-    chan = client.channel("bounded", maxlen=2)
-    keys = []
-    for i in range(5):
-        future = client.submit(inc, i, pure=False)
-        keys.append(future.key)
-        chan.append(future)
-        del future
-    chan.flush()
-    snapshot = chan.futures
-    assert snapshot.maxlen == 2
-    assert _keys(snapshot) == keys[-2:]
-    assert [f.result(timeout=10) for f in snapshot] == [4, 5]
-    for key in keys[:3]:
-        wait_until(lambda key=key: key_is_forgotten(client, key),
-                   message=f"{key} released after it left the window")
-    # another client asking for no bound gets the channel's bound
-    with Client(client.scheduler_address) as other:
-        theirs = other.channel("bounded")
-        assert _keys(theirs.futures) == keys[-2:]
-        assert theirs.futures.maxlen == 2
+def test_maxlen_keeps_newest_and_releases_the_rest(face):
+    async def scenario(client):
+        chan = client.channel("bounded", maxlen=2)
+        keys = []
+        for i in range(5):
+            future = client.submit(inc, i, pure=False)
+            keys.append(future.key)
+            chan.append(future)
+            del future
+        await face(chan.flush())
+        snapshot = chan.futures
+        assert snapshot.maxlen == 2
+        assert _keys(snapshot) == keys[-2:]
+        assert [await face(f.result(timeout=10)) for f in snapshot] == [4, 5]
+        for key in keys[:3]:
+            await face.until(lambda key=key: face.forgotten(client, key),
+                             message=f"{key} released after it left the window")
+        # another client asking for no bound gets the channel's bound
+        async with face.other_client(client) as other:
+            theirs = other.channel("bounded")
+            assert _keys(await _fresh(face, theirs)) == keys[-2:]
+            assert theirs.futures.maxlen == 2
+    face.run(scenario)
 
 
 def test_iteration_behind_the_window_resumes_at_its_start(inproc_client):
@@ -245,25 +257,31 @@ def test_iteration_behind_the_window_resumes_at_its_start(inproc_client):
     assert [f.result(timeout=10) for f in chan] == [4, 5, 6]
 
 
-def test_append_checks_its_argument(inproc_client):
-    with pytest.raises(TypeError, match="futures"):
-        inproc_client.channel("typed").append(42)
-    with pytest.raises(ValueError, match="maxlen"):
-        inproc_client.channel("typed-bound", maxlen=0)
+def test_append_checks_its_argument(face):
+    async def scenario(client):
+        with pytest.raises(TypeError, match="futures"):
+            client.channel("typed").append(42)
+        with pytest.raises(ValueError, match="maxlen"):
+            client.channel("typed-bound", maxlen=0)
+    face.run(scenario)
 
 
-def test_sync_tasks_append_and_follow(inproc_client):
-    client = inproc_client
-    total = client.submit(sum_channel_in_task, "tasks", pure=False)
-    writers = [client.submit(append_from_task, "tasks", range(k * 5, k * 5 + 5), pure=False)
-               for k in range(2)]
-    assert client.gather(writers) == [5, 5]
-    chan = client.channel("tasks")
-    wait_until(lambda: len(chan) == 10, message="both tasks' appends")
-    assert sorted(f.result(timeout=10) for f in chan.futures) == list(range(1, 11))
-    assert not total.done()
-    chan.stop()
-    assert total.result(timeout=10) == sum(range(1, 11))
+def test_sync_tasks_append_and_follow(face):
+    async def scenario(client):
+        total = client.submit(sum_channel_in_task, "tasks", pure=False)
+        writers = [client.submit(append_from_task, "tasks", range(k * 5, k * 5 + 5),
+                                 pure=False) for k in range(2)]
+        assert await face(client.gather(writers)) == [5, 5]
+        chan = client.channel("tasks")
+        async def both_appended():
+            return len(await _fresh(face, chan)) == 10
+        await face.until(both_appended, message="both tasks' appends")
+        assert sorted([await face(f.result(timeout=10)) for f in chan.futures]) == list(
+            range(1, 11))
+        assert not total.done()
+        await face(chan.stop())
+        assert await face(total.result(timeout=10)) == sum(range(1, 11))
+    face.run(scenario)
 
 
 def test_channel_travels_into_a_task(inproc_client):
