@@ -17,7 +17,13 @@ rule, not against the function's own arithmetic.
   (up to 51 a thread);
 * ``rebalance_plan``: each move takes a key from a holder to a non-holder,
   never an actor, and no key moves twice; replayed, the moves
-  keep the total and never make the most loaded worker more loaded.
+  keep the total and never make the most loaded worker more loaded;
+* ``replicate_plan``: copies go only to pool workers lacking the key, name
+  its holders, and leave each held key on ``n`` pool workers (or as many as
+  it had, or the whole pool); keys held nowhere get none;
+* ``retire_plan``: each retiring worker's batch is exactly the keys only it
+  holds, to a staying worker, the first to the one with the fewest bytes;
+  retiring every worker is refused.
 """
 from __future__ import annotations
 
@@ -180,3 +186,71 @@ def test_rebalance_plan_moves_toward_balance(workers, data):
         load[recipient] += tasks[key].nbytes
     assert sum(load.values()) == before_total
     assert max(load.values()) <= before_max
+
+
+@st.composite
+def held_data(draw):
+    workers = draw(workers_st(min_size=1))
+    tasks = {}
+    for i in range(draw(st.integers(0, 10))):
+        ts = TaskState(f"x-{i}")
+        ts.nbytes = draw(st.integers(1, 1000))
+        ts.who_has = frozenset(draw(st.sets(st.sampled_from(workers))))
+        ts.state = "memory" if ts.who_has else "released"
+        for ws in ts.who_has:
+            ws.has_what.add(ts)
+            ws.nbytes += ts.nbytes
+        tasks[ts.key] = ts
+    return workers, tasks
+
+
+@settings(max_examples=200, deadline=None)
+@given(held_data(), st.data())
+def test_replicate_plan_puts_each_key_on_n_workers_of_the_pool(cluster, data):
+    workers, tasks = cluster
+    by_address = {ws.address: ws for ws in workers}
+    keys = data.draw(st.lists(st.sampled_from(sorted(tasks) + ["unknown-1"]), unique=True))
+    pool = data.draw(st.none() | st.lists(st.sampled_from(sorted(by_address)), min_size=1,
+                                          unique=True))
+    n = data.draw(st.none() | st.integers(0, 6))
+    plan = placement.replicate_plan(tasks, by_address, keys, n, pool)
+    chosen = pool or sorted(by_address)
+    target = len(chosen) if n is None else min(n, len(chosen))
+    copies = {k: set() for k in keys}
+    for worker, who_has in plan.items():
+        assert worker in chosen
+        for key, holders in who_has.items():
+            held = {ws.address for ws in tasks[key].who_has}
+            assert set(holders) == held and held and worker not in held
+            copies[key].add(worker)
+    for key in keys:
+        if key not in tasks or not tasks[key].who_has:
+            assert not copies[key]
+            continue
+        in_pool = {ws.address for ws in tasks[key].who_has} & set(chosen)
+        assert len(in_pool | copies[key]) == max(len(in_pool), target)
+
+
+@settings(max_examples=200, deadline=None)
+@given(held_data(), st.data())
+def test_retire_plan_moves_only_the_data_nobody_else_holds(cluster, data):
+    workers, tasks = cluster
+    by_address = {ws.address: ws for ws in workers}
+    retiring = data.draw(st.lists(st.sampled_from(sorted(by_address)), unique=True))
+    staying = [a for a in by_address if a not in retiring]
+    if retiring and not staying:
+        with pytest.raises(ValueError, match="cannot retire every worker"):
+            placement.retire_plan(by_address, retiring)
+        return
+    plan = placement.retire_plan(by_address, retiring)
+    for address in retiring:
+        only_here = {k for k, ts in tasks.items()
+                     if {ws.address for ws in ts.who_has} == {address}}
+        if not only_here:
+            assert address not in plan
+            continue
+        recipient, keys = plan[address]
+        assert recipient in staying and set(keys) == only_here
+    if plan:
+        first_recipient, _ = plan[next(a for a in retiring if a in plan)]
+        assert by_address[first_recipient].nbytes == min(by_address[a].nbytes for a in staying)

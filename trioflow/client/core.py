@@ -471,29 +471,10 @@ class ClientCore:
     async def replicate(self, keys, n, workers):
         """Copy keys to more workers until each is on ``n`` of ``workers``
         (all of them if n is None)."""
-        who_has = await self.request({"op": "who-has", "keys": list(keys)})
-        pool = list(workers) if workers else await self.request({"op": "worker-addresses"})
-        target = len(pool) if n is None else min(n, len(pool))
-        load = {w: 0 for w in pool}
-        for holders in who_has.values():
-            for w in holders:
-                if w in load:
-                    load[w] += 1
-        plan: dict = {}
-        for key, holders in who_has.items():
-            if not holders:
-                continue
-            have = [w for w in holders if w in load]
-            for w in sorted((w for w in pool if w not in holders), key=load.get):
-                if len(have) >= target:
-                    break
-                plan.setdefault(w, {})[key] = list(holders)
-                have.append(w)
-                load[w] += 1
-
-        # through the scheduler: a worker's own port takes no replicate requests
-        if plan:
-            await self.request({"op": "replicate", "plan": plan})
+        # the scheduler plans the copies (core/placement.py) and asks the
+        # recipients: a worker's own port takes no replicate requests
+        await self.request({"op": "replicate", "keys": list(keys), "n": n,
+                            "workers": list(workers) if workers else None})
 
     # ---------------------------------------------------------------- run on workers
 

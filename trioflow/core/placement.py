@@ -8,7 +8,7 @@ occupied one; ``workers=`` narrows the choice (only a preference with
 placement constraint and no real dependencies ("root-ish") is queued on the
 scheduler and handed to the least busy worker that has room.
 
-The plans (``rebalance_plan``, ``replicate_plan``, ``retire_target``) say
+The plans (``rebalance_plan``, ``replicate_plan``, ``retire_plan``) say
 which copies to make; the shell carries them out.
 """
 from __future__ import annotations
@@ -139,3 +139,50 @@ def rebalance_plan(tasks: dict, workers: dict, keys=None, pool=None) -> list[tup
             load[sender] -= ts.nbytes
             load[recipient] += ts.nbytes
     return moves
+
+
+def replicate_plan(tasks: dict, workers: dict, keys, n=None, pool=None) -> dict:
+    """``{worker: {key: [holder, ...]}}``: the copies that put each of ``keys``
+    on ``n`` of the workers named in ``pool`` (default: all; ``n`` None: all
+    of them), each copy going to the pool worker holding fewest of the keys
+    so far.  Keys held nowhere are left out."""
+    chosen = list(pool) if pool else list(workers)
+    target = len(chosen) if n is None else min(n, len(chosen))
+    holders_of = {k: [ws.address for ws in tasks[k].who_has] if k in tasks else [] for k in keys}
+    load = {w: 0 for w in chosen}
+    for holders in holders_of.values():
+        for w in holders:
+            if w in load:
+                load[w] += 1
+    plan: dict = {}
+    for key, holders in holders_of.items():
+        if not holders:
+            continue
+        have = [w for w in holders if w in load]
+        for w in sorted((w for w in chosen if w not in holders), key=load.get):
+            if len(have) >= target:
+                break
+            plan.setdefault(w, {})[key] = list(holders)
+            have.append(w)
+            load[w] += 1
+    return plan
+
+
+def retire_plan(workers: dict, retiring) -> dict:
+    """``{retiring worker: (recipient, [key, ...])}``: where the keys that only
+    a retiring worker holds go before it closes, each batch to the staying
+    worker with the fewest bytes (counting the batches planned before it)."""
+    retiring = [a for a in retiring if a in workers]
+    staying = [ws for a, ws in workers.items() if a not in retiring]
+    if retiring and not staying:
+        raise ValueError("cannot retire every worker: the data would have nowhere to go")
+    planned = {ws: ws.nbytes for ws in staying}
+    plan = {}
+    for address in retiring:
+        ws = workers[address]
+        only_here = [ts for ts in ws.has_what if ts.who_has == {ws}]
+        if only_here:
+            recipient = min(staying, key=planned.get)
+            planned[recipient] += sum(ts.nbytes for ts in only_here)
+            plan[address] = (recipient.address, [ts.key for ts in only_here])
+    return plan

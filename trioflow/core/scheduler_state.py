@@ -172,6 +172,14 @@ class SchedulerState(EventHandlers, TaskMoves):
         ``keys`` (default: all in memory) across ``workers`` (default: all)."""
         return placement.rebalance_plan(self.tasks, self.workers, keys, workers)
 
+    def replicate_plan(self, keys, n=None, workers=None) -> dict:
+        """``{worker: {key: holders}}``: copies putting each key on ``n`` of ``workers``."""
+        return placement.replicate_plan(self.tasks, self.workers, keys, n, workers)
+
+    def retire_plan(self, retiring) -> dict:
+        """``{retiring worker: (recipient, keys)}``: the data only they hold, and where it goes."""
+        return placement.retire_plan(self.workers, retiring)
+
     # ------------------------------------------------------------ invariants
 
     def validate(self) -> None:

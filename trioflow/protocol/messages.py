@@ -91,7 +91,7 @@ SCHEDULER_REQUESTS = {
     "run-on-scheduler": {"function": PAYLOAD, "args": opt(PAYLOAD), "kwargs": opt(PAYLOAD)},
     "broadcast": {"workers": ADDRESSES, "function": PAYLOAD, "args": opt(PAYLOAD),
                   "kwargs": opt(PAYLOAD)},
-    "replicate": {"plan": dict_of(STR, dict_of(KEY, ADDRESSES))},
+    "replicate": {"keys": KEYS, "n": opt(INT), "workers": opt(ADDRESSES)},
     "worker-addresses": {},
     "retire-workers": {"workers": opt(ADDRESSES)},
     "terminate": {},

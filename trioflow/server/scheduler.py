@@ -20,7 +20,7 @@ import trio
 from trioflow.comm import serve, tokens
 from trioflow.comm.addressing import parse_address
 from trioflow.comm.connection import Connection, reply_error
-from trioflow.core import adaptive, events as ev
+from trioflow.core import adaptive, events as ev, scheduler_queries as queries
 from trioflow.config import config_value, env_name
 from trioflow.core.records import Interner
 from trioflow.core.scheduler_messages import CloseWorker
@@ -492,9 +492,7 @@ class Scheduler(EnteredFromAsyncio):
         return self.state.has_what(None if workers is None else list(workers))
 
     def _nthreads(self, client_id, msg):
-        workers = msg.get("workers")
-        return {a: ws.nthreads for a, ws in self.state.workers.items()
-                if workers is None or a in workers or ws.name in workers}
+        return queries.nthreads(self.state, msg.get("workers"))
 
     def identity(self) -> dict:
         info = self.state.identity()
@@ -623,9 +621,10 @@ class Scheduler(EnteredFromAsyncio):
         return replies
 
     async def _replicate(self, client_id, msg):
-        """Copy keys to workers: ``plan`` is worker -> {key: holders}."""
+        """Copy ``keys`` until each is on ``n`` of ``workers`` (core/placement.py plans)."""
+        plan = self.state.replicate_plan(msg["keys"], msg.get("n"), msg.get("workers"))
         async with trio.open_nursery() as nursery:
-            for address, who_has in msg["plan"].items():
+            for address, who_has in plan.items():
                 nursery.start_soon(self.worker_connection(address).request,
                                    {"op": "replicate", "who_has": who_has})
         return True
@@ -657,33 +656,24 @@ class Scheduler(EnteredFromAsyncio):
         return story
 
     def _nbytes(self, client_id, msg):
-        keys = msg.get("keys")
-        tasks = self.state.tasks
-        chosen = tasks if keys is None else [k for k in keys if k in tasks]
-        return {k: tasks[k].nbytes for k in chosen if tasks[k].state == "memory"}
+        return queries.nbytes(self.state, msg.get("keys"))
 
     def _processing(self, client_id, msg):
-        workers = msg.get("workers")
-        return {a: [ts.key for ts in ws.processing] for a, ws in self.state.workers.items()
-                if workers is None or a in workers or ws.name in workers}
+        return queries.processing(self.state, msg.get("workers"))
 
     async def _retire(self, client_id, msg):
         """Copy the keys only the retiring workers hold to the others, then
         close the retiring workers (their nannies stop too)."""
         retiring = [a for a in (msg.get("workers") or []) if a in self.state.workers]
-        staying = [a for a in self.state.workers if a not in retiring]
-        if not staying and retiring:
-            raise ValueError("cannot retire every worker: the data would have nowhere to go")
+        plan = self.state.retire_plan(retiring)
         info = {a: self.identity()["workers"][a] for a in retiring}
         for address in retiring:
-            ws = self.state.workers.get(address)
-            if ws is None:
-                continue
-            only_here = [ts.key for ts in ws.has_what if ts.who_has == {ws}]
-            if only_here:
-                target = min(staying, key=lambda a: self.state.workers[a].nbytes)
-                got = await self.worker_connection(target).request({"op": "replicate",
-                                          "who_has": {k: [address] for k in only_here}})
+            if address not in self.state.workers:
+                continue  # gone while an earlier one's data was copied
+            if address in plan:
+                target, keys = plan[address]
+                got = await self.worker_connection(target).request(
+                    {"op": "replicate", "who_has": {k: [address] for k in keys}})
                 self.stimulus(ev.ReplicaAdded(target, dict(got), new_stimulus_id("retire")))
             if msg.get("close", True):
                 worker = self.worker_comms.get(address)
