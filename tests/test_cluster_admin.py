@@ -5,6 +5,7 @@ run_on_scheduler, wait_for_workers), restart and shutdown; a LocalCluster
 scaled by hand or adapting to the load, its logs, and workers' resources from
 dask's config."""
 
+import asyncio
 import os
 import threading
 
@@ -307,10 +308,15 @@ def test_run_on_scheduler_passes_the_scheduler_and_runs_async_functions(face):
         await trio.sleep(0)
         return dask_scheduler.address
 
+    async def asyncio_code(dask_scheduler=None):
+        await asyncio.sleep(0)  # dask runs these on its scheduler's asyncio loop
+        return len(dask_scheduler.state.workers)
+
     async def scenario(c):
         assert await face(c.run_on_scheduler(count_workers)) == 2
         assert await face(c.run_on_scheduler(lambda a, b: a * b, 6, b=7)) == 42
         assert await face(c.run_on_scheduler(its_address)) == c.scheduler_address
+        assert await face(c.run_on_scheduler(asyncio_code)) == 2
     face.run(scenario)
 
 

@@ -422,7 +422,7 @@ def test_a_bad_message_of_issue_13_closes_only_its_connection(target, case):
 
 def test_every_op_a_server_handles_has_a_schema():
     """A handler without a schema would see unchecked fields."""
-    from trioflow.server import extensions, scheduler, worker
+    from trioflow.server import extensions, scheduler, worker_requests
 
     class _Stub:  # extensions only register their handler tables when built
         def __getattr__(self, name):
@@ -441,8 +441,8 @@ def test_every_op_a_server_handles_has_a_schema():
         extensions.scheduler_extensions())
     assert handled - set(messages.FROM_CLIENT.schemas) == set()
     assert set(messages.WORKER_TO_SCHEDULER) <= set(messages.FROM_WORKER.schemas)
-    assert set(worker._REQUESTS) <= set(messages.FROM_PEER.schemas)
-    assert set(worker._SCHEDULER_REQUESTS) <= set(messages.FROM_SCHEDULER.schemas)
+    assert set(worker_requests.PEER_REQUESTS) <= set(messages.FROM_PEER.schemas)
+    assert set(worker_requests.SCHEDULER_REQUESTS) <= set(messages.FROM_SCHEDULER.schemas)
     assert ops(extensions.worker_extensions()) - set(messages.FROM_PEER.schemas) - set(
         messages.FROM_SCHEDULER.schemas) == set()
     assert "run" not in messages.FROM_PEER and messages.FROM_PEER.strict

@@ -15,6 +15,8 @@ import logging
 import trio
 
 from trioflow.comm.connection import Connection, reply_error, reply_ok
+from trioflow.protocol.serialize import deserialize
+from trioflow.server.asyncio_bridge import run_coroutine
 
 
 class RequestDispatch:
@@ -88,3 +90,20 @@ def takes(function, name: str) -> bool:
         return name in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+async def call_sent_function(msg: dict, keyword: str, server):
+    """Call the function a ``client.run``/``run_on_scheduler`` message carries
+    with its arguments, passing ``server`` as ``keyword`` if it takes it; an
+    awaitable result is awaited (a coroutine in whichever loop it needs)."""
+    function = deserialize(msg["function"])
+    args = deserialize(msg.get("args")) or ()
+    kwargs = deserialize(msg.get("kwargs")) or {}
+    if takes(function, keyword):
+        kwargs[keyword] = server
+    result = function(*args, **kwargs)
+    if inspect.iscoroutine(result):
+        return await run_coroutine(result)
+    if inspect.isawaitable(result):
+        return await result
+    return result

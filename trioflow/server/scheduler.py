@@ -7,7 +7,6 @@ only when all of them are gone.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -28,14 +27,14 @@ from trioflow.core.scheduler_state import ALLOWED_FAILURES, SchedulerState
 from trioflow.core.transitions import InvalidTransition
 from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
-from trioflow.protocol.serialize import deserialize, serialize
+from trioflow.protocol.serialize import serialize
 from trioflow.profiling import Profiler
 from trioflow.server import scheduler_wire, unrunnable
 from trioflow.server.worker_view import WorkersView
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.deaths import DeathReports
-from trioflow.server.dispatch import RequestDispatch, takes
+from trioflow.server.dispatch import RequestDispatch, call_sent_function
 from trioflow.server.sampler import profile_servers, sample, sampling_interval
 from trioflow.server.services import dashboard_wanted, start_dashboard
 from trioflow.server.stimuli import new_stimulus_id, story_in_wall_time, validate_requested
@@ -534,15 +533,7 @@ class Scheduler(EnteredFromAsyncio):
         return len(self.state.workers)
 
     async def _run_on_scheduler(self, client_id, msg):
-        function = deserialize(msg["function"])
-        args = deserialize(msg.get("args")) or ()
-        kwargs = deserialize(msg.get("kwargs")) or {}
-        if takes(function, "dask_scheduler"):
-            kwargs["dask_scheduler"] = self
-        result = function(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return serialize(result)
+        return serialize(await call_sent_function(msg, "dask_scheduler", self))
 
     def _worker_addresses(self, client_id, msg):
         return list(self.state.workers)

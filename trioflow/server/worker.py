@@ -29,26 +29,24 @@ from trioflow.comm.inproc import new_address
 from trioflow.core import events as ev
 from trioflow.core.transitions import InvalidTransition
 from trioflow.core.worker_state import WorkerState
-from trioflow.errors import CommClosedError, ProtocolError, SerializationError
+from trioflow.errors import CommClosedError, ProtocolError
 from trioflow.protocol import messages
 from trioflow.protocol.exceptions import pack_exception
-from trioflow.protocol.serialize import deserialize, serialize, sizeof
+from trioflow.protocol.serialize import sizeof
 from trioflow.profiling import Profiler
-from trioflow.server.asyncio_bridge import run_coroutine
 from trioflow.server.execution import Executor, _cpu_percent, _rss
-# the actors' worker half still takes these from here
-from trioflow.server.execution import Execution, TaskCancelled  # noqa: F401
 from trioflow.server.memory import WorkerMemory, memory_fractions, monitor_interval
 from trioflow.server import logs
 from trioflow.server.services import dashboard_wanted, start_dashboard
-from trioflow.server.dispatch import RequestDispatch, takes
-from trioflow.server.stimuli import new_stimulus_id, stimulus_of, story_in_wall_time, validate_requested
+from trioflow.server.dispatch import RequestDispatch
+from trioflow.server.stimuli import new_stimulus_id, stimulus_of, validate_requested
 from trioflow.server.task_stream import TaskStream
 from trioflow.server.threads import TaskThreads
 from trioflow.server.sampler import (profile_servers, require_server_profiles, sample,
                                      sampling_interval)
 from trioflow.server.warm_imports import warm_imports as import_in_background
 from trioflow.server.worker_hooks import WorkerHooks, default_hooks
+from trioflow.server.worker_requests import PEER_REQUESTS, SCHEDULER_REQUESTS, keep, load
 from trioflow.server.extensions import build, named, worker_extensions
 from trioflow.utils import memory_limit_bytes
 
@@ -370,7 +368,7 @@ class Worker(EnteredFromAsyncio):
             self.nursery.start_soon(self._close_from_inside, msg.get("reason") or "asked to close",
                                     bool(msg.get("restart")))
         else:
-            builtin = _SCHEDULER_REQUESTS.get(op)
+            builtin = SCHEDULER_REQUESTS.get(op)
             handler = (partial(builtin, self) if builtin is not None
                        else self._extension_handlers.get(op))
             if handler is not None:
@@ -495,12 +493,12 @@ class Worker(EnteredFromAsyncio):
             self._handle(ev.GatherDone(peer, {}, tuple(keys), True,
                                        new_stimulus_id("gather-failed")))
             return
-        values, unloadable = self._load(result.get("data") or {}, peer)
+        values, unloadable = load(self, result.get("data") or {}, peer)
         for key, text in unloadable.items():
             # before GatherDone's missing-data: the key errs instead of being recomputed
             # only to fail here again, and its dependents err with it
             self.scheduler.send({"op": "unserializable", "key": key, "text": text})
-        nbytes = self._keep(values)
+        nbytes = keep(self, values)
         missing = tuple(k for k in keys if k not in nbytes)
         self.task_stream.add_transfer({"peer": peer, "worker": self.address,
                                        "keys": list(nbytes), "start": started,
@@ -523,99 +521,13 @@ class Worker(EnteredFromAsyncio):
     def _serve_request(self, conn: Connection, msg: dict, inproc: bool, requests: trio.Nursery):
         op = msg.get("op")
         peer = conn.peer_address
-        builtin = _REQUESTS.get(op)
+        builtin = PEER_REQUESTS.get(op)
         handler = (partial(builtin, self) if builtin is not None
                    else self._extension_handlers.get(op))
         if handler is None:
             self._requests.refuse(conn, msg, peer, ValueError(f"worker: unknown operation {op!r}"))
             return
         self._requests.start(conn, msg, partial(handler, msg, inproc), peer, requests)
-
-    def _get_data(self, msg, inproc):
-        data, errors = {}, {}
-        for key in msg["keys"]:
-            if key not in self.data:
-                continue
-            if inproc:
-                data[key] = self.data[key]
-                continue
-            try:
-                data[key] = self.data.serialized(key)  # a spilled one: its file's frames
-            except Exception as exc:
-                value = self.data.fast.get(key)
-                text = (f"cannot pickle the result of {key!r} ({type(value).__name__}) to send "
-                        f"it from {self.address}: {type(exc).__name__}: {exc}")
-                errors[key] = text
-                self.scheduler.send({"op": "unserializable", "key": key, "text": text})
-        return {"data": data, "errors": errors}
-
-    def _load(self, payloads: dict, source: str) -> tuple[dict, dict]:
-        """Values another process sent (a peer's results, a client's data):
-        ``({key: value}, {key: why it could not be unpickled here})``."""
-        values, unloadable = {}, {}
-        for key, payload in payloads.items():
-            try:
-                values[key] = deserialize(payload)
-            except Exception as exc:
-                unloadable[key] = (f"cannot unpickle {key!r} from {source} on worker "
-                                   f"{self.address}: {type(exc).__name__}: {exc}")
-        return values, unloadable
-
-    def _keep(self, values: dict) -> dict:
-        """Hold ``values`` in ``data``; returns their sizes by key."""
-        nbytes = {}
-        for key, value in values.items():
-            self.data[key] = value
-            nbytes[key] = sizeof(value)
-        return nbytes
-
-    def _update_data(self, msg, inproc):
-        values, unloadable = self._load(msg["data"], "the client")
-        if unloadable:  # none kept: the caller is told the whole call failed
-            raise SerializationError("; ".join(unloadable.values()))
-        nbytes = self._keep(values)
-        self._handle(ev.DataReceived(nbytes, new_stimulus_id("update-data")))
-        return {"nbytes": nbytes, "types": {k: type(self.data[k]).__name__ for k in nbytes}}
-
-    async def _run_function(self, msg, inproc):
-        function = deserialize(msg["function"])
-        args = deserialize(msg.get("args")) or ()
-        kwargs = deserialize(msg.get("kwargs")) or {}
-        if takes(function, "dask_worker"):
-            kwargs["dask_worker"] = self
-        result = function(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = await run_coroutine(result)
-        elif inspect.isawaitable(result):
-            result = await result
-        return result if inproc else serialize(result)
-
-    async def _replicate(self, msg, inproc):
-        """Fetch copies of keys from their holders; report them as replicas."""
-        by_holder: dict = {}
-        for key, holders in msg["who_has"].items():
-            if key not in self.data and holders:
-                by_holder.setdefault(holders[0], []).append(key)
-        nbytes = {}
-        for holder, keys in by_holder.items():
-            conn = await self._peers.get(holder)
-            result = await conn.request({"op": "get-data", "keys": keys})
-            values, unloadable = self._load(result.get("data") or {}, holder)
-            for text in unloadable.values():
-                logger.warning("worker %s keeps no replica: %s", self.address, text)
-            nbytes.update(self._keep(values))
-        if nbytes:
-            self._handle(ev.DataReceived(nbytes, new_stimulus_id("replicate")))
-            self.scheduler.send({"op": "add-keys", "nbytes": nbytes})
-        return nbytes
-
-    def _task_stream_since(self, msg, inproc):
-        """What the dashboard polls: runs and transfers since ``cursor``, and
-        this worker's counts now."""
-        found = self.task_stream.since(int(msg.get("cursor") or 0),
-                                       min(int(msg.get("limit") or 2_000), 10_000))
-        found["metrics"] = self.metrics()
-        return found
 
     def metrics(self) -> dict:
         """Counts for the dashboard and /metrics (one pass over this worker's tasks)."""
@@ -629,15 +541,6 @@ class Worker(EnteredFromAsyncio):
                 "transfer_bytes": stream.transfer_bytes,
                 "transfer_seconds": stream.transfer_seconds}
 
-    def _story(self, msg, inproc):
-        return story_in_wall_time(self.state.story(*(msg.get("keys") or ())))
-
-    def _identity(self, msg, inproc):
-        return {"type": "Worker", "address": self.address, "name": self.name,
-                "nthreads": self.nthreads, "memory_limit": self.memory_limit,
-                "keys": list(self.data)}
-
-
 #: a token no peer knows: required until the scheduler connection tells the real one
 #: (until then no peer has been told this worker's address either)
 _UNGUESSABLE = tokens.new_token()
@@ -645,20 +548,3 @@ _UNGUESSABLE = tokens.new_token()
 
 def _check_peer_info(info: dict) -> None:
     messages.check_peer_info(info, ("client", "peer", "scheduler"))
-
-
-#: what a worker's listening port answers (see messages.PEER_TO_WORKER)
-_REQUESTS = {
-    "get-data": Worker._get_data,
-    "update-data": Worker._update_data,
-    "identity": Worker._identity,
-}
-
-#: requests only the worker's scheduler may send, over the worker's own connection
-#: (the dashboard's polls included)
-_SCHEDULER_REQUESTS = {
-    "run": Worker._run_function,
-    "replicate": Worker._replicate,
-    "task-stream-since": Worker._task_stream_since,
-    "story": Worker._story,
-}
