@@ -58,6 +58,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_result_timeout_raises_trioflow_timeout_error(face, tmp_path):
+    assert issubclass(trioflow.TimeoutError, TimeoutError)
     release = tmp_path / "release"
 
     async def scenario(c):
