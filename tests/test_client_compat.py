@@ -220,6 +220,25 @@ def test_every_name_of_dasks_future_is_here_or_says_what_to_use(inproc_client):
         future.nonsense
 
 
+#: the public attributes of distributed.Lock and distributed.Semaphore in 2026.8
+DASK_LOCK_NAMES = """acquire asynchronous close get_value locked loop register release
+scheduler sync""".split()
+DASK_SEMAPHORE_NAMES = """acquire asynchronous close get_value loop register release
+scheduler sync""".split()
+
+
+@pytest.mark.parametrize("make, names", [(Lock, DASK_LOCK_NAMES),
+                                         (Semaphore, DASK_SEMAPHORE_NAMES)])
+def test_every_name_of_dasks_lock_and_semaphore_is_here_or_says_what_to_use(
+        inproc_client, make, names):
+    primitive = make(client=inproc_client)
+    kind = make.__name__
+    lacking = _lacking(primitive, names,
+                       lambda name: f"trioflow's {kind} has no {name!r}, which dask's has: ")
+    assert lacking == ["loop", "register", "scheduler", "sync"]
+    assert primitive.asynchronous is False
+
+
 def test_sync_from_a_closed_client_says_it_is_not_running():
     client = Client(processes=False, n_workers=1, dashboard_address=None)
     client.close()

@@ -36,11 +36,35 @@ class UsesClient:
         return self.client.port
 
 
+#: attributes dask.distributed's primitives have and trioflow's have not,
+#: with what to do instead
+DASK_ONLY = {
+    "loop": "trioflow runs on trio, not a tornado IOLoop: call the methods, which "
+            "return awaitables on an asynchronous client",
+    "sync": "call the methods directly: on an asynchronous client they return awaitables",
+    "scheduler": "use .client.scheduler (the address and identity of the scheduler)",
+    "register": "a trioflow primitive is made on the scheduler on first use: there is "
+                "nothing to register",
+}
+
+
 class ClientObject(UsesClient):
     """Base of the client-side primitives: a name shared by every client, and
     the client to talk through."""
 
     _prefix = "primitive"
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether this object's methods return awaitables (its client's)."""
+        return self.client.asynchronous
+
+    def __getattr__(self, name):
+        hint = DASK_ONLY.get(name)
+        if hint is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"trioflow's {type(self).__name__} has no {name!r}, which "
+                             f"dask's has: {hint}")
 
     def __init__(self, name=None, client=None):
         self.name = name if name is not None else f"{self._prefix}-{uuid.uuid4().hex}"
