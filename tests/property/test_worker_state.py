@@ -512,3 +512,22 @@ BigGraphWorkerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestWorkerStateBigGraphs = BigGraphWorkerMachine.TestCase
+
+
+def test_each_run_of_a_task_carries_the_deadline_it_was_computed_with():
+    """The worker's state, not its shell, says which deadline a run has (the
+    one in the task's compute-task, on every run of it, a retry too) and
+    that a run stopped at it errs with TimeoutError."""
+    state = WorkerState("w0", 1)
+    out = state.handle(ev.ComputeTask("slow-1", b"f", {}, {}, (0,), stimulus_id="compute",
+                                      timeout=0.5))
+    assert [i for i in out if isinstance(i, ev.Execute)] == [ev.Execute("slow-1", 0.5)]
+    out = state.handle(ev.ExecuteTimedOut("slow-1", stimulus_id="timed-out"))
+    [erred] = [i.msg for i in out if isinstance(i, ev.SendToScheduler)]
+    assert (erred["op"], erred["kind"], erred["exception"]) == ("task-erred", "TimeoutError", None)
+    assert "ran longer than its timeout of 0.5 s" in erred["text"]
+    out = state.handle(ev.ComputeTask("slow-1", b"f", {}, {}, (0,), stimulus_id="retry",
+                                      timeout=0.5))
+    assert [i for i in out if isinstance(i, ev.Execute)] == [ev.Execute("slow-1", 0.5)]
+    out = state.handle(ev.ComputeTask("quick-1", b"f", {}, {}, (0,), stimulus_id="compute"))
+    assert state.tasks["quick-1"].timeout is None

@@ -232,6 +232,7 @@ class ComputeTask:
     actor: bool = False
     is_async: bool = False
     stimulus_id: str = ""
+    timeout: float | None = None  # seconds a run of it may take (submit timeout=)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,15 @@ class ExecuteFailure:
     traceback: Any = None
     text: str = ""
     kind: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteTimedOut:
+    """A run was stopped at its deadline (``Execute.timeout``): whatever it
+    produced does not count."""
+
+    key: Key
     stimulus_id: str = ""
 
 
@@ -329,6 +339,7 @@ class SpillFailed:
 @dataclass(frozen=True, slots=True)
 class Execute:
     key: Key
+    timeout: float | None = None  # stop this run after so many seconds; it errs
 
 
 @dataclass(frozen=True, slots=True)

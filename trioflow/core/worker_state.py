@@ -154,6 +154,7 @@ class WorkerState:
             ev.ExecuteSuccess: self._execute_success,
             ev.ExecuteFailure: self._execute_failure,
             ev.ExecuteCancelled: self._execute_cancelled,
+            ev.ExecuteTimedOut: self._execute_timed_out,
             ev.GatherDone: self._gather_done,
             ev.DataReceived: self._data_received,
             ev.Seceded: self._seceded,
@@ -234,6 +235,7 @@ class WorkerState:
         ts.resources = dict(e.resources) if e.resources else None
         ts.actor = e.actor
         ts.is_async = e.is_async
+        ts.timeout = e.timeout
         if ts.state == "memory":
             self._send({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
                         "type": "", "duration": 0.0})
@@ -309,6 +311,14 @@ class WorkerState:
                         "type": e.type_name, "duration": e.duration})
         self._dependency_arrived(ts)
         self._drop_dependencies(ts)
+
+    def _execute_timed_out(self, e: ev.ExecuteTimedOut):
+        """Past its deadline: the run errs (and retries= may run it again)."""
+        ts = self.tasks.get(e.key)
+        if ts is not None:
+            text = f"task {e.key!r} ran longer than its timeout of {ts.timeout} s and was stopped"
+            self._execute_failure(ev.ExecuteFailure(e.key, None, None, text, "TimeoutError",
+                                                    e.stimulus_id))
 
     def _execute_failure(self, e: ev.ExecuteFailure):
         ts = self.tasks.get(e.key)
@@ -662,7 +672,7 @@ class WorkerState:
                 self._take_slot(ts)
                 for dep in ts.dependencies:
                     self._use(dep)
-                self._out.append(ev.Execute(ts.key))
+                self._out.append(ev.Execute(ts.key, ts.timeout))
             for item in skipped:
                 heapq.heappush(queue, item)
 

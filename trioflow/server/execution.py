@@ -2,10 +2,10 @@
 ones in its nursery under a cancel scope of their own, each stopped by a
 cancel or by its deadline (``submit(timeout=)``).
 
-``Executor`` holds what runs now (``Execution`` records, by key) and the
-deadlines the scheduler gave; the worker decides *when* to run a task (its
-state machine) and what to do with the outcome, and calls ``Executor.run``
-in between.  (Split from trioflow/server/worker.py.)
+``Executor`` holds what runs now (``Execution`` records, by key); the
+worker decides *when* to run a task and with which deadline (its state
+machine) and what to do with the outcome, and calls ``Executor.run`` in
+between.  (Split from trioflow/server/worker.py.)
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import psutil
 import trio
 
 from trioflow.core.keys import key_prefix
-from trioflow.errors import TimeoutError as TaskTimeoutError
 from trioflow.protocol.tasks import loads_args
 from trioflow.server.asyncio_bridge import carries_cancel, run_coroutine
 from trioflow.server.context import TaskContext, reset_async_task, set_async_task, set_thread_task
@@ -60,7 +59,6 @@ class Executor:
         self.worker = worker
         self.threads = threads
         self.executing: dict = {}
-        self.deadlines: dict = {}  # key -> seconds a run of it may take (submit timeout=)
         self.tasks_running = threading.Event()
         self._sync_running = 0
         self._functions: OrderedDict = OrderedDict()  # pickled function -> function
@@ -96,15 +94,15 @@ class Executor:
 
     # ------------------------------------------------------------ running
 
-    async def run(self, nursery: trio.Nursery, key, func, args, kwargs, is_async: bool):
+    async def run(self, nursery: trio.Nursery, key, func, args, kwargs, is_async: bool,
+                  deadline: float | None = None):
         """Run one task to its end; returns ``(status, value, duration,
         execution)``, status "ok", "error" (value is the exception) or
-        "cancelled".  A run past its deadline is stopped and errs with
-        ``trioflow.TimeoutError`` whatever it produced."""
+        "cancelled", or "timed-out" for a run stopped past its ``deadline``
+        (seconds) that raised nothing of its own (what it returned is dropped)."""
         execution = Execution(key, is_async)
         self.executing[key] = execution
         context = TaskContext(self.worker, key, execution)
-        deadline = self.deadlines.get(key)
         timer = (await nursery.start(self._enforce_deadline, execution, deadline)
                  if deadline else None)
         try:
@@ -119,12 +117,10 @@ class Executor:
                 timer.cancel()
             if self.executing.get(key) is execution:
                 del self.executing[key]
-        self.deadlines.pop(key, None)
         if execution.timed_out and status != "error":
-            # past its deadline: whatever it produced (or whether it stopped at a
-            # checkpoint) the future errs, and retries= may run it again
-            status, value = "error", TaskTimeoutError(
-                f"task {key!r} ran longer than its timeout of {deadline} s and was stopped")
+            # whatever it produced, or whether it stopped at a checkpoint: the
+            # worker's state turns this into the task's TimeoutError
+            status, value = "timed-out", None
         return status, value, duration, execution
 
     async def _run_sync(self, execution, context, func, args, kwargs):
@@ -160,12 +156,6 @@ class Executor:
             await trio.sleep(seconds)
             execution.timed_out = True
             self.cancel(execution.key)
-
-    def forget_deadline(self, key) -> None:
-        """The scheduler freed ``key``: no later run of it has this deadline
-        (one running now keeps it)."""
-        if key not in self.executing:
-            self.deadlines.pop(key, None)
 
     # ------------------------------------------------------------ looking at runs
 

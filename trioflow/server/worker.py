@@ -308,7 +308,7 @@ class Worker(EnteredFromAsyncio):
         for inst in instructions:
             kind = type(inst)
             if kind is ev.Execute:
-                self.nursery.start_soon(self._execute, inst.key)
+                self.nursery.start_soon(self._execute, inst.key, inst.timeout)
             elif kind is ev.SendToScheduler:
                 if inst.msg["op"] == "worker-status-change":
                     self.memory.log_status(self.address, inst.msg["status"],
@@ -356,12 +356,9 @@ class Worker(EnteredFromAsyncio):
                 msg["key"], msg["run_spec"], dict(msg.get("who_has") or {}),
                 dict(msg.get("nbytes") or {}), tuple(msg.get("priority") or ()),
                 msg.get("resources"), bool(msg.get("actor")), bool(msg.get("is_async")),
-                stimulus_of(msg, "compute-task")))
-            if msg.get("timeout"):
-                self.executor.deadlines[msg["key"]] = float(msg["timeout"])
+                stimulus_of(msg, "compute-task"),
+                float(msg["timeout"]) if msg.get("timeout") else None))
         elif op == "free-keys":
-            for key in msg["keys"]:
-                self.executor.forget_deadline(key)
             self._handle(ev.FreeKeys(tuple(msg["keys"]), stimulus_of(msg, "free-keys")))
         elif op == "close":
             logger.info("worker %s asked to close: %s", self.address, msg.get("reason"))
@@ -432,7 +429,7 @@ class Worker(EnteredFromAsyncio):
 
     # ------------------------------------------------------------ execution
 
-    async def _execute(self, key):
+    async def _execute(self, key, timeout):
         ts = self.state.tasks.get(key)
         if ts is None:
             return
@@ -461,7 +458,7 @@ class Worker(EnteredFromAsyncio):
             self._handle(ev.ExecuteCancelled(key, "cancelled-before-start"))
             return
         status, value, duration, execution = await self.executor.run(
-            self.nursery, key, func, args, kwargs, is_async)
+            self.nursery, key, func, args, kwargs, is_async, timeout)
         self.task_stream.add_run({"key": key, "worker": self.address, "start": execution.started,
                                   "stop": time.time(), "duration": duration, "status": status,
                                   "async": is_async, "thread": execution.thread_id})
@@ -475,6 +472,8 @@ class Worker(EnteredFromAsyncio):
                                            new_stimulus_id("execute-success")))
         elif status == "cancelled":
             self._handle(ev.ExecuteCancelled(key, new_stimulus_id("execute-cancelled")))
+        elif status == "timed-out":
+            self._handle(ev.ExecuteTimedOut(key, new_stimulus_id("execute-timed-out")))
         else:
             exc_frames, tb_frames, text = pack_exception(value)
             self._handle(ev.ExecuteFailure(key, exc_frames, tb_frames, text, "",
