@@ -80,7 +80,7 @@ class ClientPort:
         inside ``async_fn`` itself, which must then leave nothing taken)."""
         client = self._client
         host = client._host
-        if client.status == "lost-scheduler":
+        if client.status in ("lost-scheduler", "connecting"):
             client._core.check_connected()
         if host is None or client.status != "running":
             raise TrioflowError(f"{client!r} is not running" + (
