@@ -587,7 +587,9 @@ def test_resources_from_the_environment_as_dask_reads_them(monkeypatch):
 def test_a_task_no_worker_can_run_is_logged_and_in_its_story():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"GPU": 1},
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        future = client.submit(inc, 1, resources={"TPU": 1})
+        # a key of its own: the scheduler logs of an in-process cluster are the
+        # process's, which hold earlier tests' records of inc(1)
+        future = client.submit(inc, 1, resources={"TPU": 1}, pure=False)
 
         def logged():
             return [text for _, text in client.get_scheduler_logs()
