@@ -28,7 +28,7 @@ _SAMPLE = 100
 
 
 def _duration(state, ts) -> float:
-    duration = state._prefix_duration.get(ts.prefix)
+    duration = state.prefix_duration.get(ts.prefix)
     return UNKNOWN_TASK_DURATION if duration is None else duration
 
 

@@ -302,8 +302,8 @@ class EventHandlers:
             self._free_on_worker(ws, [e.key])
             return
         if e.duration:
-            old = self._prefix_duration.get(ts.prefix)
-            self._prefix_duration[ts.prefix] = (
+            old = self.prefix_duration.get(ts.prefix)
+            self.prefix_duration[ts.prefix] = (
                 e.duration if old is None else 0.5 * old + 0.5 * e.duration)
         if ts.state == "memory":
             self._add_holder(ts, ws)

@@ -144,7 +144,7 @@ class TaskMoves:
         if ts.waiting_on:
             return  # a dependency was lost since it was recommended
         if placement.is_rootish(ts) and self.workers:
-            ws = placement.least_busy_with_room(self.workers.values(), ts, self._prefix_duration)
+            ws = placement.least_busy_with_room(self.workers.values(), ts, self.prefix_duration)
             if ws is None:
                 recs[ts] = "queued"
                 return
@@ -165,7 +165,7 @@ class TaskMoves:
         self.unrunnable.add(ts)
 
     def _queued_to_processing(self, ts: TaskState, recs: dict):
-        ws = placement.least_busy_with_room(self.workers.values(), ts, self._prefix_duration)
+        ws = placement.least_busy_with_room(self.workers.values(), ts, self.prefix_duration)
         if ws is not None:
             self.queued_set.discard(ts)  # its heap entry is skipped as stale
             self._send_to(ts, ws)

@@ -73,7 +73,8 @@ class SchedulerState(EventHandlers, TaskMoves):
         self.stimulus_id = ""
         self._moved: list[TaskState] = []  # tasks moved by the current event (for validation)
         self._generation = count()
-        self._prefix_duration: dict[str, float] = {}
+        #: task prefix -> its runs' recent mean duration (s), as the workers report them
+        self.prefix_duration: dict[str, float] = {}
         self.n_forgotten = 0  # tasks ever forgotten (a Prometheus counter)
         self._out: list = []  # messages of the current event, to clients; workers' are batched
         self._share = SetSharer()
