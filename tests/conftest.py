@@ -28,6 +28,20 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ["TRIOFLOW_DASHBOARD_ADDRESS"] = "none"
 
 
+# Hypothesis's explain phase re-runs a failing example under sys.settrace,
+# which on Python 3.11 makes a big-graph state machine run for minutes: the
+# test then ends in pytest-timeout and a FlakyStrategyDefinition that hides
+# the real failure.  Shrink, but report the shrunk example without tracing.
+from hypothesis import Phase  # noqa: E402
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile(
+    "trioflow",
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    print_blob=True,
+)
+_hypothesis_settings.load_profile("trioflow")
+
 # every scheduler and worker the tests start (in this process or in a child)
 # checks its state machine's invariants after every event
 os.environ["TRIOFLOW_VALIDATE"] = "1"

@@ -248,6 +248,14 @@ class EventHandlers:
         # holder: detach all of it, then recompute the lost keys dependencies
         # first, so that none is scheduled while a lost dependency still looks
         # like it is in memory
+        # count the death against every run this worker had started before
+        # anything else moves: losing its data below can send such a task back
+        # to waiting (a dependency to recompute) or err it (a scattered one
+        # lost), and it still died with this worker, as dask counts it
+        died_running = {ts for ts in ws.processing
+                        if ts.processing_on is ws and ts.executing_on is ws}
+        for ts in died_running:
+            ts.deaths += (f"{ws.address} ({cause})" if cause else ws.address,)
         lost = []
         self._share.clear()  # none may keep the gone worker alive
         for ts in ws.has_what:
@@ -262,10 +270,8 @@ class EventHandlers:
         for ts in sorted(ws.processing, key=lambda t: t.priority):
             if ts.processing_on is not ws:
                 continue
-            counted = ts.executing_on is ws
+            counted = ts in died_running
             self._detach(ts)
-            if counted:
-                ts.deaths += (f"{ws.address} ({cause})" if cause else ws.address,)
             if counted and ts.suspicious > self.allowed_failures:
                 self._err(ts, text=_killed_worker_text(ts, self.allowed_failures),
                           kind="KilledWorker", blame=ts)
