@@ -126,6 +126,24 @@ def test_a_worker_lost_in_the_middle_of_a_deep_chain_recomputes_it():
     assert state.tasks["t-4999"].state == "memory"
 
 
+def test_a_started_task_whose_input_died_with_its_worker_counts_that_death():
+    # t-1 runs on W with its input t-0 held only there: W's death sends t-1
+    # back to waiting through t-0's loss before the running tasks are
+    # visited, and the death must still count against t-1 (as dask counts it)
+    state = _scheduler()
+    state.handle(ev.WorkerJoined("tcp://10.0.0.2:8000", 1, stimulus_id="join-2"))
+    out = state.handle(ev.GraphSubmitted("c", _chain(2), ("t-1",), stimulus_id="g"))
+    (root,) = _computed(out)
+    worker = state.tasks[root].processing_on.address
+    out = state.handle(ev.TaskFinished(worker, root, 8, stimulus_id="done-0"))
+    assert _computed(out) == ["t-1"] and state.tasks["t-1"].processing_on.address == worker
+    state.handle(ev.TaskStarted(worker, "t-1", "started-1"))
+    state.handle(ev.WorkerLeft(worker, stimulus_id="left"))
+    state.validate()
+    assert state.tasks["t-1"].suspicious == 1
+    assert state.tasks["t-0"].suspicious == 0  # it had finished, not died running
+
+
 def _run_to_end_on(state, worker, out):
     pending = _computed(out)
     steps = 0

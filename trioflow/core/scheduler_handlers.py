@@ -244,10 +244,6 @@ class EventHandlers:
     def _remove_worker(self, ws: WorkerState, cause: str = ""):
         del self.workers[ws.address]
         self._worker_batches.pop(ws.address, None)
-        # data first, so that rescheduled tasks never name the dead worker as a
-        # holder: detach all of it, then recompute the lost keys dependencies
-        # first, so that none is scheduled while a lost dependency still looks
-        # like it is in memory
         # count the death against every run this worker had started before
         # anything else moves: losing its data below can send such a task back
         # to waiting (a dependency to recompute) or err it (a scattered one
@@ -256,6 +252,10 @@ class EventHandlers:
                         if ts.processing_on is ws and ts.executing_on is ws}
         for ts in died_running:
             ts.deaths += (f"{ws.address} ({cause})" if cause else ws.address,)
+        # data first, so that rescheduled tasks never name the dead worker as a
+        # holder: detach all of it, then recompute the lost keys dependencies
+        # first, so that none is scheduled while a lost dependency still looks
+        # like it is in memory
         lost = []
         self._share.clear()  # none may keep the gone worker alive
         for ts in ws.has_what:
