@@ -4,6 +4,7 @@ primitives, ``dir()`` of actors and clients, ``get_task_stream``, and
 errors that say what to use instead of what trioflow has not."""
 
 import asyncio
+import os
 import time
 import traceback
 
@@ -283,6 +284,9 @@ def test_scheduler_info_has_dasks_fields(inproc_client):
         assert worker["type"] == "Worker" and worker["status"] == "running"
         assert isinstance(worker["services"], dict)
         assert {"nthreads", "memory_limit", "name", "resources", "host", "pid"} <= set(worker)
+        # the wall-clock time of its last heartbeat, and where it spills
+        assert info["started"] - 5 <= worker["last_seen"] <= time.time() + 0.01
+        assert os.path.isdir(worker["local_directory"])
 
 
 def _print_in_a_task(x):

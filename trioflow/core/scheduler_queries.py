@@ -53,7 +53,9 @@ def identity(state) -> dict:
                          # memory, and the managed bytes spilled to disk
                          "memory": ws.metrics.get("memory", 0),
                          "managed": ws.metrics.get("managed", 0),
-                         "spilled_bytes": ws.metrics.get("spilled_bytes", 0)}
+                         "spilled_bytes": ws.metrics.get("spilled_bytes", 0),
+                         # on the state's clock; the shell turns it into wall time
+                         "last_seen": ws.last_seen}
             for ws in state.workers.values()
         },
         "n_tasks": len(state.tasks),

@@ -495,12 +495,16 @@ class Scheduler(EnteredFromAsyncio):
 
     def identity(self) -> dict:
         info = self.state.identity()
+        wall_now, mono_now = time.time(), time.monotonic()
         for address, extra in info["workers"].items():
             wi = self.worker_info.get(address, {})
             extra["pid"] = wi.get("pid")
             extra["nanny"] = wi.get("nanny")
             extra["host"] = wi.get("host")
             extra["id"] = wi.get("name")
+            extra["local_directory"] = wi.get("local_directory")
+            # dask gives the wall-clock time of the last heartbeat
+            extra["last_seen"] = wall_now - (mono_now - extra["last_seen"])
             extra.update(type="Worker", services={"dashboard": port} if (
                 port := wi.get("dashboard_port")) is not None else {})
         workers = info["workers"]

@@ -184,6 +184,7 @@ class Worker(EnteredFromAsyncio):
                 "name": self.name, "memory_limit": self.memory_limit,
                 "resources": self.resources, "pid": os.getpid(), "nanny": self.nanny,
                 "dashboard_port": self.services.get("dashboard"),
+                "local_directory": self.memory.data.directory,
                 "host": self.address.split("://", 1)[-1].rsplit(":", 1)[0]})
             if not self._token_known:
                 self.token = self._peers.token = comm.token
