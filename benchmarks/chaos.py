@@ -228,7 +228,8 @@ def run(impl, directory, *, width, rounds=None, kills=0, every=2.0, delay=0.01,
             killer.stop.set()
             killer.join()
         seconds = time.perf_counter() - start
-    return dict(impl=impl, rounds=r, width=width, futures=sum(counts.values()),
+    return dict(impl=impl, rounds=r, width=width,
+                futures=sum(counts.values()) + sum(errors.values()),
                 done=counts["done"], wrong=counts["wrong"], lost=counts["lost"],
                 erred=sum(errors.values()), errors=dict(errors), kills=killer.kills,
                 seconds=round(seconds, 2))
