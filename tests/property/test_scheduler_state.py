@@ -465,6 +465,27 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.started[worker].discard(key)
         self.handle(ev.TaskCancelledOnWorker(worker, key, "task-cancelled"))
 
+    @precondition(lambda self: len(self.state.workers) > 1)
+    @rule()
+    def balance_work(self):
+        """A work-stealing tick: only tasks not started, not pinned, move, each
+        from the worker it was on to another, which is told to compute it
+        while the first is told to free it."""
+        where = {key: self._processing_on(key) for key in self._tasks_in("processing")}
+        started = {key for keys in self.started.values() for key in keys}
+        steals, could = self.state.steals, self.state.could_steal()
+        msgs = self.handle(ev.BalanceWork("steal"))
+        moved = {key for key, address in where.items() if self._processing_on(key) != address}
+        assert self.state.steals - steals == len(moved), (moved, self.state.steals - steals)
+        assert not moved & started, f"started tasks were stolen: {moved & started}"
+        for key in moved:
+            ts = self.state.tasks[key]
+            assert ts.state == "processing" and ts.processing_on is not None, ts
+            assert not ts.worker_restrictions and not ts.resources and not ts.actor, ts
+            sent = [m for m in msgs if getattr(m, "key", None) == key]
+            assert [m.worker for m in sent] == [ts.processing_on.address], sent
+        assert could or not moved
+
     def _stale_pairs(self):
         out = []
         for worker, key in self.ever_sent:

@@ -20,16 +20,8 @@ from __future__ import annotations
 
 import math
 
-#: the expected run time of a task whose prefix has never finished (dask's
-#: distributed.scheduler.unknown-task-duration)
-UNKNOWN_TASK_DURATION = 0.5
 #: dask looks at this many waiting tasks and scales up their sum
 _SAMPLE = 100
-
-
-def _duration(state, ts) -> float:
-    duration = state.prefix_duration.get(ts.prefix)
-    return UNKNOWN_TASK_DURATION if duration is None else duration
 
 
 def adaptive_target(state, target_duration: float) -> int:
@@ -39,10 +31,10 @@ def adaptive_target(state, target_duration: float) -> int:
     workers = list(state.workers.values())
     waiting = [*state.queued_set, *state.unrunnable]
     sample = waiting[:_SAMPLE]
-    waiting_time = sum(_duration(state, ts) for ts in sample)
+    waiting_time = sum(state.expected_duration(ts) for ts in sample)
     if len(waiting) > _SAMPLE:
         waiting_time *= len(waiting) / _SAMPLE
-    processing_time = sum(_duration(state, ts) for ws in workers for ts in ws.processing
+    processing_time = sum(state.expected_duration(ts) for ws in workers for ts in ws.processing
                           if ts not in ws.long_running)
     cpu = math.ceil((processing_time + waiting_time) / target_duration)
     # no more threads than there are tasks to run

@@ -152,6 +152,14 @@ class CheckHeartbeats:
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceWork:
+    """Periodic tick: move tasks that have not started from saturated
+    workers to idle ones (work stealing, ``core/stealing.py``)."""
+
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskFinished:
     worker: str
     key: Key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from trioflow.core import events as ev
 from trioflow.core import scheduler_messages as out
+from trioflow.core import stealing
 from trioflow.core.records import TaskState, WorkerState, plus, priority_int
 
 
@@ -235,6 +236,32 @@ class EventHandlers:
             if self.now - ws.last_seen > self.worker_ttl:
                 self._remove_worker(ws, "missed its heartbeats")
                 self._out.append(out.CloseWorker(ws.address, "missed its heartbeats"))
+
+    def could_steal(self) -> bool:
+        """Whether a ``BalanceWork`` tick could move anything (cheap: the
+        shell asks before every tick)."""
+        return stealing.could_steal(ws for ws in self.workers.values() if ws.status == "running")
+
+    def _balance_work(self, e: ev.BalanceWork):
+        """Steal: a task that has not started moves from a saturated worker
+        to an idle one when the rule of ``core/stealing.py`` says it pays.
+        The victim is told to free it and the thief to compute it; should the
+        victim have started it meanwhile, whichever run finishes first gives
+        the result, and the other is freed (as after any reassignment)."""
+        if not self.could_steal():
+            return
+        running = [ws for ws in self.workers.values() if ws.status == "running"]
+        for ts, victim, thief in stealing.steal_moves(running, self.expected_duration):
+            self._abandon(ts)
+            self._send_to(ts, thief)
+            self.log.record(ts.key, "processing", "processing", self.stimulus_id, self.now)
+            self.steals += 1
+
+    def expected_duration(self, ts: TaskState) -> float:
+        """Seconds a run of ``ts`` is expected to take: the average of its
+        prefix, or dask's unknown-task-duration before one has finished."""
+        duration = self.prefix_duration.get(ts.prefix)
+        return stealing.UNKNOWN_TASK_DURATION if duration is None else duration
 
     def _worker_left(self, e: ev.WorkerLeft):
         ws = self.workers.get(e.address)

@@ -70,6 +70,7 @@ class SchedulerState(EventHandlers, TaskMoves):
         self.validate_each_step = validate
         self.now = 0.0
         self.log = TransitionLog(transition_log_length)
+        self.steals = 0  # tasks moved by work stealing (BalanceWork), ever
         self.stimulus_id = ""
         self._moved: list[TaskState] = []  # tasks moved by the current event (for validation)
         self._generation = count()
@@ -95,6 +96,7 @@ class SchedulerState(EventHandlers, TaskMoves):
             ev.WorkerHeartbeat: self._worker_heartbeat,
             ev.WorkerStatusChanged: self._worker_status_changed,
             ev.CheckHeartbeats: self._check_heartbeats,
+            ev.BalanceWork: self._balance_work,
             ev.TaskFinished: self._task_finished,
             ev.TaskErred: self._task_erred,
             ev.TaskCancelledOnWorker: self._task_cancelled_on_worker,

@@ -16,9 +16,17 @@ scheduler decides when to ask and carries the moves out.
 """
 from __future__ import annotations
 
+from itertools import islice
+
+#: the expected run time of a task whose prefix has never finished (dask's
+#: distributed.scheduler.unknown-task-duration)
+UNKNOWN_TASK_DURATION = 0.5
 #: a task whose transfer would cost more than this many times its compute
 #: time stays where it is (dask's levels end at 100)
 MAX_MULTIPLIER = 100.0
+#: tasks of one victim looked at per plan: a worker holding 100k assigned
+#: tasks is relieved a slice at a time instead of sorted whole every tick
+MAX_CANDIDATES = 2000
 
 
 def steal_moves(workers, duration, bandwidth: float = 100e6, latency: float = 0.01) -> list[tuple]:
@@ -28,18 +36,21 @@ def steal_moves(workers, duration, bandwidth: float = 100e6, latency: float = 0.
     Busiest victims give first, their cheapest-to-move tasks first, each to
     the currently least busy worker; occupancies are updated as moves are
     planned, so the plan never makes a thief busier than its victim."""
-    load = {ws: sum(duration(ts) for ts in ws.processing) for ws in workers}
+    # seceded and async tasks hold no thread: they neither load a worker nor move
+    load = {ws: sum(duration(ts) for ts in ws.processing if ts not in ws.long_running)
+            for ws in workers}
 
     def occupancy(ws) -> float:
         return load[ws] / max(ws.nthreads, 1)
 
     moves = []
     for victim in sorted(workers, key=lambda w: (-occupancy(w), w.address)):
-        keep = len(victim.processing) - victim.nthreads
+        keep = len(victim.processing) - len(victim.long_running) - victim.nthreads
         if keep <= 0:
             continue  # every task it has is running or about to: nothing to give
-        stealable = sorted((ts for ts in victim.processing if _movable(ts)),
-                           key=lambda t: (-duration(t), t.key if isinstance(t.key, str) else str(t.key)))
+        candidates = islice((ts for ts in victim.processing
+                             if _movable(ts) and ts not in victim.long_running), MAX_CANDIDATES)
+        stealable = sorted(candidates, key=lambda t: (-duration(t), str(t.key)))
         for ts in stealable:
             if keep <= 0:
                 break
@@ -63,6 +74,20 @@ def steal_moves(workers, duration, bandwidth: float = 100e6, latency: float = 0.
             load[victim] -= compute
             load[thief] += compute * multiplier
     return moves
+
+
+def could_steal(workers) -> bool:
+    """Whether ``steal_moves`` could find anything: some worker has a free
+    thread while another has more tasks than threads.  O(workers), so the
+    scheduler can ask often and plan only when it pays."""
+    idle = surplus = False
+    for ws in workers:
+        busy = len(ws.processing) - len(ws.long_running)
+        if busy < ws.nthreads:
+            idle = True
+        elif busy > ws.nthreads:
+            surplus = True
+    return idle and surplus
 
 
 def _movable(ts) -> bool:

@@ -143,6 +143,8 @@ class Scheduler(EnteredFromAsyncio):
             # before anything awaits: a peer's handshake must find the file
             self._announce_listening()
             self.nursery.start_soon(self._check_heartbeats)
+            if config_value("distributed.scheduler.work-stealing", True):
+                self.nursery.start_soon(self._balance_work)
             self.nursery.start_soon(unrunnable.watch, self.state)
             if profile_servers():
                 self.nursery.start_soon(sample, self.profiler, None, self._profile_interval)
@@ -266,6 +268,17 @@ class Scheduler(EnteredFromAsyncio):
         while True:
             await trio.sleep(self.state.heartbeat_check_interval)
             self.stimulus(ev.CheckHeartbeats(new_stimulus_id("heartbeat-check")))
+
+    async def _balance_work(self):
+        # dask's work-stealing-interval; the tick is sent only when the core
+        # says a move is possible, so an idle or evenly busy cluster costs
+        # one O(workers) check per interval
+        interval = parse_timedelta(config_value(
+            "distributed.scheduler.work-stealing-interval", "100ms"))
+        while True:
+            await trio.sleep(interval)
+            if self.state.could_steal():
+                self.stimulus(ev.BalanceWork(new_stimulus_id("steal")))
 
     def _close_worker(self, address: str, reason: str):
         """The state removed this worker: drop its connection too."""
