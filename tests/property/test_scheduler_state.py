@@ -118,8 +118,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.held[event.address] = set()
             self.running[event.address] = set()
             self.started[event.address] = set()
+        # a retired worker's closing is expected: it kills nothing
         executing = {address: {k for k in keys if self._processing_on(k) == address}
-                     for address, keys in self.started.items()}
+                     for address, keys in self.started.items()
+                     if getattr(self.state.workers.get(address), "status", "") != "closing_gracefully"}
         msgs = self.state.handle(event, self.now)
         self.closed = []
         for m in msgs:
@@ -394,6 +396,20 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert address not in self.state.workers
 
     @precondition(lambda self: self.state.workers)
+    @rule(data=st.data(), status=st.sampled_from(["paused", "closing_gracefully", "running"]))
+    def worker_status_changes(self, data, status):
+        """Paused for memory, retiring, or running again: only a running
+        worker is sent new tasks."""
+        address = data.draw(st.sampled_from(sorted(self.state.workers)))
+        assigned = set(self.state.workers[address].processing)
+        before = self.state.workers[address].status
+        self.handle(ev.WorkerStatusChanged(address, status, "worker-status-change"))
+        after = self.state.workers[address].status
+        assert after == ("closing_gracefully" if before == "closing_gracefully" else status)
+        if after != "running":
+            assert self.state.workers[address].processing <= assigned
+
+    @precondition(lambda self: self.state.workers)
     @rule(data=st.data(), dt=st.sampled_from([0.5, 5.0, 20.0]))
     def tick_and_check_heartbeats(self, data, dt):
         """Time passes; some workers send heartbeats; the silent ones time out."""
@@ -482,6 +498,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             ts = self.state.tasks[key]
             assert ts.state == "processing" and ts.processing_on is not None, ts
             assert not ts.worker_restrictions and not ts.resources and not ts.actor, ts
+            assert ts.processing_on.status == "running", ts.processing_on
             sent = [m for m in msgs if getattr(m, "key", None) == key]
             assert [m.worker for m in sent] == [ts.processing_on.address], sent
         assert could or not moved
@@ -630,6 +647,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._drain()
 
     def _drain(self):
+        if DRAIN_WORKER not in self.state.workers:
+            self.handle(ev.WorkerJoined(DRAIN_WORKER, 2, 2**30, None, DRAIN_RESOURCES,
+                                        "worker-joined"))
+        for address, ws in list(self.state.workers.items()):
+            if ws.status == "paused":  # its memory fell
+                self.handle(ev.WorkerStatusChanged(address, "running", "worker-status-change"))
+            elif ws.status == "closing_gracefully":  # the retirement ends
+                self.handle(ev.WorkerLeft(address, "worker-connection-closed", "retired"))
         if DRAIN_WORKER not in self.state.workers:
             self.handle(ev.WorkerJoined(DRAIN_WORKER, 2, 2**30, None, DRAIN_RESOURCES,
                                         "worker-joined"))

@@ -59,10 +59,6 @@ def _call_stacks(keys=None, dask_worker=None):
     return dask_worker.call_stacks(keys)
 
 
-def _retire_off(workers, dask_scheduler=None):
-    return dask_scheduler.retire(workers)
-
-
 class IntrospectionMixin:
     # ---------------------------------------------------------------- current client
 

@@ -130,7 +130,9 @@ class WorkerLeft:
 @dataclass(frozen=True, slots=True)
 class WorkerStatusChanged:
     """A worker paused (its memory passed the pause threshold: send it no
-    new tasks) or runs again (``status`` "paused" or "running")."""
+    new tasks) or runs again (``status`` "paused" or "running"), or is being
+    retired ("closing_gracefully": no new tasks, its data is copied away,
+    and its closing counts against none of its tasks; it stays so)."""
 
     address: str
     status: str

@@ -130,7 +130,8 @@ class WorkerState:
         self.nbytes = 0
         self.last_seen = 0.0
         self.metrics: dict = {}
-        #: "paused" while its memory is past the pause threshold: sent no new tasks
+        #: "paused" while its memory is past the pause threshold, or
+        #: "closing_gracefully" once retired: sent no new tasks
         self.status = "running"
 
     def __repr__(self):

@@ -223,8 +223,8 @@ class EventHandlers:
 
     def _worker_status_changed(self, e: ev.WorkerStatusChanged):
         ws = self.workers.get(e.address)
-        if ws is None or ws.status == e.status:
-            return
+        if ws is None or ws.status == e.status or ws.status == "closing_gracefully":
+            return  # a retiring worker's own pause or resume changes nothing
         ws.status = e.status
         if e.status == "running":  # queued tasks drain after every event
             for ts in sorted(self.unrunnable, key=lambda t: t.priority):
@@ -240,7 +240,7 @@ class EventHandlers:
     def could_steal(self) -> bool:
         """Whether a ``BalanceWork`` tick could move anything (cheap: the
         shell asks before every tick)."""
-        return stealing.could_steal(ws for ws in self.workers.values() if ws.status == "running")
+        return stealing.could_steal(self.workers.values())
 
     def _balance_work(self, e: ev.BalanceWork):
         """Steal: a task that has not started moves from a saturated worker
@@ -250,8 +250,8 @@ class EventHandlers:
         the result, and the other is freed (as after any reassignment)."""
         if not self.could_steal():
             return
-        running = [ws for ws in self.workers.values() if ws.status == "running"]
-        for ts, victim, thief in stealing.steal_moves(running, self.expected_duration):
+        workers = list(self.workers.values())
+        for ts, victim, thief in stealing.steal_moves(workers, self.expected_duration):
             self._abandon(ts)
             self._send_to(ts, thief)
             self.log.record(ts.key, "processing", "processing", self.stimulus_id, self.now)
@@ -275,8 +275,10 @@ class EventHandlers:
         # anything else moves: losing its data below can send such a task back
         # to waiting (a dependency to recompute) or err it (a scattered one
         # lost), and it still died with this worker, as dask counts it
-        died_running = {ts for ts in ws.processing
-                        if ts.processing_on is ws and ts.executing_on is ws}
+        # unless it was retired: then the scheduler closed it, as dask does
+        # not count an expected removal
+        died_running = set() if ws.status == "closing_gracefully" else {
+            ts for ts in ws.processing if ts.processing_on is ws and ts.executing_on is ws}
         for ts in died_running:
             ts.deaths += (f"{ws.address} ({cause})" if cause else ws.address,)
         # data first, so that rescheduled tasks never name the dead worker as a

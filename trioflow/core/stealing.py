@@ -11,7 +11,9 @@ its cost, would still be less busy than the victim is without it:
 ``thief + compute * multiplier < victim - compute``, occupancy being the
 seconds of work a worker has per thread. Only tasks that have not started
 (``executing_on`` is None) and are not pinned (``worker_restrictions``,
-``resources``, actors) may move. Nothing here recurses or does I/O; the
+``resources``, actors) may move, and only to a running worker; a paused or
+retiring worker starts nothing new, so all its unstarted tasks may leave it.
+Nothing here recurses or does I/O; the
 scheduler decides when to ask and carries the moves out.
 """
 from __future__ import annotations
@@ -45,7 +47,9 @@ def steal_moves(workers, duration, bandwidth: float = 100e6, latency: float = 0.
 
     moves = []
     for victim in sorted(workers, key=lambda w: (-occupancy(w), w.address)):
-        keep = len(victim.processing) - len(victim.long_running) - victim.nthreads
+        # a paused or retiring worker starts nothing new: all it has may go
+        keep = len(victim.processing) - len(victim.long_running) - (
+            victim.nthreads if _running(victim) else 0)
         if keep <= 0:
             continue  # every task it has is running or about to: nothing to give
         candidates = islice((ts for ts in victim.processing
@@ -57,7 +61,7 @@ def steal_moves(workers, duration, bandwidth: float = 100e6, latency: float = 0.
             compute = duration(ts)
             if compute <= 0:
                 continue
-            thief = min((w for w in workers if w is not victim),
+            thief = min((w for w in workers if w is not victim and _running(w)),
                         key=lambda w: (occupancy(w), w.address), default=None)
             if thief is None:
                 return moves
@@ -83,11 +87,18 @@ def could_steal(workers) -> bool:
     idle = surplus = False
     for ws in workers:
         busy = len(ws.processing) - len(ws.long_running)
-        if busy < ws.nthreads:
+        if not _running(ws):
+            surplus = surplus or busy > 0
+        elif busy < ws.nthreads:
             idle = True
         elif busy > ws.nthreads:
             surplus = True
     return idle and surplus
+
+
+def _running(ws) -> bool:
+    """Takes new tasks: not paused for memory, not retiring."""
+    return getattr(ws, "status", "running") == "running"
 
 
 def _movable(ts) -> bool:

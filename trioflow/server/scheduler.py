@@ -29,7 +29,7 @@ from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import serialize
 from trioflow.profiling import Profiler
-from trioflow.server import scheduler_wire, unrunnable
+from trioflow.server import data_moves, scheduler_wire, unrunnable
 from trioflow.server.worker_view import WorkersView
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
@@ -291,6 +291,10 @@ class Scheduler(EnteredFromAsyncio):
     def _worker_set_changed(self):
         self._workers_changed.set()
         self._workers_changed = trio.Event()
+
+    async def worker_set_changed(self):
+        """Return when a worker next joins or leaves."""
+        await self._workers_changed.wait()
 
     # ------------------------------------------------------------ connections
 
@@ -574,21 +578,6 @@ class Scheduler(EnteredFromAsyncio):
                                f"back {timeout} s after the restart")
         return len(self.state.workers)
 
-    async def _rebalance(self, client_id, msg):
-        moves = self.state.rebalance_plan(msg.get("keys"), msg.get("workers"))
-        by_pair: dict = {}
-        for key, sender, recipient in moves:
-            by_pair.setdefault((sender, recipient), []).append(key)
-        moved = 0
-        for (sender, recipient), keys in by_pair.items():
-            got = await self.worker_connection(recipient).request(
-                {"op": "replicate", "who_has": {k: [sender] for k in keys}})
-            self.stimulus(ev.ReplicaAdded(recipient, dict(got), new_stimulus_id("rebalance")))
-            for key in got:
-                self.stimulus(ev.ReplicaDropped(sender, key, new_stimulus_id("rebalance")))
-                moved += 1
-        return moved
-
     def worker_connection(self, address: str) -> Connection:
         # requests for a worker go over its own connection: its listening
         # port takes only what peers may ask (data, actors), never these
@@ -628,15 +617,6 @@ class Scheduler(EnteredFromAsyncio):
             await done.wait()
         return replies
 
-    async def _replicate(self, client_id, msg):
-        """Copy ``keys`` until each is on ``n`` of ``workers`` (core/placement.py plans)."""
-        plan = self.state.replicate_plan(msg["keys"], msg.get("n"), msg.get("workers"))
-        async with trio.open_nursery() as nursery:
-            for address, who_has in plan.items():
-                nursery.start_soon(self.worker_connection(address).request,
-                                   {"op": "replicate", "who_has": who_has})
-        return True
-
     async def _story(self, client_id, msg):
         """The transitions of ``keys`` (keys or stimulus ids) on the scheduler
         and on every worker: ``(where, key, start, finish, stimulus_id, time)``
@@ -668,30 +648,6 @@ class Scheduler(EnteredFromAsyncio):
 
     def _processing(self, client_id, msg):
         return queries.processing(self.state, msg.get("workers"))
-
-    async def _retire(self, client_id, msg):
-        """Copy the keys only the retiring workers hold to the others, then
-        close the retiring workers (their nannies stop too)."""
-        retiring = [a for a in (msg.get("workers") or []) if a in self.state.workers]
-        plan = self.state.retire_plan(retiring)
-        info = {a: self.identity()["workers"][a] for a in retiring}
-        for address in retiring:
-            if address not in self.state.workers:
-                continue  # gone while an earlier one's data was copied
-            if address in plan:
-                target, keys = plan[address]
-                got = await self.worker_connection(target).request(
-                    {"op": "replicate", "who_has": {k: [address] for k in keys}})
-                self.stimulus(ev.ReplicaAdded(target, dict(got), new_stimulus_id("retire")))
-            if msg.get("close", True):
-                worker = self.worker_comms.get(address)
-                if worker is not None:
-                    worker.send({"op": "close", "reason": "retired"})
-        if msg.get("close", True):
-            with trio.move_on_after(30):
-                while set(retiring) & set(self.state.workers):
-                    await self._workers_changed.wait()
-        return info
 
     async def _terminate(self, client_id, msg):
         """Close every worker, then ask whoever runs this scheduler to close it
@@ -801,8 +757,8 @@ _CLIENT_REQUESTS = {
     "nbytes": Scheduler._nbytes,
     "story": Scheduler._story,
     "processing": Scheduler._processing,
-    "retire": Scheduler._retire,
-    "rebalance": Scheduler._rebalance,
+    "retire": data_moves.retire,
+    "rebalance": data_moves.rebalance,
     "broadcast": Scheduler._broadcast,
-    "replicate": Scheduler._replicate,
+    "replicate": data_moves.replicate,
 }

@@ -80,3 +80,27 @@ def test_stealing_moves_nothing_that_has_started_or_is_pinned():
         assert client.gather(pinned) == [i + 1 for i in range(8)]
         assert not on_second & {f.key for f in pinned}
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.state.steals) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_retiring_a_busy_worker_moves_its_data_and_work_and_counts_no_deaths(anyio_backend):
+    async with trioflow.Scheduler(address="inproc://") as scheduler:
+        async with trioflow.Worker(scheduler.address, nthreads=1) as leaving, \
+                trioflow.Worker(scheduler.address, nthreads=1) as staying:
+            async with Client(scheduler.address, asynchronous=True) as client:
+                [x] = await client.scatter([10], workers=[leaving.address])
+                done_early = client.submit(_slow_add, -1, x, workers=[leaving.address])
+                await done_early  # a result only the leaving worker holds
+                futures = client.map(_slow_add, range(12), x=x, workers=[leaving.address],
+                                     allow_other_workers=True)
+                with trio.fail_after(10):
+                    while not scheduler.state.workers[leaving.address].processing:
+                        await trio.sleep(0.01)
+                retired = await client.retire_workers([leaving.address])
+                assert list(retired) == [leaving.address]
+                assert list(scheduler.state.workers) == [staying.address]
+                assert await client.gather(futures) == [i + 10 for i in range(12)]
+                assert await done_early == 9  # copied before the worker closed
+                assert all(not scheduler.state.tasks[f.key].deaths
+                           for f in [x, done_early, *futures])
