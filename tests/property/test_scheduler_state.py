@@ -789,6 +789,21 @@ def test_death_of_a_worker_that_never_started_the_task_is_not_counted():
     assert ts.state == "no-worker" and ts.suspicious == 0, ts
 
 
+def test_scatter_of_a_held_key_whose_own_holder_left_finishes_the_future():
+    # found by the machine: the second client was never told the key was in
+    # memory, so losing it later sent lost-data for a future never finished
+    state = SchedulerState()
+    for client in ("c0", "c1"):
+        state.handle(ev.ClientConnected(client, "client-connected"))
+    state.handle(ev.WorkerJoined("ws://a:1", 1, stimulus_id="worker-joined"))
+    state.handle(ev.DataScattered("c0", {"x": 16}, {"x": ("ws://a:1",)}, {"x": "int"}, "scatter"))
+    out = state.handle(ev.DataScattered("c1", {"x": 16}, {"x": ("ws://gone:1",)}, {"x": "int"},
+                                        "scatter"))
+    assert [(type(m), m.client, m.workers) for m in out] == [
+        (scheduler_messages.KeyInMemory, "c1", ("ws://a:1",))], out
+    state.validate()
+
+
 def test_killed_worker_only_after_more_than_allowed_failures_with_each_death_named():
     state = _one_task_cluster(allowed_failures=3)
     causes = ["exit code 3", "signal SIGSEGV", "", "signal SIGKILL"]

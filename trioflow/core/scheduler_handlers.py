@@ -184,7 +184,9 @@ class EventHandlers:
                 ts = self.tasks[key] = TaskState(key)
             ts.who_wants = self._share(ts.who_wants | {e.client})
             if not holders:
-                if ts.state != "memory":
+                if ts.state == "memory":  # the key is held elsewhere: its future is done
+                    self._report_state(ts, {e.client})
+                else:
                     self._err(ts, text=f"scattered data for {key!r} was lost: its "
                                        "workers left before the scatter finished",
                               kind="FutureLostError", blame=ts)
