@@ -647,9 +647,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._drain()
 
     def _drain(self):
-        if DRAIN_WORKER not in self.state.workers:
-            self.handle(ev.WorkerJoined(DRAIN_WORKER, 2, 2**30, None, DRAIN_RESOURCES,
-                                        "worker-joined"))
         for address, ws in list(self.state.workers.items()):
             if ws.status == "paused":  # its memory fell
                 self.handle(ev.WorkerStatusChanged(address, "running", "worker-status-change"))
