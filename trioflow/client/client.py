@@ -30,6 +30,7 @@ from trioflow.comm.tokens import read_scheduler_file, write_private_json
 from trioflow.config import config_value
 from trioflow.core.keys import key_prefix
 from trioflow.errors import TrioflowError
+from trioflow.protocol.dask_graph import GRAPH_PART
 from trioflow.protocol.tasks import dumps_args, dumps_task_function, token
 from trioflow.utils import dashboard_link, parse_timedelta
 
@@ -37,8 +38,6 @@ logger = logging.getLogger("trioflow.client")
 
 _no_default = "__no_default__"
 
-#: tasks per update-graph message (the scheduler takes one message in one step)
-GRAPH_PART = 2_000
 
 
 def client_for_worker(worker) -> "Client":

@@ -58,6 +58,7 @@ class ClientCore:
         self._outbox: list = []
         self._drain_pending = False
         self.scheduler: Connection | None = None
+        self.scheduler_builds_graphs = False
         self.pool: ConnectionPool | None = None
         self.nursery: trio.Nursery | None = None
         self._nursery_manager = None
@@ -118,6 +119,8 @@ class ClientCore:
         if self.pool is not None:
             self.pool.close()
         self.scheduler = Connection(comm, self._on_message)
+        # a scheduler with dask builds the graphs of collections itself
+        self.scheduler_builds_graphs = "graph-expr" in (comm.peer_info.get("features") or ())
         self.pool = ConnectionPool(self.nursery, {"role": "client", "id": self.id},
                                    self.token, security=self.security, role=self.security_role)
 

@@ -3,12 +3,15 @@
 ``graphs.collections_graph``).  Mixed into ``Client``."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 from trioflow.client.future import Future
 from trioflow.client.graphs import (
-    as_dict, collections_graph, flatten, graph_tasks, is_dask_collection, keys_of_target)
+    as_dict, collections_expression, flatten, graph_tasks, is_dask_collection, keys_of_target)
 from trioflow.client.options import graph_options
+from trioflow.config import config_value
+from trioflow.protocol.dask_graph import dumps_expression, graph_messages
 
 
 class GraphsMixin:
@@ -40,9 +43,21 @@ class GraphsMixin:
         """Send graph ``dsk`` and return futures for ``wanted_keys``.  The
         mapping forms of ``workers=``/``resources=`` restrict the keys they
         name; ``finalized`` maps a collection's own keys to the key of its
-        finalizing task (compute), which is restricted with them."""
+        finalizing task (compute), which is restricted with them.
+
+        ``dsk`` may be a dask expression (compute, persist): then, unless a
+        mapping names keys of it, the expression itself goes to a scheduler
+        that can build its graph, as dask.distributed sends it, and the call
+        returns without the per-task work of materializing the graph."""
         options, per_key = graph_options(workers, resources, retries, priority,
                                          allow_other_workers, call)
+        if not per_key and _is_expression(dsk) and self._core.scheduler_builds_graphs and (
+                config_value("trioflow.graph-build", "scheduler") != "client"):
+            payload, _ = dumps_expression(dsk)
+            futures = [Future(k, self, inform=False) for k in wanted_keys]
+            self._core.send({"op": "update-graph-expr", "expr": payload,
+                             "wanted": list(wanted_keys), "options": options})
+            return futures
         dsk = as_dict(dsk)
         overrides: dict = {}
         for target, extra in per_key:
@@ -78,12 +93,13 @@ class GraphsMixin:
         variables = [item for item in items if is_dask_collection(item)]
         computed = iter(())
         if variables:
-            dsk, keys = collections_graph(variables, optimize_graph, finalize=True)
+            expr = collections_expression(variables, optimize_graph, finalize=True)
+            keys = expr.__dask_keys__()
             final = list(flatten(keys))  # one key per collection, in their order
             finalized = {k: out for v, out in zip(variables, final)
                          for k in flatten(v.__dask_keys__())} if isinstance(
                              workers, dict) or isinstance(resources, dict) else None
-            computed = iter(self._submit_graph(dsk, final, workers, allow_other_workers,
+            computed = iter(self._submit_graph(expr, final, workers, allow_other_workers,
                                                resources, retries, priority,
                                                call="compute()", finalized=finalized))
         results = [next(computed) if is_dask_collection(item) else item for item in items]
@@ -102,9 +118,10 @@ class GraphsMixin:
         variables = [item for item in items if is_dask_collection(item)]
         rebuilt = iter(())
         if variables:
-            dsk, keys = collections_graph(variables, optimize_graph, finalize=False)
+            expr = collections_expression(variables, optimize_graph, finalize=False)
+            keys = expr.__dask_keys__()
             names = list(flatten(keys))
-            futures = self._submit_graph(dsk, names, workers, allow_other_workers, resources,
+            futures = self._submit_graph(expr, names, workers, allow_other_workers, resources,
                                          retries, priority, call="persist()")
             by_key = dict(zip(names, futures))
             rebuilt = iter([
@@ -127,53 +144,12 @@ def _dask():
     return dask
 
 
-#: tasks per update-graph message of a large graph: the scheduler takes
-#: one message in one step, ~20 us a task, so a part keeps it busy ~40 ms
-GRAPH_PART = 2_000
+def _is_expression(dsk) -> bool:
+    expr_module = sys.modules.get("dask._expr")
+    return expr_module is not None and isinstance(dsk, expr_module.Expr)
 
 
 def send_graph(send, tasks: list, wanted: list):
-    """Send a graph as one update-graph message, or a large one in parts,
-    dependencies first, so that the scheduler never spends more than a part's
-    time on it at once.  Each part is held by the client's graph hold (the
-    scheduler keeps and starts running it although nothing is wanted yet);
-    once all are in, the wanted keys are asked for and the hold is let go of,
-    again in parts."""
-    if len(tasks) <= GRAPH_PART:
-        send({"op": "update-graph", "tasks": tasks, "wanted": wanted})
-        return
-    tasks = _dependencies_first(tasks)
-    for start in range(0, len(tasks), GRAPH_PART):
-        part = tasks[start:start + GRAPH_PART]
-        send({"op": "update-graph", "tasks": part, "wanted": [t["key"] for t in part],
-              "hold": True})
-    send({"op": "update-graph", "tasks": [], "wanted": wanted})
-    for start in range(0, len(tasks), GRAPH_PART):
-        send({"op": "release-keys", "keys": [t["key"] for t in tasks[start:start + GRAPH_PART]],
-              "hold": True})
-
-
-def _dependencies_first(tasks: list) -> list:
-    """``tasks`` in an order where each comes after those of its
-    dependencies that are among them (Kahn's algorithm, no recursion)."""
-    index = {t["key"]: t for t in tasks}
-    missing = {}
-    dependents: dict = {}
-    for t in tasks:
-        inside = [d for d in t["deps"] if d in index]
-        missing[t["key"]] = len(inside)
-        for d in inside:
-            dependents.setdefault(d, []).append(t["key"])
-    ready = [t["key"] for t in reversed(tasks) if not missing[t["key"]]]
-    order = []
-    while ready:
-        key = ready.pop()
-        order.append(index[key])
-        for dependent in dependents.get(key, ()):
-            missing[dependent] -= 1
-            if not missing[dependent]:
-                ready.append(dependent)
-    if len(order) != len(tasks):
-        raise ValueError("the graph has a cycle: "
-                         f"{[k for k, n in missing.items() if n][:5]!r} depend on each other")
-    return order
+    """Send a graph built here (see ``graph_messages``)."""
+    for msg in graph_messages(tasks, wanted):
+        send(msg)

@@ -26,7 +26,7 @@ def _proof(token: str, nonce: bytes) -> bytes:
     return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
 
 
-async def _server_handshake(comm: Comm, token: str | None, role: str) -> dict:
+async def _server_handshake(comm: Comm, token: str | None, role: str, welcome: dict) -> dict:
     nonce = os.urandom(16)
     with trio.fail_after(HANDSHAKE_TIMEOUT):
         await comm.send([{"op": "hello", "version": PROTOCOL_VERSION, "nonce": nonce,
@@ -57,7 +57,7 @@ async def _server_handshake(comm: Comm, token: str | None, role: str) -> dict:
             await _refuse(comm, error, auth=True)
             raise AuthenticationError(error)
     comm.handshake_done(trusted=token is not None)
-    await comm.send([{"op": "welcome"}])
+    await comm.send([{"op": "welcome", "info": welcome}])
     return dict(msg.get("info") or {})
 
 
@@ -132,6 +132,8 @@ async def _client_handshake(comm: Comm, info: dict, token: str | None):
         raise ProtocolError(f"{comm.peer_address} refused the connection: {text}")
     if msg.get("op") != "welcome":
         raise ProtocolError(f"{comm.peer_address} broke the handshake")
+    # what the server says it can do (e.g. build dask graphs)
+    comm.peer_info = msg["info"] if isinstance(msg.get("info"), dict) else {}
     comm.token = token
     comm.handshake_done(trusted=True)  # the server this process chose to connect to
 
@@ -184,9 +186,11 @@ async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
                 token: str | None | Callable[[], str | None] = None, security=None,
                 role: str = "scheduler",
                 check_info: Callable[[dict], None] | None = None,
+                welcome: dict | None = None,
                 task_status=trio.TASK_STATUS_IGNORED):
     """Accept connections at ``address`` until cancelled; run ``handler(comm)``
-    for each after a successful handshake.  ``task_status.started`` gets the
+    for each after a successful handshake, whose welcome tells the peer
+    ``welcome`` about this server.  ``task_status.started`` gets the
     bound address (the real port when 0 was asked).  ``token``: the token a
     peer must prove, or a function that says it at each handshake.
     ``check_info(info)``
@@ -197,7 +201,7 @@ async def serve(address: str, handler: Callable[[Comm], Awaitable[None]], *,
     async def guarded(comm: Comm):
         try:
             required = token() if callable(token) else token
-            comm.peer_info = await _server_handshake(comm, required, role)
+            comm.peer_info = await _server_handshake(comm, required, role, welcome or {})
             if check_info is not None:
                 check_info(comm.peer_info)
         except (ProtocolError, CommClosedError, trio.TooSlowError) as exc:

@@ -69,8 +69,15 @@ _TASK = record(key=KEY, run_spec=opt(ANY), deps=opt(KEYS), priority=opt(ANY),
                resources=opt(RESOURCES), actor=opt(BOOL), timeout=opt(TIMEOUT),
                is_async=opt(BOOL))
 
+#: what every task of a graph shares (client/options.graph_options)
+_GRAPH_OPTIONS = record(priority=opt(ANY), workers=opt(list_of(NAME)),
+                        allow_other_workers=opt(BOOL), retries=opt(INT),
+                        resources=opt(RESOURCES))
+
 CLIENT_TO_SCHEDULER = {
     "update-graph": {"tasks": list_of(_TASK), "wanted": opt(KEYS), "hold": opt(BOOL)},
+    # a dask collection's pickled expression, its graph built by the scheduler
+    "update-graph-expr": {"expr": BYTES, "wanted": KEYS, "options": opt(_GRAPH_OPTIONS)},
     "release-keys": {"keys": KEYS, "hold": opt(BOOL)},
     "want-keys": {"keys": KEYS},
     "cancel-keys": {"keys": KEYS, "force": opt(BOOL)},

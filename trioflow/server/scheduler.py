@@ -29,8 +29,9 @@ from trioflow.errors import CommClosedError
 from trioflow.protocol import messages
 from trioflow.protocol.serialize import serialize
 from trioflow.profiling import Profiler
-from trioflow.server import data_moves, scheduler_wire, unrunnable
+from trioflow.server import data_moves, graph_builds, scheduler_wire, unrunnable
 from trioflow.server.worker_view import WorkersView
+from trioflow.server.graph_builds import GraphBuilds
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.deaths import DeathReports
@@ -103,6 +104,9 @@ class Scheduler(EnteredFromAsyncio):
         self._extension_handlers: dict = {}
         self._requests = RequestDispatch(logger, "scheduler")
         self._functions = Interner(1024)  # see _shared_function
+        self._graph_builds = GraphBuilds(
+            lambda client_id, msg: _CLIENT_OPS[msg["op"]](self, client_id, msg),
+            self._client_msg)
         self._workers_changed = trio.Event()
         self._nursery_manager = None
         self.nursery: trio.Nursery | None = None
@@ -397,7 +401,12 @@ class Scheduler(EnteredFromAsyncio):
     # ------------------------------------------------------------ client messages
 
     def _client_msg(self, client_id: str, conn: Connection, msg: dict, requests: trio.Nursery):
+        if self._graph_builds.hold_back(conn, msg):
+            return  # after the graph this client's build is making
         op = msg.get("op")
+        if op == "update-graph-expr":
+            self._graph_builds.start(client_id, conn, msg, requests)
+            return
         if op == "cancel-request":
             self._requests.cancel(conn, msg)
             return
@@ -724,7 +733,8 @@ def _event_keys(event) -> tuple:
 
 async def _serve_task(address, handler, token, security, task_status=trio.TASK_STATUS_IGNORED):
     await serve(address, handler, token=token, security=security, role="scheduler",
-                check_info=_check_peer_info, task_status=task_status)
+                check_info=_check_peer_info, welcome={"features": graph_builds.features()},
+                task_status=task_status)
 
 
 def _check_peer_info(info: dict) -> None:
