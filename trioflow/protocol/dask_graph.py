@@ -52,9 +52,11 @@ def as_dict(dsk) -> dict:
 
 def tasks_of_graph(dsk: dict, options: dict, overrides: dict,
                    function_payload: Callable[[Callable], bytes],
-                   future_key: Callable[[object], object]) -> list[dict]:
+                   future_key: Callable[[object], object], consume: bool = False) -> list[dict]:
     """The scheduler tasks of graph ``dsk``, each with ``options`` updated by
-    ``overrides.get(key)``.  ``future_key(value)`` is the key of a value that
+    ``overrides.get(key)``; with ``consume`` the nodes are let go of as they
+    are packed (``dsk`` is emptied), so the graph and its tasks are not held
+    whole at once.  ``future_key(value)`` is the key of a value that
     stands for data already on the cluster (a Future), else None: a key whose
     value is such a reference to itself is not resubmitted, and one that
     names another key becomes an alias of it."""
@@ -77,8 +79,12 @@ def tasks_of_graph(dsk: dict, options: dict, overrides: dict,
         return tasks
     from dask._task_spec import convert_legacy_graph
     nodes = convert_legacy_graph(graph, all_keys=set(dsk))
+    if consume:
+        dsk.clear()
     del graph
-    return _part_tasks(function_payload, list(nodes.items()), options, overrides)
+    items = list(nodes.items())
+    del nodes
+    return _part_tasks(function_payload, items, options, overrides)
 
 
 #: graph nodes pickled together into one part (see _part_tasks)
@@ -94,8 +100,11 @@ def _part_tasks(function_payload, items: list, options: dict, overrides: dict) -
     calls that node of the part with its dependencies' values."""
     tasks = []
     load_payload = function_payload(_identity)
-    for start in range(0, len(items), PART_TASKS):
-        part = items[start:start + PART_TASKS]
+    items.reverse()  # packed from the end, so that each part is let go of once packed
+    while items:
+        part = items[-PART_TASKS:]
+        del items[-PART_TASKS:]
+        part.reverse()
         payload, found = dumps_shared([node for _, node in part])
         part_key = f"graph-part-{token(payload)}"
         tasks.append({"key": part_key, "run_spec": (load_payload, payload),
@@ -185,7 +194,7 @@ def expression_tasks(payload: bytes, options: dict,
     dsk = as_dict(expr.__dask_graph__())
     del expr
     return tasks_of_graph(dsk, options, {}, function_payload,
-                          lambda v: v.key if type(v) is FutureRef else None)
+                          lambda v: v.key if type(v) is FutureRef else None, consume=True)
 
 
 # ------------------------------------------------------------ messages
@@ -195,24 +204,24 @@ def expression_tasks(payload: bytes, options: dict,
 GRAPH_PART = 2_000
 
 
-def graph_messages(tasks: list, wanted: list) -> Iterator[dict]:
+def graph_messages(tasks: list, wanted: list, part_size: int = GRAPH_PART) -> Iterator[dict]:
     """The messages that submit a graph: one update-graph, or for a large
     one parts of it, dependencies first, so that the scheduler never spends
     more than a part's time on it at once.  Each part is held by the client's
     graph hold (the scheduler keeps and starts running it although nothing
     is wanted yet); once all are in, the wanted keys are asked for and the
     hold is let go of, again in parts."""
-    if len(tasks) <= GRAPH_PART:
+    if len(tasks) <= part_size:
         yield {"op": "update-graph", "tasks": tasks, "wanted": wanted}
         return
     tasks = _dependencies_first(tasks)
-    for start in range(0, len(tasks), GRAPH_PART):
-        part = tasks[start:start + GRAPH_PART]
+    for start in range(0, len(tasks), part_size):
+        part = tasks[start:start + part_size]
         yield {"op": "update-graph", "tasks": part, "wanted": [t["key"] for t in part],
                "hold": True}
     yield {"op": "update-graph", "tasks": [], "wanted": wanted}
-    for start in range(0, len(tasks), GRAPH_PART):
-        yield {"op": "release-keys", "keys": [t["key"] for t in tasks[start:start + GRAPH_PART]],
+    for start in range(0, len(tasks), part_size):
+        yield {"op": "release-keys", "keys": [t["key"] for t in tasks[start:start + part_size]],
                "hold": True}
 
 
