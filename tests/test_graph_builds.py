@@ -47,6 +47,20 @@ def test_compute_and_persist_leave_the_graph_to_the_scheduler(client, monkeypatc
     assert client.compute(delayed, sync=True) == sum(range(50))
 
 
+def test_options_of_compute_reach_every_task_the_scheduler_builds(client):
+    chosen = sorted(client.scheduler_info()["workers"])[1]
+    x = da.arange(3_000, chunks=10).sum()
+    future = client.compute(x, workers=[chosen], allow_other_workers=False, priority=5)
+    assert future.result(timeout=60) == sum(range(3_000))
+    assert list(client.who_has(future)[future.key]) == [chosen]
+
+    def ran_where(dask_scheduler=None):
+        return {w for ts in dask_scheduler.state.tasks.values()
+                for w in ts.worker_restrictions or ()}
+    restrictions = client.run_on_scheduler(ran_where)
+    assert restrictions == {chosen}
+
+
 def test_client_builds_when_told_to(client, monkeypatch):
     built = []
     monkeypatch.setattr(graph_calls, "as_dict", lambda d: built.append(1) or dict(

@@ -72,7 +72,7 @@ _TASK = record(key=KEY, run_spec=opt(ANY), deps=opt(KEYS), priority=opt(ANY),
 #: what every task of a graph shares (client/options.graph_options)
 _GRAPH_OPTIONS = record(priority=opt(ANY), workers=opt(list_of(NAME)),
                         allow_other_workers=opt(BOOL), retries=opt(INT),
-                        resources=opt(RESOURCES))
+                        resources=opt(RESOURCES), timeout=opt(TIMEOUT))
 
 CLIENT_TO_SCHEDULER = {
     "update-graph": {"tasks": list_of(_TASK), "wanted": opt(KEYS), "hold": opt(BOOL)},
