@@ -23,6 +23,7 @@ import trio
 from trioflow.protocol.dask_graph import dask_available, expression_tasks, graph_messages
 from trioflow.protocol.exceptions import pack_exception
 from trioflow.protocol.tasks import dumps_task_function
+from trioflow.server.heap import collector_paused
 
 logger = logging.getLogger("trioflow.scheduler")
 
@@ -86,8 +87,9 @@ class GraphBuilds:
 def _build_messages(payload: bytes, options: dict, wanted: list) -> list[dict]:
     """In the build thread: the messages that submit the expression's graph
     (ordering a large graph dependencies first takes a while, too)."""
-    tasks = expression_tasks(payload, options, dumps_task_function)
-    return list(graph_messages(tasks, wanted, PART))
+    with collector_paused():
+        tasks = expression_tasks(payload, options, dumps_task_function)
+        return list(graph_messages(tasks, wanted, PART))
 
 
 def _err(conn, keys: list, exc: Exception) -> None:

@@ -32,6 +32,7 @@ from trioflow.profiling import Profiler
 from trioflow.server import data_moves, graph_builds, scheduler_wire, unrunnable
 from trioflow.server.worker_view import WorkersView
 from trioflow.server.graph_builds import GraphBuilds
+from trioflow.server.heap import HeapFreezer
 from trioflow.server.background import EnteredFromAsyncio, current_library
 from trioflow.server import logs
 from trioflow.server.deaths import DeathReports
@@ -104,6 +105,7 @@ class Scheduler(EnteredFromAsyncio):
         self._extension_handlers: dict = {}
         self._requests = RequestDispatch(logger, "scheduler")
         self._functions = Interner(1024)  # see _shared_function
+        self._heap = HeapFreezer()
         self._graph_builds = GraphBuilds(
             lambda client_id, msg: _CLIENT_OPS[msg["op"]](self, client_id, msg),
             self._client_msg)
@@ -184,6 +186,7 @@ class Scheduler(EnteredFromAsyncio):
         try:
             await self._nursery_manager.__aexit__(None, None, None)
         finally:
+            self._heap.idle()
             self.status = "closed"
             self._closed.set()
             if self.runtime_file is not None:
@@ -283,6 +286,8 @@ class Scheduler(EnteredFromAsyncio):
             await trio.sleep(interval)
             if self.state.could_steal():
                 self.stimulus(ev.BalanceWork(new_stimulus_id("steal")))
+            if self._heap.frozen and not self.state.tasks:
+                self._heap.idle()
 
     def _close_worker(self, address: str, reason: str):
         """The state removed this worker: drop its connection too."""
@@ -462,6 +467,7 @@ class Scheduler(EnteredFromAsyncio):
                 actor=bool(t.get("actor")), timeout=t.get("timeout"),
                 is_async=bool(t.get("is_async")))
             for t in msg["tasks"])
+        self._heap.took(len(tasks))
         self.stimulus(ev.GraphSubmitted(self._holder(client_id, msg), tasks,
                                         tuple(msg.get("wanted") or ()),
                                         stimulus_id=_stimulus(msg, "update-graph")))
