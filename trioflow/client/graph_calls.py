@@ -1,6 +1,6 @@
 """The Client's calls on task graphs and dask collections: ``get``,
 ``compute`` and ``persist``, built as dask.distributed builds them (see
-``graphs.collections_graph``).  Mixed into ``Client``."""
+``graphs.collections_expression``).  Mixed into ``Client``."""
 from __future__ import annotations
 
 import sys
@@ -53,7 +53,7 @@ class GraphsMixin:
                                          allow_other_workers, call)
         if not per_key and _is_expression(dsk) and self._core.scheduler_builds_graphs and (
                 config_value("trioflow.graph-build", "scheduler") != "client"):
-            payload, _ = dumps_expression(dsk)
+            payload = dumps_expression(dsk)
             futures = [Future(k, self, inform=False) for k in wanted_keys]
             self._core.send({"op": "update-graph-expr", "expr": payload,
                              "wanted": list(wanted_keys), "options": options})

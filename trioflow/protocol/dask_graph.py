@@ -155,13 +155,8 @@ class FutureRef:
 
 
 class _ExpressionPickler(cloudpickle.Pickler):
-    def __init__(self, file, keys):
-        super().__init__(file, protocol=5)
-        self.keys = keys
-
     def persistent_id(self, obj):
         if _is_dep(type(obj)):
-            self.keys.append(obj.key)
             return ("future", obj.key)
         return None
 
@@ -174,16 +169,15 @@ class _ExpressionUnpickler(pickle.Unpickler):
         return FutureRef(key)
 
 
-def dumps_expression(expr) -> tuple[bytes, list]:
+def dumps_expression(expr) -> bytes:
     """Pickle a dask expression for the scheduler, its Futures as references
-    to their keys; return the bytes and those keys."""
+    to their keys."""
     buffer = io.BytesIO()
-    keys: list = []
     try:
-        _ExpressionPickler(buffer, keys).dump(expr)
+        _ExpressionPickler(buffer, protocol=5).dump(expr)
     except Exception as exc:
         raise SerializationError(pickle_error(describe(expr), exc)) from exc
-    return buffer.getvalue(), keys
+    return buffer.getvalue()
 
 
 def expression_tasks(payload: bytes, options: dict,
